@@ -1,0 +1,360 @@
+"""plan.py: desired + observed -> actions, as tables of cases (no cloud involved)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from provisioner import plan as P
+from provisioner.inventory import load_inventory
+
+D = P.Desired(
+    cluster="c1",
+    workers=2,
+    master_flavor="m1.large",
+    worker_flavor="m1.medium",
+    image="debian-12",
+    network="private",
+    floating_ip_pool="public",
+    allowed_cidrs=("203.0.113.0/24",),
+    open_ports=(22, 443),
+)
+
+
+def node(role: str, index: int, status: str = "ACTIVE", *, id: str = "", **kw) -> P.Node:
+    name = P.server_name("c1", role, index)
+    return P.Node(name=name, role=role, index=index, id=id or f"id-{name}", status=status, **kw)
+
+
+FULL = P.Observed(
+    cluster="c1",
+    nodes=(node("master", 0), node("worker", 1), node("worker", 2)),
+    security_group=P.Ref("sg", "sparkstack-c1"),
+    server_group=P.Ref("g", "sparkstack-c1-workers", "soft-anti-affinity"),
+    master_port=P.Ref("p", "c1-master-port", "10.77.0.10"),
+    floating_ip=P.Ref("f", "", "10.78.0.20"),
+    attached_ip="10.78.0.20",
+    keypair=P.Ref("sparkstack-c1", "sparkstack-c1"),
+)
+EMPTY = P.Observed(cluster="c1")
+
+
+def kinds(actions):
+    return [(a.kind, getattr(a, "name", getattr(a, "address", ""))) for a in actions]
+
+
+UP_CASES = [
+    (
+        "from nothing: shared resources, port first, then every server, then the IP",
+        D,
+        EMPTY,
+        [
+            ("create_security_group", "sparkstack-c1"),
+            ("create_keypair", "sparkstack-c1"),
+            ("create_server_group", "sparkstack-c1-workers"),
+            ("create_master_port", "c1-master-port"),
+            ("create_server", "c1-master"),
+            ("create_server", "c1-worker-1"),
+            ("create_server", "c1-worker-2"),
+            ("attach_floating_ip", ""),
+        ],
+    ),
+    ("complete cluster: nothing", D, FULL, []),
+    (
+        "partial: only the missing worker and the floating IP",
+        D,
+        P.Observed(
+            cluster="c1",
+            nodes=(node("master", 0), node("worker", 1)),
+            security_group=FULL.security_group,
+            server_group=FULL.server_group,
+            master_port=FULL.master_port,
+            keypair=FULL.keypair,
+        ),
+        [("create_server", "c1-worker-2"), ("attach_floating_ip", "")],
+    ),
+    (
+        "a server in ERROR is deleted and created again",
+        D,
+        P.Observed(
+            cluster="c1",
+            nodes=(
+                node("master", 0),
+                node("worker", 1, "ERROR", fault="No valid host"),
+                node("worker", 2),
+            ),
+            security_group=FULL.security_group,
+            server_group=FULL.server_group,
+            master_port=FULL.master_port,
+            attached_ip="10.78.0.20",
+            keypair=FULL.keypair,
+        ),
+        [("delete_server", "c1-worker-1"), ("create_server", "c1-worker-1")],
+    ),
+    (
+        "a duplicate (lost create answer) goes; the ACTIVE one stays",
+        D,
+        P.Observed(
+            cluster="c1",
+            nodes=FULL.nodes + (node("worker", 2, "BUILD", id="dup", created="2030"),),
+            security_group=FULL.security_group,
+            server_group=FULL.server_group,
+            master_port=FULL.master_port,
+            attached_ip="10.78.0.20",
+            keypair=FULL.keypair,
+        ),
+        [("delete_server", "c1-worker-2")],
+    ),
+    (
+        "existing keypair, no anti-affinity, no workers, existing floating IP",
+        P.Desired(
+            cluster="c1",
+            workers=0,
+            master_flavor="m1.large",
+            worker_flavor="m1.medium",
+            keypair="mine",
+            anti_affinity="none",
+            floating_ip="10.78.0.99",
+        ),
+        EMPTY,
+        [
+            ("create_security_group", "sparkstack-c1"),
+            ("create_master_port", "c1-master-port"),
+            ("create_server", "c1-master"),
+            ("attach_floating_ip", "10.78.0.99"),
+        ],
+    ),
+    (
+        "up leaves extra workers alone (only scale removes)",
+        P.Desired(cluster="c1", workers=1, master_flavor="m1.large", worker_flavor="m1.medium"),
+        FULL,
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(("why", "desired", "observed", "expected"), UP_CASES, ids=lambda x: "")
+def test_plan_up(why, desired, observed, expected):
+    assert kinds(P.plan_up(desired, observed)) == expected, why
+
+
+def _with(workers: int) -> P.Desired:
+    return P.Desired(
+        cluster="c1", workers=workers, master_flavor="m1.large", worker_flavor="m1.medium"
+    )
+
+
+SCALE_CASES = [
+    ("same count: nothing", 2, FULL, []),
+    (
+        "up to 4: two new workers",
+        4,
+        FULL,
+        [("create_server", "c1-worker-3"), ("create_server", "c1-worker-4")],
+    ),
+    (
+        "down to 0: decommission first, highest index first",
+        0,
+        FULL,
+        [("decommission", ""), ("delete_server", "c1-worker-2"), ("delete_server", "c1-worker-1")],
+    ),
+    (
+        "fills a gap in the indices",
+        3,
+        P.Observed(
+            cluster="c1",
+            nodes=(node("master", 0), node("worker", 1), node("worker", 3)),
+            server_group=FULL.server_group,
+        ),
+        [("create_server", "c1-worker-2")],
+    ),
+    (
+        "no server group yet (started with 0 workers)",
+        1,
+        P.Observed(cluster="c1", nodes=(node("master", 0),)),
+        [("create_server_group", "sparkstack-c1-workers"), ("create_server", "c1-worker-1")],
+    ),
+]
+
+
+@pytest.mark.parametrize(("why", "workers", "observed", "expected"), SCALE_CASES, ids=lambda x: "")
+def test_plan_scale(why, workers, observed, expected):
+    actions = P.plan_scale(_with(workers), observed)
+    assert kinds(actions) == expected, why
+
+
+def test_scale_down_decommissions_exactly_the_removed_workers():
+    actions = P.plan_scale(_with(1), FULL)
+    assert actions[0] == P.Decommission(names=("c1-worker-2",))
+    assert P.DeleteServer(name="c1-worker-2", id="id-c1-worker-2", reason="scale down") in actions
+
+
+DOWN_CASES = [
+    ("nothing there: nothing to do", D, EMPTY, []),
+    (
+        "everything, servers first, in dependency order",
+        D,
+        FULL,
+        [
+            ("delete_server", "c1-worker-2"),
+            ("delete_server", "c1-worker-1"),
+            ("delete_server", "c1-master"),
+            ("delete_floating_ip", "10.78.0.20"),
+            ("delete_port", "c1-master-port"),
+            ("delete_security_group", "sparkstack-c1"),
+            ("delete_server_group", "sparkstack-c1-workers"),
+            ("delete_keypair", "sparkstack-c1"),
+        ],
+    ),
+    (
+        "an inventory-named floating IP and keypair are never deleted",
+        P.Desired(
+            cluster="c1",
+            workers=2,
+            master_flavor="m1.large",
+            worker_flavor="m1.medium",
+            keypair="mine",
+            floating_ip="10.78.0.20",
+        ),
+        FULL,
+        [
+            ("delete_server", "c1-worker-2"),
+            ("delete_server", "c1-worker-1"),
+            ("delete_server", "c1-master"),
+            ("delete_port", "c1-master-port"),
+            ("delete_security_group", "sparkstack-c1"),
+            ("delete_server_group", "sparkstack-c1-workers"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("why", "desired", "observed", "expected"), DOWN_CASES, ids=lambda x: "")
+def test_plan_down(why, desired, observed, expected):
+    assert kinds(P.plan_down(desired, observed)) == expected, why
+
+
+def test_plan_prints_and_serialises():
+    actions = P.plan_up(D, EMPTY)
+    text = P.describe(actions)
+    assert "  1. create security group sparkstack-c1" in text
+    assert "tcp 22,443 from 203.0.113.0/24" in text
+    assert "allocate a floating IP from public" in text
+    data = json.loads(json.dumps(P.to_json(actions)))
+    assert data[4] == {
+        "action": "create_server",
+        "name": "c1-master",
+        "role": "master",
+        "index": 0,
+        "flavor": "m1.large",
+        "description": "create server c1-master (master, m1.large)",
+    }
+    assert data[0]["allowed_cidrs"] == ["203.0.113.0/24"]
+    assert P.describe([]) == "nothing to do"
+
+
+FLAVORS = {
+    "m1.large": P.Flavor("m1.large", vcpus=4, ram=8192, disk=40),
+    "m1.medium": P.Flavor("m1.medium", vcpus=2, ram=4096, disk=20),
+}
+
+
+def test_needs_counts_what_the_plan_creates():
+    need = P.needs(P.plan_up(D, EMPTY), flavors=FLAVORS, observed=EMPTY, desired=D)
+    assert need == P.Needs(
+        instances=3,
+        cores=8,
+        ram=16384,
+        ports=3,
+        floating_ips=1,
+        security_groups=1,
+        security_group_rules=4,
+        server_groups=1,
+        server_group_members=2,
+    )
+
+
+def test_needs_nets_out_replaced_servers():
+    observed = P.Observed(
+        cluster="c1",
+        nodes=(node("master", 0), node("worker", 1, "ERROR"), node("worker", 2)),
+        security_group=FULL.security_group,
+        server_group=FULL.server_group,
+        master_port=FULL.master_port,
+        attached_ip="x",
+        keypair=FULL.keypair,
+    )
+    need = P.needs(P.plan_up(D, observed), flavors=FLAVORS, observed=observed, desired=D)
+    assert (need.instances, need.cores, need.ram, need.ports) == (0, 0, 0, 0)
+
+
+SHORTFALL_CASES = [
+    ("fits", {"instances": P.Quota(10, 0), "cores": P.Quota(-1, 5)}, []),
+    ("unlimited everywhere", {k: P.Quota(-1, 99) for k in ("instances", "cores", "ram")}, []),
+    (
+        "every shortfall listed",
+        {
+            "instances": P.Quota(2, 0),
+            "cores": P.Quota(10, 4),
+            "ram": P.Quota(20000, 0),
+            "floating_ips": P.Quota(1, 1),
+            "security_group_rules": P.Quota(10, 8),
+            "server_group_members": P.Quota(1, 0),
+        },
+        [
+            "instances: the plan needs 3, the project has 2 left (limit 2, used 0)",
+            "cores (vCPUs): the plan needs 8, the project has 6 left (limit 10, used 4)",
+            "floating IPs: the plan needs 1, the project has 0 left (limit 1, used 1)",
+            "security group rules: the plan needs 4, the project has 2 left (limit 10, used 8)",
+            "server group members: 2 workers in one group, the limit is 1",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("why", "quotas", "expected"), SHORTFALL_CASES, ids=lambda x: "")
+def test_quota_shortfalls(why, quotas, expected):
+    need = P.needs(P.plan_up(D, EMPTY), flavors=FLAVORS, observed=EMPTY, desired=D)
+    assert P.quota_shortfalls(need, quotas) == expected, why
+
+
+IMAGE_CASES = [
+    (P.Image("img", "active", min_disk=1, min_ram=512), []),
+    (P.Image("img", "queued"), ["image img is queued, not active"]),
+    (
+        P.Image("img", "active", min_disk=30, min_ram=5000),
+        [
+            "flavor m1.medium has a 20 GB disk, image img needs 30 GB",
+            "flavor m1.medium has 4096 MB of RAM, image img needs 5000 MB",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("image", "expected"), IMAGE_CASES)
+def test_image_flavor_shortfalls(image, expected):
+    assert P.image_flavor_shortfalls(image, FLAVORS.values()) == expected
+
+
+def test_desired_from_the_example_inventory():
+    inv = load_inventory(Path(__file__).resolve().parents[2] / "inventory.example.toml")
+    d = P.desired_from_inventory(inv)
+    assert (d.cluster, d.workers, d.master_flavor, d.worker_flavor) == (
+        "spark-demo",
+        2,
+        "m1.large",
+        "m1.medium",
+    )
+    assert d.open_ports == (22, 443) and d.allowed_cidrs == ("203.0.113.0/24",)
+    assert d.keypair_managed and d.key_source == "generate"
+    assert d.keypair_name == "sparkstack-spark-demo"
+    assert P.desired_from_inventory(inv, workers=7).workers == 7
+
+
+def test_identity_names_match_the_inventory_contract():
+    assert P.server_name("c1", "master", 0) == "c1-master"
+    assert P.server_name("c1", "worker", 3) == "c1-worker-3"
+    assert P.identity_tags("c1") == ["sparkstack", "sparkstack:c1"]
+    assert all(len(t) <= 60 and "/" not in t and "," not in t for t in P.identity_tags("a" * 40))
