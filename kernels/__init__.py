@@ -1,0 +1,1 @@
+"""Jupyter kernel templates, shipped as package data (``provisioner.kernels``)."""

@@ -1,0 +1,238 @@
+"""Pure rendering: an inventory to the cloud-init user_data of each role, and to kernel.json.
+
+Templates are jinja2 with StrictUndefined, so a missing value is an error at render time,
+never an empty string in a shell script on a node. They ship as package data
+(``provisioner.cloud_init_templates``, ``provisioner.kernels``), so an installed wheel
+renders exactly what the source tree does.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import ipaddress
+import json
+import logging
+import shlex
+from importlib.resources import files
+from typing import Literal
+
+import jinja2
+
+from provisioner import inventory as inv_mod
+from provisioner.errors import UserInputError
+from provisioner.inventory import Inventory
+
+log = logging.getLogger(__name__)
+
+Role = Literal["master", "worker"]
+ROLES: tuple[Role, ...] = ("master", "worker")
+
+# Nova rejects user_data whose base64 encoding is longer than this (the column is a TEXT).
+MAX_USER_DATA_BASE64 = 65535
+
+# Where things are on every node. The provisioner waits on READY/FAILED over SSH.
+SPARK_HOME = "/opt/spark"
+VENV = "/opt/sparkstack/venv"
+VENV_PYTHON = f"{VENV}/bin/python"
+STATE_DIR = "/var/lib/sparkstack"
+READY_MARKER = f"{STATE_DIR}/ready"
+FAILED_MARKER = f"{STATE_DIR}/failed"
+NODE_FACTS = f"{STATE_DIR}/node"
+CONF_PATH = "/etc/sparkstack/sparkstack.conf"
+KERNEL_DIR = "/usr/local/share/jupyter/kernels/pyspark"
+KERNEL_PATH = f"{KERNEL_DIR}/kernel.json"
+SPARK_LOG_DIR = "/var/log/spark"
+# Java of Debian 12 / Ubuntu 22.04+ on amd64; the node finds its own, this is for
+# `render --role kernel` when no better value is known.
+DEFAULT_JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
+
+# Placeholders in the master's kernel.json.in, filled in at boot with what the node has.
+_BOOT_MASTER_IP = "@MASTER_IP@"
+_BOOT_PY4J_ZIP = "@PY4J_ZIP@"
+_BOOT_JAVA_HOME = "@JAVA_HOME@"
+
+_STEPS = {
+    "master": ("packages", "python", "user", "spark", "configure", "kernel", "service", "ready"),
+    "worker": ("packages", "python", "user", "spark", "configure", "service", "ready"),
+}
+
+
+def bootstrap_steps(role: Role) -> tuple[str, ...]:
+    """The steps of ``sparkstack-bootstrap`` for a role, in the order it runs them."""
+    return _STEPS[role]
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    """One jinja2 environment reading the templates shipped with the package."""
+    cloud_init = files("provisioner.cloud_init_templates")
+    kernels = files("provisioner.kernels")
+
+    def load(name: str) -> str:
+        # "kernels/<dir>/<file>" names a kernel template; anything else a cloud-init one.
+        parts = name.split("/")
+        path = kernels.joinpath(*parts[1:]) if parts[0] == "kernels" else cloud_init / name
+        try:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise jinja2.TemplateNotFound(name) from None
+
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(load),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        # Shell's ${#array[@]} would open a jinja comment; templates comment with {## ##}.
+        comment_start_string="{##",
+        comment_end_string="##}",
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["sh"] = shlex.quote
+    return env
+
+
+def _ipv4(value: str | None, *, option: str) -> str:
+    if value is None:
+        raise UserInputError(
+            f"{option} is required: the master's private IPv4 address",
+            hint="find it in Horizon (Instances) or with `openstack server show <name>-master`",
+        )
+    try:
+        address = ipaddress.IPv4Address(value.strip())
+    except ValueError:
+        raise UserInputError(
+            f"{option}: not an IPv4 address: {value!r}", hint="for example 10.0.0.12"
+        ) from None
+    if address.is_loopback or address.is_multicast or address.is_unspecified:
+        raise UserInputError(f"{option}: {address} cannot be the master's private address")
+    return str(address)
+
+
+def _ports() -> dict[str, int]:
+    return {
+        "master": inv_mod.SPARK_MASTER_PORT,
+        "master_ui": inv_mod.SPARK_MASTER_UI_PORT,
+        "worker": inv_mod.SPARK_WORKER_PORT,
+        "worker_ui": inv_mod.SPARK_WORKER_UI_PORT,
+        "driver": inv_mod.SPARK_DRIVER_PORT,
+        "block_manager": inv_mod.SPARK_BLOCK_MANAGER_PORT,
+        "max_retries": inv_mod.SPARK_PORT_MAX_RETRIES,
+    }
+
+
+def _paths() -> dict[str, str]:
+    return {
+        "spark_home": SPARK_HOME,
+        "venv": VENV,
+        "state_dir": STATE_DIR,
+        "ready": READY_MARKER,
+        "failed": FAILED_MARKER,
+        "conf": CONF_PATH,
+        "kernel_dir": KERNEL_DIR,
+        "pid_dir": "/var/lib/spark/run",
+    }
+
+
+def render_cloud_init(inv: Inventory, *, role: Role, master_ip: str | None = None) -> str:
+    """The ``#cloud-config`` user_data for one node of ``role``.
+
+    A worker needs the master's private IP, and nothing else that differs per node, so one
+    document serves every worker. A master finds its own address at boot; when
+    ``master_ip`` is given it refuses to come up under another address.
+    """
+    if role not in ROLES:
+        raise UserInputError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    if role == "worker" or master_ip is not None:
+        master_ip = _ipv4(master_ip, option="--master-ip")
+    context = {
+        "inv": inv,
+        "role": role,
+        "master_ip": master_ip,
+        "ports": _ports(),
+        "paths": _paths(),
+        "steps": bootstrap_steps(role),
+    }
+    if role == "master":
+        context["kernel_json"] = _kernel_json(
+            inv, master_ip=_BOOT_MASTER_IP, py4j_zip=_BOOT_PY4J_ZIP, java_home=_BOOT_JAVA_HOME
+        )
+    user_data = _environment().get_template(f"{role}.yaml.j2").render(context)
+    check_user_data_size(user_data, what=f"{role} user_data")
+    log.debug("rendered %s user_data: %d bytes", role, len(user_data.encode()))
+    return user_data
+
+
+def render_kernel(
+    inv: Inventory,
+    *,
+    master_ip: str,
+    py4j_zip: str,
+    java_home: str = DEFAULT_JAVA_HOME,
+) -> str:
+    """kernel.json of the global PySpark kernel on the master.
+
+    ``py4j_zip`` must be the absolute path of the zip the installed Spark ships
+    (``$SPARK_HOME/python/lib/py4j-*-src.zip``): its version changes between Spark lines,
+    and kernel.json values are not expanded, so every path is absolute.
+    """
+    master_ip = _ipv4(master_ip, option="--master-ip")
+    if not py4j_zip.startswith("/") or not py4j_zip.endswith(".zip"):
+        raise UserInputError(f"py4j zip must be an absolute path to a .zip, got {py4j_zip!r}")
+    if not java_home.startswith("/"):
+        raise UserInputError(f"JAVA_HOME must be an absolute path, got {java_home!r}")
+    return _kernel_json(inv, master_ip=master_ip, py4j_zip=py4j_zip, java_home=java_home)
+
+
+def default_py4j_zip() -> str:
+    """Best guess of the py4j zip for ``render --role kernel`` without a node to look at.
+
+    Only the 4.x line is known here (py4j 0.10.9.9 ships with Spark 4.0-4.3); a node always
+    uses the zip it actually has.
+    """
+    return f"{SPARK_HOME}/python/lib/py4j-0.10.9.9-src.zip"
+
+
+def _kernel_json(inv: Inventory, *, master_ip: str, py4j_zip: str, java_home: str) -> str:
+    limits = inv.spark.limits
+    submit_args = (
+        f"--master spark://{master_ip}:{inv_mod.SPARK_MASTER_PORT} "
+        f"--conf spark.driver.host={master_ip} "
+        f"--driver-memory {limits.driver_memory} pyspark-shell"
+    )
+    text = (
+        _environment()
+        .get_template("kernels/pyspark/kernel.json")
+        .render(
+            python=VENV_PYTHON,
+            display_name=f"PySpark (Spark {inv.spark.version}, {inv.cluster.name})",
+            cluster=inv.cluster.name,
+            spark_version=inv.spark.version,
+            spark_home=SPARK_HOME,
+            java_home=java_home,
+            py4j_zip=py4j_zip,
+            submit_args=submit_args,
+        )
+    )
+    json.loads(text)  # a template bug must fail here, not in Jupyter on the node
+    return text
+
+
+def user_data_base64_size(user_data: str) -> int:
+    """Bytes of the base64 encoding Nova stores and limits."""
+    return len(base64.b64encode(user_data.encode("utf-8")))
+
+
+def user_data_size_ok(user_data: str) -> bool:
+    return user_data_base64_size(user_data) <= MAX_USER_DATA_BASE64
+
+
+def check_user_data_size(user_data: str, *, what: str = "user_data") -> None:
+    """Raise before Nova does: its error names no field and arrives after other resources exist."""
+    size = user_data_base64_size(user_data)
+    if size > MAX_USER_DATA_BASE64:
+        raise UserInputError(
+            f"{what} is {size} bytes in base64, over Nova's limit of {MAX_USER_DATA_BASE64}",
+            hint="shorten the inventory values that end up in the templates",
+        )

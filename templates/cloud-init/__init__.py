@@ -1,0 +1,1 @@
+"""cloud-init templates, shipped as package data (``provisioner.cloud_init_templates``)."""
