@@ -1,9 +1,139 @@
-"""`sparkstack render`: paste-ready cloud-init and kernel.json. (Filled in by the foundation work.)"""
+"""`sparkstack render`: the paste-ready cloud-config of a role, or the PySpark kernel.json.
+
+For people who launch from Horizon (or Heat, or Terraform) instead of `sparkstack up`: the
+same documents `up` sends, written to a file or stdout.
+"""
 
 from __future__ import annotations
 
+import enum
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from provisioner.errors import UserInputError
+from provisioner.inventory import load_inventory
+from provisioner.render import (
+    DEFAULT_JAVA_HOME,
+    default_py4j_zip,
+    render_cloud_init,
+    render_kernel,
+)
+
+log = logging.getLogger(__name__)
+
+
+class RenderRole(str, enum.Enum):
+    master = "master"
+    worker = "worker"
+    kernel = "kernel"
 
 
 def register(app: typer.Typer) -> None:
     """Add the render command to the app."""
+
+    @app.command("render")
+    def render(
+        role: Annotated[
+            RenderRole,
+            typer.Option(
+                "--role",
+                help="master or worker: a #cloud-config for that node; kernel: kernel.json.",
+                case_sensitive=False,
+            ),
+        ],
+        inventory: Annotated[
+            Path,
+            typer.Option(
+                "-i",
+                "--inventory",
+                help="The cluster's inventory file.",
+                envvar="SPARKSTACK_INVENTORY",
+                dir_okay=False,
+            ),
+        ] = Path("inventory.toml"),
+        master_ip: Annotated[
+            str | None,
+            typer.Option(
+                "--master-ip",
+                help="The master's private IPv4 address. Required for worker and kernel; "
+                "for master, the node then refuses to come up under another address.",
+            ),
+        ] = None,
+        py4j_zip: Annotated[
+            str | None,
+            typer.Option(
+                "--py4j-zip",
+                help="kernel only: absolute path of $SPARK_HOME/python/lib/py4j-*-src.zip "
+                "on the master (default: the one Spark 4 ships). The master's own boot "
+                "writes kernel.json with the zip it really has.",
+            ),
+        ] = None,
+        java_home: Annotated[
+            str,
+            typer.Option("--java-home", help="kernel only: JAVA_HOME on the master."),
+        ] = DEFAULT_JAVA_HOME,
+        output: Annotated[
+            Path | None,
+            typer.Option(
+                "-o",
+                "--output",
+                help="Write here instead of stdout (paste the file into Horizon: Launch "
+                "Instance > Configuration > Customization Script).",
+                dir_okay=False,
+            ),
+        ] = None,
+    ) -> None:
+        """Write the cloud-config of a master or a worker, or the PySpark kernel.json."""
+        inv = load_inventory(inventory)
+        if role is RenderRole.kernel:
+            if master_ip is None:
+                raise UserInputError(
+                    "--master-ip is required for --role kernel",
+                    hint="the kernel's drivers connect to spark://<master-ip>:7077",
+                )
+            text = render_kernel(
+                inv,
+                master_ip=master_ip,
+                py4j_zip=py4j_zip or default_py4j_zip(),
+                java_home=java_home,
+            )
+        else:
+            if py4j_zip is not None:
+                raise UserInputError("--py4j-zip is only used with --role kernel")
+            if role is RenderRole.worker and master_ip is None:
+                raise UserInputError(
+                    "--master-ip is required for --role worker",
+                    hint="launch the master first and use its private IP "
+                    "(Horizon: Project > Compute > Instances)",
+                )
+            text = render_cloud_init(inv, role=role.value, master_ip=master_ip)
+        if output is None:
+            typer.echo(text, nl=False)
+        else:
+            _write(output, text)
+            typer.echo(f"wrote {output} ({role.value})", err=True)
+
+
+def _write(path: Path, text: str) -> None:
+    """Write whole or not at all, so a paste never picks up a truncated document."""
+    try:
+        directory = path.parent if str(path.parent) else Path(".")
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise UserInputError(
+            f"cannot write {path}: {exc.strerror or exc}", resource=str(path)
+        ) from None
+    log.debug("wrote %s", path)
