@@ -616,8 +616,9 @@ def load_inventory(path: str | Path) -> Inventory:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
         raise InventoryError(
-            f"not UTF-8 text (bad byte at offset {exc.start}); TOML files must be UTF-8",
+            f"not UTF-8 text (invalid byte on line {line}); TOML files must be UTF-8",
             resource=str(path),
         ) from None
     try:

@@ -1,0 +1,63 @@
+"""Inventories the foundation tests share: the example, and edge cases built from it."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+from provisioner.inventory import Inventory, parse_inventory
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "inventory.example.toml"
+PINNED_SHA512 = "ab" * 64
+
+
+def example_data() -> dict[str, Any]:
+    """The example inventory as parsed TOML, a fresh copy each call."""
+    return tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+
+
+def with_changes(changes: dict[str, Any], *, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The example with dotted keys set (``{"workers.count": 0}``) or dropped."""
+    data = example_data()
+    for dotted, value in changes.items():
+        *tables, key = dotted.split(".")
+        node = data
+        for table in tables:
+            node = node.setdefault(table, {})
+        node[key] = copy.deepcopy(value)
+    for dotted in drop:
+        *tables, key = dotted.split(".")
+        node = data
+        for table in tables:
+            node = node[table]
+        del node[key]
+    return data
+
+
+def edge_inventories() -> dict[str, Inventory]:
+    """The example plus the edges every template must survive."""
+    cases = {
+        "example": {},
+        "zero-workers": {"workers.count": 0},
+        "many-users": {
+            "jupyterhub.users": [f"user{i:03d}" for i in range(300)],
+            "jupyterhub.admins": ["user000", "user299"],
+        },
+        "custom-mirror": {
+            "spark.mirror": "http://mirror.internal:8080/apache/it's/spark/",
+            "spark.version": "3.5.7",
+        },
+        "pinned-sha512": {"spark.sha512": PINNED_SHA512.upper()},
+    }
+    return {
+        name: parse_inventory(with_changes(changes), source=f"<{name}>")
+        for name, changes in cases.items()
+    }
