@@ -1,0 +1,420 @@
+"""Namespace hosts: what a Nova server would be if the fake driver booted anything.
+
+Each host is a network namespace with one veth on the test bridge (its fixed IP, plus
+its floating IPs as extra addresses), an overlay of the shared rootfs, and its own
+mount, UTS and PID namespaces. Inside, a tiny PID 1 runs cloud-init's four stages in the
+order systemd would (init-local, init, modules:config, modules:final) from a NoCloud
+seed built out of the server's name, id, user_data and keypair, and starts sshd after
+the init stage, as ssh.service would. Nothing of the sandbox's own identity (hostname,
+mounts, addresses) is touched.
+
+The root namespace owns the bridge with the gateway addresses of both test networks,
+so it reaches every fixed IP and floating IP directly; hosts have no default route and
+only ever talk to the bridge range.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .rootfs import rootfs_path
+
+log = logging.getLogger(__name__)
+
+BRIDGE = "sstkbr0"
+# Root-side addresses: the gateways of the bed's private and public subnets.
+BRIDGE_ADDRESSES = ("10.77.0.1/24", "10.78.0.1/24")
+PRIVATE_PREFIX = 24
+FLOATING_PREFIX = 24
+# Cloud-init modules that touch disks: a namespace host has none of its own.
+DISK_MODULES = {"growpart", "resizefs", "disk_setup", "mounts"}
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+# PID 1 of a host: start the boot script, then reap whatever daemons leave behind
+# (Spark's and sshd's children are re-parented to it), like init does.
+INIT = """\
+import os, subprocess, time
+env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+       "LANG": "C.UTF-8", "HOME": "/root"}
+subprocess.Popen(["/bin/sh", "/usr/local/sbin/testbed-boot"], env=env)
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        time.sleep(1)
+"""
+
+# The boot order of Debian's systemd units: cloud-init-local, cloud-init, then ssh
+# (ssh.service is ordered after cloud-init.service, which generated its host keys),
+# cloud-config, cloud-final.
+BOOT = """\
+exec >>/var/log/testbed-boot.log 2>&1
+echo "boot: $(date -u +%FT%TZ)"
+cloud-init init --local; echo "init-local: exit $?"
+cloud-init init; echo "init: exit $?"
+mkdir -p /run/sshd && chmod 0755 /run/sshd
+/usr/sbin/sshd; echo "sshd: exit $?"
+cloud-init modules --mode=config; echo "modules:config: exit $?"
+cloud-init modules --mode=final; echo "modules:final: exit $?"
+echo "booted: $(date -u +%FT%TZ)"
+"""
+
+TESTBED_CLOUD_CFG = {
+    "datasource_list": ["NoCloud"],
+    # The veth is configured from outside; cloud-init must not rewrite it.
+    "network": {"config": "disabled"},
+}
+
+
+class HostError(RuntimeError):
+    """A host could not be booted or removed; the message names the host and the step."""
+
+
+@dataclass
+class Host:
+    name: str
+    server_id: str
+    fixed_ip: str
+    floating_ips: list[str] = field(default_factory=list)
+    pid: int = 0
+    pid_start: str = ""
+    booted_at: float = 0.0
+    state_dir: str = ""
+
+    @property
+    def netns(self) -> str:
+        return netns_name(self.server_id)
+
+    @property
+    def veth(self) -> str:
+        return veth_name(self.server_id)
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.state_dir)
+
+    @property
+    def upper(self) -> Path:
+        """The overlay's upper dir: everything the host wrote, readable from outside."""
+        return self.dir / "upper"
+
+    def file(self, path: str) -> Path:
+        """Where a file the host wrote (e.g. /var/log/cloud-init-output.log) lives."""
+        return self.upper / path.lstrip("/")
+
+    def alive(self) -> bool:
+        return _pid_alive(self.pid, self.pid_start)
+
+
+def netns_name(server_id: str) -> str:
+    return f"sstk-{server_id[:8]}"
+
+
+def veth_name(server_id: str) -> str:
+    # Interface names are at most 15 characters.
+    return f"sv{server_id[:8]}"
+
+
+def default_state_dir() -> Path:
+    """Where the host half of the bed keeps its state: inside the bed's state dir."""
+    base = os.environ.get("SPARKSTACK_TESTBED_DIR", "/var/lib/sparkstack-testbed")
+    return Path(base) / "hostbed"
+
+
+def hosts_dir(state_dir: Path | None = None) -> Path:
+    return (state_dir or default_state_dir()) / "hosts"
+
+
+def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise HostError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+def _pid_start(pid: int) -> str:
+    """Start time of a process in clock ticks: with the pid, it names one process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _pid_alive(pid: int, start: str) -> bool:
+    return pid > 0 and bool(start) and _pid_start(pid) == start
+
+
+def _link_exists(name: str, netns: str | None = None) -> bool:
+    cmd = ["ip"] + (["-n", netns] if netns else []) + ["link", "show", name]
+    return _run(*cmd, check=False).returncode == 0
+
+
+def ensure_bridge() -> None:
+    """Create the test bridge with the subnets' gateway addresses; idempotent."""
+    if not _link_exists(BRIDGE):
+        _run("ip", "link", "add", BRIDGE, "type", "bridge")
+    present = _run("ip", "-o", "addr", "show", "dev", BRIDGE).stdout
+    for addr in BRIDGE_ADDRESSES:
+        if f" {addr} " not in present:
+            _run("ip", "addr", "add", addr, "dev", BRIDGE)
+    _run("ip", "link", "set", BRIDGE, "up")
+
+
+def remove_bridge() -> None:
+    if _link_exists(BRIDGE):
+        _run("ip", "link", "del", BRIDGE)
+
+
+def _write_cloud_cfg(rootfs: Path, upper: Path) -> None:
+    """cloud.cfg of the image minus the disk modules, plus the NoCloud-only settings."""
+    cfg = yaml.safe_load((rootfs / "etc/cloud/cloud.cfg").read_text())
+    for key in ("cloud_init_modules", "cloud_config_modules", "cloud_final_modules"):
+        cfg[key] = [
+            m for m in cfg.get(key, [])
+            if (m if isinstance(m, str) else m[0]) not in DISK_MODULES
+        ]
+    etc_cloud = upper / "etc/cloud"
+    (etc_cloud / "cloud.cfg.d").mkdir(parents=True, exist_ok=True)
+    (etc_cloud / "cloud.cfg").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (etc_cloud / "cloud.cfg.d/90-testbed.cfg").write_text(yaml.safe_dump(TESTBED_CLOUD_CFG))
+
+
+def _write_seed(
+    upper: Path, *, name: str, server_id: str, user_data: str, public_keys: list[str]
+) -> None:
+    """NoCloud seed: meta-data carries the id, the hostname and the keypair's keys."""
+    seed = upper / "var/lib/cloud/seed/nocloud"
+    seed.mkdir(parents=True, exist_ok=True)
+    meta = {"instance-id": server_id, "local-hostname": name}
+    if public_keys:
+        meta["public-keys"] = list(public_keys)
+    (seed / "meta-data").write_text(yaml.safe_dump(meta))
+    (seed / "user-data").write_text(user_data)
+    (seed / "vendor-data").write_text("")
+
+
+def _prepare_upper(
+    host: Host, *, rootfs: Path, user_data: str, public_keys: list[str]
+) -> None:
+    for sub in ("upper", "work", "root"):
+        (host.dir / sub).mkdir(parents=True, exist_ok=True)
+    _write_cloud_cfg(rootfs, host.upper)
+    _write_seed(host.upper, name=host.name, server_id=host.server_id,
+                user_data=user_data, public_keys=public_keys)
+    sbin = host.upper / "usr/local/sbin"
+    sbin.mkdir(parents=True, exist_ok=True)
+    (sbin / "testbed-init").write_text(INIT)
+    (sbin / "testbed-boot").write_text(BOOT)
+    (host.upper / "etc/hostname").write_text(f"{host.name}\n")
+
+
+def _mount_script(host: Host, rootfs: Path) -> str:
+    """Runs as PID 1 of the host's new namespaces: build its root, then become init."""
+    r = host.dir / "root"
+    lines = [
+        "set -e",
+        f"mount -t overlay overlay -o lowerdir={rootfs},upperdir={host.upper},"
+        f"workdir={host.dir / 'work'} {r}",
+        f"mount -t proc proc {r}/proc",
+        f"mount -t sysfs -o ro sysfs {r}/sys || true",
+        f"mount -t tmpfs -o mode=0755,size=16m tmpfs {r}/dev",
+    ]
+    for dev in DEVICES:
+        lines.append(f"touch {r}/dev/{dev} && mount --bind /dev/{dev} {r}/dev/{dev}")
+    lines += [
+        f"mkdir -p {r}/dev/pts {r}/dev/shm",
+        f"mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts {r}/dev/pts || true",
+        f"ln -s pts/ptmx {r}/dev/ptmx",
+        f"mount -t tmpfs -o mode=1777 tmpfs {r}/dev/shm",
+        f"ln -s /proc/self/fd {r}/dev/fd",
+        f"ln -s /proc/self/fd/0 {r}/dev/stdin",
+        f"ln -s /proc/self/fd/1 {r}/dev/stdout",
+        f"ln -s /proc/self/fd/2 {r}/dev/stderr",
+        f"mount -t tmpfs -o mode=0755 tmpfs {r}/run",
+        f"hostname {host.name}",
+        f"exec chroot {r} /usr/bin/python3 /usr/local/sbin/testbed-init",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _setup_network(host: Host) -> None:
+    ns, veth = host.netns, host.veth
+    if _run("ip", "netns", "list").stdout.split().count(ns):
+        _run("ip", "netns", "del", ns)
+    if _link_exists(veth):
+        _run("ip", "link", "del", veth)
+    _run("ip", "netns", "add", ns)
+    _run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+    _run("ip", "link", "set", veth, "master", BRIDGE, "up")
+    _run("ip", "-n", ns, "link", "set", "lo", "up")
+    _run("ip", "-n", ns, "addr", "add", f"{host.fixed_ip}/{PRIVATE_PREFIX}", "dev", "eth0")
+    _run("ip", "-n", ns, "link", "set", "eth0", "up")
+    # A re-created veth has a new MAC: stale neighbour entries would black-hole SSH.
+    _run("ip", "neigh", "flush", "to", host.fixed_ip, check=False)
+    for fip in host.floating_ips:
+        _add_floating_ip(host, fip)
+
+
+def _add_floating_ip(host: Host, fip: str) -> None:
+    # A second address on eth0 in the public range: the root namespace (10.78.0.1 on the
+    # bridge) ARPs for it and the host answers, and replies leave by the connected route.
+    ipaddress.ip_address(fip)
+    _run("ip", "-n", host.netns, "addr", "replace", f"{fip}/{FLOATING_PREFIX}", "dev", "eth0")
+    _run("ip", "neigh", "flush", "to", fip, check=False)
+
+
+def _remove_floating_ip(host: Host, fip: str) -> None:
+    _run("ip", "-n", host.netns, "addr", "del", f"{fip}/{FLOATING_PREFIX}", "dev", "eth0",
+         check=False)
+    _run("ip", "neigh", "flush", "to", fip, check=False)
+
+
+def _save(host: Host) -> None:
+    tmp = host.dir / "host.json.tmp"
+    tmp.write_text(json.dumps(asdict(host), indent=2))
+    os.replace(tmp, host.dir / "host.json")
+
+
+def boot_host(
+    name: str,
+    server_id: str,
+    *,
+    fixed_ip: str,
+    user_data: str,
+    public_keys: list[str],
+    floating_ips: list[str] | None = None,
+    rootfs: Path | None = None,
+    state_dir: Path | None = None,
+) -> Host:
+    """Boot a host for a server: returns once its PID 1 runs (cloud-init goes on inside).
+
+    An earlier host of the same server is killed first, so a retry starts clean.
+    `rootfs` defaults to the cached tree of the current image recipe, which must exist.
+    """
+    ipaddress.ip_address(fixed_ip)
+    if rootfs is None:
+        rootfs = rootfs_path()
+    if not (rootfs / "etc/cloud/cloud.cfg").exists():
+        raise HostError(f"no rootfs at {rootfs}: run `python -m tests.testbed.hosts.rootfs`")
+    ensure_bridge()
+    kill_host(server_id, state_dir=state_dir)
+    host = Host(name=name, server_id=server_id, fixed_ip=fixed_ip,
+                floating_ips=list(floating_ips or []),
+                state_dir=str(hosts_dir(state_dir) / server_id))
+    _prepare_upper(host, rootfs=rootfs, user_data=user_data, public_keys=public_keys)
+    _setup_network(host)
+    script = host.dir / "mount.sh"
+    script.write_text(_mount_script(host, rootfs))
+    with (host.dir / "console.log").open("ab") as console:
+        # --kill-child: if this unshare is SIGKILLed, its child (the host's PID 1) gets
+        # SIGKILL too, which ends every process in the PID namespace.
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", host.netns, "unshare", "--mount", "--uts", "--pid",
+             "--fork", "--kill-child", "--propagation", "private", "/bin/sh", str(script)],
+            stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    host.pid, host.pid_start, host.booted_at = proc.pid, _pid_start(proc.pid), time.time()
+    _save(host)
+    log.info("host %s (%s) booting at %s, pid %d", name, server_id, fixed_ip, proc.pid)
+    return host
+
+
+def set_floating_ips(host: Host, floating_ips: list[str]) -> Host:
+    """Attach and detach addresses so the host has exactly these floating IPs."""
+    for fip in set(host.floating_ips) - set(floating_ips):
+        _remove_floating_ip(host, fip)
+    for fip in set(floating_ips) - set(host.floating_ips):
+        _add_floating_ip(host, fip)
+    host.floating_ips = sorted(floating_ips)
+    _save(host)
+    return host
+
+
+def _netns_pids(netns: str) -> list[int]:
+    proc = _run("ip", "netns", "pids", netns, check=False)
+    return [int(p) for p in proc.stdout.split()] if proc.returncode == 0 else []
+
+
+def _load(path: Path) -> Host | None:
+    try:
+        return Host(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def get_host(server_id: str, *, state_dir: Path | None = None) -> Host | None:
+    return _load(hosts_dir(state_dir) / server_id / "host.json")
+
+
+def list_hosts(*, state_dir: Path | None = None) -> list[Host]:
+    """Every host with a record, booted or dead (`Host.alive()` tells which)."""
+    root = hosts_dir(state_dir)
+    if not root.is_dir():
+        return []
+    found = (_load(p) for p in sorted(root.glob("*/host.json")))
+    return [h for h in found if h is not None]
+
+
+def kill_host(server_id: str, *, state_dir: Path | None = None, timeout: float = 15.0) -> bool:
+    """Kill a host's processes, remove its network and overlay; True if there was one.
+
+    SIGKILL, because `unshare --fork` ignores SIGTERM. Every process still in the host's
+    network namespace is killed as well: the namespace is ours, so are they.
+    """
+    dir_ = hosts_dir(state_dir) / server_id
+    host = _load(dir_ / "host.json")
+    if host is None and not dir_.exists():
+        return False
+    ns, veth = netns_name(server_id), veth_name(server_id)
+    if host is not None and host.alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(host.pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while pids := _netns_pids(ns):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            raise HostError(f"host {server_id}: processes {pids} survive SIGKILL")
+        time.sleep(0.1)
+    root = str(dir_ / "root")
+    # The overlay lives in the host's own mount namespace and dies with it; this only
+    # catches a mount leaked into the root namespace by hand.
+    for line in reversed(Path("/proc/mounts").read_text().splitlines()):
+        target = line.split()[1]
+        if target == root or target.startswith(root + "/"):
+            _run("umount", "-l", target, check=False)
+    if _link_exists(veth):
+        _run("ip", "link", "del", veth)
+    if ns in _run("ip", "netns", "list").stdout.split():
+        _run("ip", "netns", "del", ns)
+    if host is not None:
+        _run("ip", "neigh", "flush", "to", host.fixed_ip, check=False)
+        for fip in host.floating_ips:
+            _run("ip", "neigh", "flush", "to", fip, check=False)
+    shutil.rmtree(dir_, ignore_errors=True)
+    log.info("host %s removed", server_id)
+    return True
+
+
+def kill_all(*, state_dir: Path | None = None) -> list[str]:
+    """Remove every host (the test bed's shutdown); returns the server ids."""
+    root = hosts_dir(state_dir)
+    ids = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    for server_id in ids:
+        kill_host(server_id, state_dir=state_dir)
+    return ids
