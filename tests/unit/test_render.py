@@ -1,0 +1,289 @@
+"""render.py: every rendered document is valid for the program that will read it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from provisioner import render as R
+from provisioner.errors import UserInputError
+from provisioner.inventory import parse_inventory
+from tests.unit.inventory_cases import PINNED_SHA512, edge_inventories, with_changes
+from tests.unit.tools import need
+
+MASTER_IP = "10.20.0.5"
+SCRIPTS = {
+    "/etc/sparkstack/sparkstack.conf",
+    "/usr/local/sbin/sparkstack-install-spark",
+    "/usr/local/sbin/sparkstack-bootstrap",
+}
+
+
+@pytest.fixture(scope="module")
+def documents(tmp_path_factory) -> dict[tuple[str, str], Path]:
+    """Every edge inventory rendered for both roles, written to files."""
+    out = tmp_path_factory.mktemp("user-data")
+    docs = {}
+    for name, inv in edge_inventories().items():
+        for role in R.ROLES:
+            path = out / f"{name}-{role}.yaml"
+            path.write_text(R.render_cloud_init(inv, role=role, master_ip=MASTER_IP))
+            docs[(name, role)] = path
+    # A master launched from Horizon does not know its own IP yet.
+    path = out / "example-master-no-ip.yaml"
+    path.write_text(R.render_cloud_init(edge_inventories()["example"], role="master"))
+    docs[("example-no-ip", "master")] = path
+    return docs
+
+
+def files_of(path: Path) -> dict[str, dict]:
+    return {f["path"]: f for f in yaml.safe_load(path.read_text())["write_files"]}
+
+
+# cloud-init's own validator in one process for every document: the same function
+# `cloud-init schema --config-file` calls, without paying its ~0.7 s start-up eleven times.
+_VALIDATE_ALL = """
+import sys
+from cloudinit.config.schema import get_schema, validate_cloudconfig_file
+schema = get_schema()
+failed = 0
+for path in sys.argv[1:]:
+    try:
+        validate_cloudconfig_file(path, schema)
+        print("Valid cloud-config:", path)
+    except Exception as exc:
+        failed += 1
+        print("INVALID", path, exc)
+sys.exit(1 if failed else 0)
+"""
+
+
+def cloud_init_python() -> str:
+    """The interpreter cloud-init runs under (Debian's python3, not the project's)."""
+    script = Path(need("cloud-init"))
+    return script.read_text().splitlines()[0].removeprefix("#!").strip()
+
+
+def test_cloud_init_schema_cli_accepts_the_example(documents):
+    """Exactly what a user runs: `cloud-init schema --config-file` on `sparkstack render`."""
+    paths = [documents[("example", "master")], documents[("example", "worker")]]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(
+            pool.map(
+                lambda p: subprocess.run(
+                    [need("cloud-init"), "schema", "--config-file", str(p)],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                ),  # fmt: skip
+                paths,
+            )
+        )
+    for path, result in zip(paths, results, strict=True):
+        assert result.returncode == 0, (path, result.stdout, result.stderr)
+        assert f"Valid cloud-config: {path}" in result.stdout
+
+
+def test_cloud_init_schema_accepts_every_document(documents):
+    assert len(documents) == 11
+    result = subprocess.run(
+        [cloud_init_python(), "-c", _VALIDATE_ALL, *map(str, documents.values())],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("Valid cloud-config:") == len(documents)
+
+
+def test_cloud_init_schema_checker_does_reject_a_broken_document(tmp_path):
+    """The check above would be worthless if the checker accepted anything."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("#cloud-config\nwrite_files:\n  - path: /x\n    permissions: 644\n")
+    result = subprocess.run(
+        [need("cloud-init"), "schema", "--config-file", str(bad)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "permissions" in result.stdout + result.stderr
+    batch = subprocess.run(
+        [cloud_init_python(), "-c", _VALIDATE_ALL, str(bad)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert batch.returncode == 1 and "INVALID" in batch.stdout and "permissions" in batch.stdout
+
+
+def test_every_embedded_script_passes_shellcheck(documents, tmp_path):
+    tool = need("shellcheck")
+    scripts: dict[str, str] = {}  # content -> file; most scripts are the same across inventories
+    for (name, role), path in documents.items():
+        found = {p: f for p, f in files_of(path).items() if p in SCRIPTS}
+        assert set(found) == SCRIPTS, (name, role)
+        for file_path, entry in found.items():
+            if entry["content"] not in scripts:
+                target = tmp_path / f"{name}-{role}-{Path(file_path).name}"
+                target.write_text(entry["content"])
+                scripts[entry["content"]] = str(target)
+    result = subprocess.run(
+        [tool, "--shell=bash", "--severity=style", *scripts.values()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_documents_are_one_cloud_config_that_runs_the_bootstrap(documents):
+    for (name, role), path in documents.items():
+        text = path.read_text()
+        assert text.startswith("#cloud-config\n"), name
+        doc = yaml.safe_load(text)
+        assert doc["runcmd"] == [["/usr/local/sbin/sparkstack-bootstrap"]]
+        assert doc["manage_etc_hosts"] is False  # else 127.0.1.1 comes back at each boot
+        entries = files_of(path)
+        assert entries["/usr/local/sbin/sparkstack-bootstrap"]["permissions"] == "0755"
+        assert entries["/usr/local/sbin/sparkstack-install-spark"]["permissions"] == "0755"
+        unit = entries[f"/etc/systemd/system/spark-{role}.service"]["content"]
+        assert "User=spark" in unit and "Type=forking" in unit
+        assert "start-slave" not in text and "SPARK_MASTER_IP" not in text
+        if role == "worker":
+            assert f"start-worker.sh spark://{MASTER_IP}:7077" in unit
+            assert "/etc/sparkstack/kernel.json.in" not in entries
+        else:
+            assert "sbin/start-master.sh" in unit
+            json.loads(entries["/etc/sparkstack/kernel.json.in"]["content"])
+
+
+def test_node_settings_read_back_in_bash_as_the_inventory_says(documents, tmp_path):
+    """The settings file is shell: odd characters in a mirror URL must survive quoting."""
+    invs = edge_inventories()
+    for name in ("custom-mirror", "pinned-sha512", "example"):
+        inv = invs[name]
+        conf = tmp_path / f"{name}.conf"
+        conf.write_text(
+            files_of(documents[(name, "worker")])["/etc/sparkstack/sparkstack.conf"]["content"]
+        )
+        out = subprocess.run(
+            ["bash", "-c", '. "$0"; printf "%s\\n" "$SPARK_URL" "$SPARK_SHA512" '
+             '"$SPARKSTACK_MASTER_IP" "$SPARK_EXECUTOR_MEMORY" "$SPARK_CORES_MAX"', str(conf)],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout.splitlines()  # fmt: skip
+        assert out == [
+            inv.spark.tarball_url(),
+            inv.spark.sha512 or "",
+            MASTER_IP,
+            inv.spark.limits.executor_memory,
+            str(inv.spark.limits.cores_max),
+        ]
+    assert invs["pinned-sha512"].spark.sha512 == PINNED_SHA512
+    assert "it's" in invs["custom-mirror"].spark.tarball_url()
+
+
+def test_user_data_fits_novas_limit(documents):
+    for key, path in documents.items():
+        text = path.read_text()
+        assert R.user_data_size_ok(text), key
+        # Keep room to grow: the limit is a hard failure at create time.
+        assert R.user_data_base64_size(text) < R.MAX_USER_DATA_BASE64 * 0.75, key
+
+
+def test_oversized_user_data_is_refused_before_nova_sees_it():
+    text = "#cloud-config\n" + "x" * 49200
+    assert not R.user_data_size_ok(text)
+    with pytest.raises(UserInputError, match=r"65620 bytes in base64, over Nova's limit of 65535"):
+        R.check_user_data_size(text)
+
+
+def test_worker_document_is_the_same_for_every_worker():
+    one = parse_inventory(with_changes({"workers.count": 1}), source="a")
+    many = parse_inventory(with_changes({"workers.count": 40}), source="b")
+    assert R.render_cloud_init(one, role="worker", master_ip=MASTER_IP) == R.render_cloud_init(
+        many, role="worker", master_ip=MASTER_IP
+    )
+
+
+def test_no_secret_reaches_user_data(tmp_path):
+    key = tmp_path / "id_ed25519"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nSECRET-KEY-MATERIAL\n")
+    cert, tls_key = tmp_path / "hub.crt", tmp_path / "hub.key"
+    cert.write_text("CERT-MATERIAL")
+    tls_key.write_text("TLS-KEY-MATERIAL")
+    inv = parse_inventory(
+        with_changes(
+            {
+                "ssh.keypair": "team",
+                "ssh.private_key": str(key),
+                "jupyterhub.tls.mode": "files",
+                "jupyterhub.tls.cert_file": str(cert),
+                "jupyterhub.tls.key_file": str(tls_key),
+            }
+        ),
+        source="x",
+    )
+    for role in R.ROLES:
+        text = R.render_cloud_init(inv, role=role, master_ip=MASTER_IP)
+        for secret in ("SECRET-KEY-MATERIAL", "TLS-KEY-MATERIAL", str(key), str(tls_key)):
+            assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("role", "ip", "message"),
+    [
+        ("worker", None, "--master-ip is required"),
+        ("worker", "10.0.0.256", "not an IPv4 address: '10.0.0.256'"),
+        ("worker", "fe80::1", "not an IPv4 address"),
+        ("worker", "127.0.0.1", "cannot be the master's private address"),
+        ("master", "master", "not an IPv4 address: 'master'"),
+        ("gateway", "10.0.0.1", "unknown role 'gateway'"),
+    ],
+)
+def test_bad_render_arguments_are_user_errors(role, ip, message):
+    inv = edge_inventories()["example"]
+    with pytest.raises(UserInputError, match=message):
+        R.render_cloud_init(inv, role=role, master_ip=ip)
+
+
+def test_kernel_json_has_what_a_pyspark_notebook_needs():
+    inv = edge_inventories()["example"]
+    py4j = "/opt/spark/python/lib/py4j-0.10.9.7-src.zip"
+    kernel = json.loads(
+        R.render_kernel(inv, master_ip=MASTER_IP, py4j_zip=py4j, java_home="/usr/lib/jvm/j17")
+    )
+    assert kernel["argv"] == [
+        "/opt/sparkstack/venv/bin/python", "-m", "ipykernel_launcher", "-f", "{connection_file}",
+    ]  # fmt: skip
+    assert kernel["language"] == "python"
+    env = kernel["env"]
+    assert env["SPARK_HOME"] == "/opt/spark"
+    assert env["JAVA_HOME"] == "/usr/lib/jvm/j17"
+    assert env["PYTHONPATH"] == f"/opt/spark/python:{py4j}"
+    assert env["PYTHONSTARTUP"] == "/opt/spark/python/pyspark/shell.py"
+    assert env["PYSPARK_PYTHON"] == kernel["argv"][0]
+    assert env["PYSPARK_SUBMIT_ARGS"] == (
+        f"--master spark://{MASTER_IP}:7077 --conf spark.driver.host={MASTER_IP} "
+        "--driver-memory 1g pyspark-shell"
+    )
+    # kernel.json values are not expanded: every path must be absolute and literal.
+    for value in env.values():
+        assert "$" not in value
+        for part in value.split(":"):
+            if "/" in part:
+                assert part.startswith("/"), value
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"master_ip": "x", "py4j_zip": "/a/py4j.zip"}, "not an IPv4 address"),
+        ({"master_ip": MASTER_IP, "py4j_zip": "lib/py4j.zip"}, "absolute path to a .zip"),
+        (
+            {"master_ip": MASTER_IP, "py4j_zip": "/a/py4j.zip", "java_home": "jvm"},
+            "JAVA_HOME must be an absolute path",
+        ),
+    ],
+)
+def test_bad_kernel_arguments_are_user_errors(kwargs, message):
+    with pytest.raises(UserInputError, match=message):
+        R.render_kernel(edge_inventories()["example"], **kwargs)
