@@ -46,6 +46,12 @@ printf '#!/bin/sh\nexit 101\n' > "$work/usr/sbin/policy-rc.d"
 chmod +x "$work/usr/sbin/policy-rc.d"
 cp /etc/resolv.conf "$work/etc/resolv.conf"
 
+# Make the chroot look like Debian's cloud images, which this tree stands in for:
+# en_US.UTF-8 generated (cloud-init's locale module sets it) and /etc/hosts managed by
+# cloud-init (else sudo cannot resolve the node's own name).
+mkdir -p "$work/etc/cloud/cloud.cfg.d"
+printf 'manage_etc_hosts: true\n' > "$work/etc/cloud/cloud.cfg.d/01_debian_cloud.cfg"
+
 mkdir -p "$work/tmp/sparkstack-image"
 cp "$here"/provision.sh "$here"/*.txt "$work/tmp/sparkstack-image/"
 # pip and npm inside the chroot trust what this machine trusts (a TLS-inspecting proxy's
@@ -61,6 +67,8 @@ fi
 env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 $ca_env \
     chroot "$work" /bin/sh /tmp/sparkstack-image/provision.sh --no-systemd
 rm -rf "$work/tmp/sparkstack-image"
+sed -i -E 's/^# *(en_US\.UTF-8 UTF-8)/\1/' "$work/etc/locale.gen"
+chroot "$work" locale-gen
 : > "$work/etc/resolv.conf"
 
 cleanup

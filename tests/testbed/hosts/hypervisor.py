@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
         stop()
     elif args.action == "status":
         pid = running_pid()
-        sys.stdout.write(f"hypervisor: {'pid %d' % pid if pid else 'not running'}\n")
+        sys.stdout.write(f"hypervisor: {f'pid {pid}' if pid else 'not running'}\n")
         for h in hostlib.list_hosts():
             state = "running" if h.alive() else "dead"
             sys.stdout.write(f"  {h.name} {h.server_id} {h.fixed_ip} "
