@@ -797,45 +797,42 @@ class FaultProxy:
         with self._lock:
             self._counts[RequestKey(service, method, norm, decision is not None)] += 1
 
-        status: int | None = None
-        try:
-            if decision is not None and not decision.forward:
-                if decision.reset:
-                    self._reset(handler)
-                else:
-                    status = decision.status
-                    self._answer_fault(handler, decision, method)
-                return
+        upstream = None
+        if decision is None or decision.forward:
             upstream = self._forward(handler, origin, method, raw_path, body)
-            if upstream is None:
-                status = 502
-                self._answer_fault(
-                    handler,
-                    _Decision(status=502, body=_fault_body(502)),
-                    method,
-                )
-                return
-            if decision is not None:  # forward=True: the cloud acted, the answer is lost
-                if decision.reset:
-                    self._reset(handler)
-                else:
-                    status = decision.status
-                    self._answer_fault(handler, decision, method)
-                return
-            status = upstream[0]
+            if upstream is None and decision is None:
+                decision = _Decision(status=502, body=_fault_body(502))
+                fault = None  # the upstream failed, nothing was injected
+            else:
+                fault = decision.kind if decision is not None else None
+        else:
+            fault = decision.kind
+
+        if decision is None:
+            status: int | None = upstream[0] if upstream else None
+        else:
+            status = None if decision.reset else decision.status
+        # Recorded before answering, like the counters: once the client has its answer,
+        # the record is there.
+        record = RequestRecord(
+            service=service,
+            method=method,
+            path=norm,
+            raw_path=raw_path,
+            status=status,
+            fault=fault,
+            seconds=time.monotonic() - started,
+        )
+        with self._lock:
+            self._log.append(record)
+
+        if decision is None:
+            assert upstream is not None
             self._answer_upstream(handler, method, *upstream)
-        finally:
-            record = RequestRecord(
-                service=service,
-                method=method,
-                path=norm,
-                raw_path=raw_path,
-                status=status,
-                fault=decision.kind if decision is not None else None,
-                seconds=time.monotonic() - started,
-            )
-            with self._lock:
-                self._log.append(record)
+        elif decision.reset:
+            self._reset(handler)
+        else:
+            self._answer_fault(handler, decision, method)
 
     def _forward(
         self, handler: _Handler, origin: _Origin, method: str, raw_path: str, body: bytes
