@@ -43,6 +43,21 @@ SERVICES = {
 
 COMPUTE_HOSTS = ("compute-1", "compute-2", "compute-3")
 
+# Every process up.sh starts, in start order (down.sh stops them in reverse).
+PROCESSES = (
+    "mariadb",
+    "epmd",
+    "rabbitmq",
+    "keystone",
+    "glance-api",
+    "placement-api",
+    "nova-conductor",
+    "nova-scheduler",
+    "nova-api",
+    *(f"nova-compute-{h}" for h in COMPUTE_HOSTS),
+    "neutron-server",
+)
+
 IMAGE = {"name": "debian-12", "min_disk": 1, "min_ram": 512}
 
 # name -> (vcpus, ram MB, disk GB)
@@ -110,6 +125,21 @@ def endpoints() -> dict[str, str]:
     return {st: f"http://{HOST}:{port}{path}" for st, (port, path) in SERVICES.items()}
 
 
+def process_alive(name: str) -> bool:
+    """True if the process up.sh recorded for `name` is still that process.
+
+    The pid file holds "<pid> <starttime>"; a pid reused by another program has another
+    start time (field 22 of /proc/<pid>/stat).
+    """
+    try:
+        pid, start = (state_dir() / "run" / f"{name}.pid").read_text().split()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return False
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0] not in ("Z", "X") and fields[19] == start
+
+
 def _answers(url: str, timeout: float) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout):
@@ -122,12 +152,13 @@ def _answers(url: str, timeout: float) -> bool:
 
 
 def is_healthy(timeout: float = 3.0) -> bool:
-    """True when every API answers HTTP and the clouds.yaml exists.
+    """True when every recorded process runs, every API answers and clouds.yaml exists.
 
-    A bed whose processes run but whose APIs do not answer is not healthy: up.sh then
-    restarts what is missing.
+    Anything less is not healthy, and up.sh then starts what is missing.
     """
     if not clouds_yaml_path().exists():
+        return False
+    if not all(process_alive(name) for name in PROCESSES):
         return False
     return all(_answers(f"http://{HOST}:{port}/", timeout) for port, _ in SERVICES.values())
 

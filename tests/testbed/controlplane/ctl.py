@@ -37,19 +37,7 @@ log = logging.getLogger("testbed")
 DATABASES = ("keystone", "glance", "placement", "nova_api", "nova", "nova_cell0", "neutron")
 SERVICE_USERS = ("glance", "placement", "nova", "neutron")
 # Order matters for `down`: APIs and computes first, message bus and database last.
-START_ORDER = (
-    "mariadb",
-    "epmd",
-    "rabbitmq",
-    "keystone",
-    "glance-api",
-    "placement-api",
-    "nova-conductor",
-    "nova-scheduler",
-    "nova-api",
-    *(f"nova-compute-{h}" for h in bed.COMPUTE_HOSTS),
-    "neutron-server",
-)
+START_ORDER = bed.PROCESSES
 
 
 class Paths:
@@ -608,7 +596,7 @@ def cmd_up(paths: Paths) -> None:
         db.result()
         timer.step("keystone", ensure_keystone, paths, sec)
         mq.result()
-    timer.step("catalog + users", ensure_catalog, paths, sec)
+    timer.step("catalog + users", once, paths, "catalog", lambda: ensure_catalog(paths, sec))
     # The DB migrations are the slow part of a cold start; run them side by side.
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         futures = [

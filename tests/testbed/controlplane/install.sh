@@ -8,10 +8,13 @@ PACKAGES="keystone glance-api placement-api nova-api nova-conductor nova-schedul
 nova-compute nova-compute-ironic neutron-server mariadb-server rabbitmq-server
 python3-openstackclient uwsgi uwsgi-plugin-python3 python3-pymysql"
 
+# One dpkg-query for all: it prints a line only for packages it knows.
+# shellcheck disable=SC2086
+installed=$(dpkg-query -W -f='${Package} ${Status}\n' $PACKAGES 2>/dev/null \
+    | awk '$NF == "installed" {print $1}')
 missing=""
 for p in $PACKAGES; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
-        || missing="$missing $p"
+    echo "$installed" | grep -qx "$p" || missing="$missing $p"
 done
 if [ -z "$missing" ]; then
     exit 0

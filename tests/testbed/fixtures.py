@@ -1,0 +1,121 @@
+"""pytest fixtures for tests that need the local OpenStack control plane.
+
+Import them into a conftest (or a test module) of any folder that has cloud tests:
+
+    from tests.testbed.fixtures import clean_project, testbed  # noqa: F401
+
+`testbed` (session) brings the bed up once; `clean_project` (function) gives each test
+the project as it found it and fails the test that leaves something behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.testbed import bed
+
+log = logging.getLogger(__name__)
+
+
+def cannot_run_reason() -> str | None:
+    """Why this machine cannot run the control plane, or None when it can."""
+    if not sys.platform.startswith("linux"):
+        return f"the OpenStack test bed needs Linux (this is {sys.platform})"
+    if os.geteuid() != 0:
+        return "the OpenStack test bed must run as root (it installs and starts services)"
+    if shutil.which("dpkg-query") is None or shutil.which("apt-get") is None:
+        return "the OpenStack test bed needs Debian 12 packages (no dpkg/apt-get here)"
+    return None
+
+
+def bed_required() -> bool:
+    """In CI (or when asked to) a bed that cannot run is a failure, never a skip."""
+    return (
+        os.environ.get("CI", "").lower() == "true"
+        or os.environ.get("SPARKSTACK_REQUIRE_CLOUD") == "1"
+    )
+
+
+@dataclass
+class Testbed:
+    """What a cloud test needs to reach the bed."""
+
+    __test__ = False  # not a test class, whatever its name
+
+    cloud: str
+    admin_cloud: str
+    clouds_yaml: Path
+    endpoints: dict[str, str] = field(default_factory=dict)
+    up_seconds: float = 0.0
+
+    def admin(self, **kwargs: Any):
+        """A new admin Connection (admin project)."""
+        return bed.connect(self.admin_cloud, config_file=self.clouds_yaml, **kwargs)
+
+    def user(self, **kwargs: Any):
+        """A new Connection as the non-admin test user in the test project."""
+        return bed.connect(self.cloud, config_file=self.clouds_yaml, **kwargs)
+
+    def write_clouds_yaml(self, path: Path | str, **kwargs: Any) -> Path:
+        """A copy of the bed's clouds.yaml; see bed.write_clouds_yaml (proxies use it)."""
+        return bed.write_clouds_yaml(path, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Iterator[Testbed]:
+    reason = cannot_run_reason()
+    if reason:
+        if bed_required():
+            pytest.fail(f"cloud tests are required here (CI/SPARKSTACK_REQUIRE_CLOUD) "
+                        f"but {reason}", pytrace=False)
+        pytest.skip(reason)
+    up_seconds = 0.0
+    if bed.is_healthy():
+        log.info("reusing the running test bed in %s", bed.state_dir())
+        bed.reset_quotas(bed.admin_connection())
+    else:
+        try:
+            up_seconds = bed.up()
+        except Exception as exc:  # the message carries the tail of up.log
+            pytest.fail(f"could not start the OpenStack test bed: {exc}", pytrace=False)
+        log.info("test bed up in %.1fs", up_seconds)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OS_CLIENT_CONFIG_FILE", str(bed.clouds_yaml_path()))
+    try:
+        yield Testbed(
+            cloud=bed.USER_CLOUD,
+            admin_cloud=bed.ADMIN_CLOUD,
+            clouds_yaml=bed.clouds_yaml_path(),
+            endpoints=bed.endpoints(),
+            up_seconds=up_seconds,
+        )
+    finally:
+        mp.undo()
+
+
+@pytest.fixture
+def clean_project(testbed: Testbed) -> Iterator[Testbed]:
+    """The test project as it was before the test, and again after it.
+
+    Whatever the test created and did not delete is deleted here, and the test fails
+    with the list: a leak in a test is a leak the product's own cleanup might have too.
+    """
+    admin = testbed.admin()
+    before = bed.snapshot_project(admin)
+    yield testbed
+    leaked = bed.cleanup_project(admin, keep=before)
+    if leaked:
+        pytest.fail(
+            "the test left resources in the test project (deleted now): "
+            + ", ".join(leaked),
+            pytrace=False,
+        )
