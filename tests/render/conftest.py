@@ -1,0 +1,216 @@
+"""A throwaway root to run the rendered node scripts in, and a loopback Spark mirror."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import threading
+import zipfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.unit.tools import need
+
+SPARK_VERSION = "4.3.0"
+TARBALL = f"spark-{SPARK_VERSION}-bin-hadoop3.tgz"
+# Not Spark 4's py4j: proves the node uses the zip the tarball ships, not a guess.
+PY4J = "py4j-0.10.9.7-src.zip"
+
+# Runs inside `unshare --mount --pid --fork`: every mount (and process) dies with the
+# namespace, so nothing can leak onto the host even when the test is killed.
+_ENTER_ROOT = r"""
+set -eu
+root=$1 usr_local=$2
+shift 2
+mount --bind /usr "$root/usr"
+mount -o remount,bind,ro "$root/usr"
+mount --bind "$usr_local" "$root/usr/local"
+mount --rbind /dev "$root/dev"
+mount -t proc proc "$root/proc"
+exec chroot "$root" /usr/bin/env -i \
+  PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"
+"""
+
+# The test root has no network but loopback, and must never reach a package mirror.
+_FAKE_APT = """#!/bin/sh
+echo "apt-get must not run in this test: $*" >&2
+exit 100
+"""
+
+
+def fake_spark_tarball() -> bytes:
+    """A tarball in Apache's layout with just what the install and configure steps read."""
+    top = f"spark-{SPARK_VERSION}-bin-hadoop3"
+    py4j = io.BytesIO()
+    with zipfile.ZipFile(py4j, "w") as z:
+        z.writestr("py4j/__init__.py", "")
+    files = {
+        "RELEASE": (f"Spark {SPARK_VERSION} built for Hadoop 3.4.1\n".encode(), 0o644),
+        "bin/spark-submit": (b"#!/bin/sh\nexit 0\n", 0o755),
+        "sbin/spark-daemon.sh": (b"#!/bin/sh\nexit 0\n", 0o755),
+        "sbin/start-master.sh": (b"#!/bin/sh\nexit 0\n", 0o755),
+        "sbin/start-worker.sh": (b"#!/bin/sh\nexit 0\n", 0o755),
+        "conf/spark-defaults.conf.template": (b"# template\n", 0o644),
+        f"python/lib/{PY4J}": (py4j.getvalue(), 0o644),
+        "python/pyspark/shell.py": (b"", 0o644),
+    }
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, (data, mode) in files.items():
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size, info.mode, info.uid, info.gid = len(data), mode, 4242, 4242
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def sha512sum_line(data: bytes) -> bytes:
+    return f"{hashlib.sha512(data).hexdigest()}  {TARBALL}\n".encode()
+
+
+def gpg_style_line(data: bytes) -> bytes:
+    """The layout of older Apache .sha512 files: upper case, groups of 8, wrapped."""
+    digest = hashlib.sha512(data).hexdigest().upper()
+    groups = [digest[i : i + 8] for i in range(0, 128, 8)]
+    pad = " " * (len(TARBALL) + 2)
+    return (
+        f"{TARBALL}: {' '.join(groups[:6])}\n{pad}{' '.join(groups[6:12])}\n"
+        f"{pad}{' '.join(groups[12:])}\n"
+    ).encode()
+
+
+@dataclass
+class Mirror:
+    """An HTTP server on 127.0.0.1 serving fixed bytes per path; counts requests."""
+
+    base: str
+    routes: dict[str, bytes] = field(default_factory=dict)
+    truncated: set[str] = field(default_factory=set)
+    hits: Counter = field(default_factory=Counter)
+
+    def publish(self, prefix: str, tarball: bytes, sha512: bytes | None) -> str:
+        """Serve a release under /<prefix>/; returns the mirror URL for the inventory."""
+        path = f"/{prefix}/spark-{SPARK_VERSION}/{TARBALL}"
+        self.routes[path] = tarball
+        if sha512 is not None:
+            self.routes[path + ".sha512"] = sha512
+        return f"{self.base}/{prefix}"
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Iterator[Mirror]:
+    state = Mirror(base="")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            state.hits[self.path] += 1
+            body = state.routes.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.path in state.truncated:
+                # A mirror dropping the connection half way: the client holds half a file.
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.base = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@dataclass
+class Root:
+    """A throwaway root: a copy of /etc, empty /opt and /var, the host's /usr read-only."""
+
+    path: Path
+    usr_local: Path
+
+    def write_files(self, user_data: str) -> None:
+        """What cloud-init's write_files does with the rendered document."""
+        for entry in yaml.safe_load(user_data)["write_files"]:
+            target = self.host_path(entry["path"])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(entry["content"])
+            target.chmod(int(entry.get("permissions", "0644"), 8))
+
+    def host_path(self, node_path: str) -> Path:
+        """Where a path of the node lives on this host."""
+        if node_path.startswith("/usr/local/"):
+            return self.usr_local / node_path.removeprefix("/usr/local/")
+        return self.path / node_path.lstrip("/")
+
+    def run(self, *argv: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [need("unshare"), "--mount", "--pid", "--fork", "--kill-child", "--",
+             "bash", "-c", _ENTER_ROOT, "enter-root", str(self.path), str(self.usr_local), *argv],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def root() -> Iterator[Root]:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the throwaway-root tests need root (mount namespaces, chroot)")
+        pytest.skip("needs root (mount namespaces, chroot)")
+    with tempfile.TemporaryDirectory(prefix="sparkstack-root-") as tmp:
+        base = Path(tmp)
+        path, usr_local = base / "root", base / "usr-local"
+        shutil.copytree("/etc", path / "etc", symlinks=True)
+        for d in ("usr", "dev", "proc", "opt", "var/lib", "var/log", "var/tmp", "run", "root"):
+            (path / d).mkdir(parents=True, exist_ok=True)
+        (path / "tmp").mkdir(mode=0o1777)
+        (path / "tmp").chmod(0o1777)
+        for link in ("bin", "sbin", "lib", "lib64", "lib32", "libx32"):
+            host = Path("/") / link
+            if host.is_symlink():
+                (path / link).symlink_to(os.readlink(host))
+            elif host.exists():
+                pytest.skip(f"/{link} is not a symlink into /usr (not a merged-/usr system)")
+        (usr_local / "sbin").mkdir(parents=True)
+        apt = usr_local / "sbin" / "apt-get"
+        apt.write_text(_FAKE_APT)
+        apt.chmod(0o755)
+        yield Root(path=path, usr_local=usr_local)
+        # Mounts lived only in the namespace of each run, so this removes plain files only.
+
+
+@pytest.fixture(scope="session")
+def host_ip() -> str:
+    """This machine's first global IPv4 address: what the node scripts will find."""
+    out = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "scope", "global"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    for line in out.splitlines():
+        fields = line.split()
+        if "inet" in fields:
+            return fields[fields.index("inet") + 1].split("/")[0]
+    pytest.skip("no global IPv4 address on this host")
+    raise AssertionError  # unreachable

@@ -1,0 +1,209 @@
+"""The rendered node scripts, run for real in a throwaway root against a loopback mirror.
+
+These are the bootstrap and installer exactly as `sparkstack render` writes them; only
+the mirror (an inventory setting) points at 127.0.0.1. Steps that need the cloud or a real
+Spark (package installs, starting the daemons) are left to the hosts test bed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from provisioner.inventory import parse_inventory
+from provisioner.render import render_cloud_init
+from tests.render.conftest import (
+    PY4J,
+    SPARK_VERSION,
+    TARBALL,
+    Mirror,
+    Root,
+    fake_spark_tarball,
+    gpg_style_line,
+    sha512sum_line,
+)
+from tests.unit.inventory_cases import with_changes
+
+BOOTSTRAP = "/usr/local/sbin/sparkstack-bootstrap"
+
+
+def node(root: Root, *, role: str, mirror_url: str, master_ip: str, sha512: str = "") -> None:
+    inv = parse_inventory(
+        with_changes(
+            {"spark.mirror": mirror_url, "spark.version": SPARK_VERSION, "spark.sha512": sha512}
+        ),
+        source="test",
+    )
+    root.write_files(render_cloud_init(inv, role=role, master_ip=master_ip))
+
+
+def listing(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir()) if path.exists() else []
+
+
+def test_corrupt_tarball_is_refused_and_nothing_is_installed(root: Root, mirror: Mirror, host_ip):
+    good = fake_spark_tarball()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF
+    url = mirror.publish("corrupt", bytes(bad), sha512sum_line(good))
+    node(root, role="worker", mirror_url=url, master_ip=host_ip)
+
+    result = root.run(BOOTSTRAP, "user", "spark", "configure")
+
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"sha512 MISMATCH for {url}/spark-{SPARK_VERSION}/{TARBALL}" in output
+    assert "Refusing to install" in output
+    assert listing(root.host_path("/opt")) == []  # no Spark, no leftover download
+    failed = root.host_path("/var/lib/sparkstack/failed").read_text()
+    assert failed == (
+        "step=spark\n"
+        f"reason=sha512 mismatch for {url}/spark-{SPARK_VERSION}/{TARBALL}: refused to install "
+        "(see the lines above)\n"
+    )
+    assert not root.host_path("/var/lib/sparkstack/ready").exists()
+    # configure never ran: the steps stop at the first failure.
+    assert "[configure]" not in output
+
+
+def test_a_dropped_download_is_refused(root: Root, mirror: Mirror, host_ip):
+    good = fake_spark_tarball()
+    url = mirror.publish("dropped", good, sha512sum_line(good))
+    mirror.truncated.add(f"/dropped/spark-{SPARK_VERSION}/{TARBALL}")
+    node(root, role="worker", mirror_url=url, master_ip=host_ip)
+
+    result = root.run(BOOTSTRAP, "spark")
+
+    assert result.returncode != 0
+    assert "could not download" in result.stdout + result.stderr
+    assert listing(root.host_path("/opt")) == []
+    assert "step=spark\n" in root.host_path("/var/lib/sparkstack/failed").read_text()
+
+
+def test_pinned_sha512_wins_over_the_published_one(root: Root, mirror: Mirror, host_ip):
+    good = fake_spark_tarball()
+    url = mirror.publish("pinned-wrong", good, sha512sum_line(good))
+    node(root, role="worker", mirror_url=url, master_ip=host_ip, sha512="0" * 128)
+
+    result = root.run(BOOTSTRAP, "spark")
+
+    assert result.returncode != 0
+    assert "pinned in the inventory" in result.stdout + result.stderr
+    assert listing(root.host_path("/opt")) == []
+    assert mirror.hits[f"/pinned-wrong/spark-{SPARK_VERSION}/{TARBALL}.sha512"] == 0
+
+
+def test_worker_installs_verified_spark_and_configures_itself(root: Root, mirror: Mirror, host_ip):
+    good = fake_spark_tarball()
+    url = mirror.publish("gpg", good, gpg_style_line(good))
+    tarball_path = f"/gpg/spark-{SPARK_VERSION}/{TARBALL}"
+    node(root, role="worker", mirror_url=url, master_ip=host_ip)
+    host_hosts = Path("/etc/hosts").read_text()
+
+    result = root.run(BOOTSTRAP, "packages", "python", "user", "spark", "configure", "ready")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Java, Python and tools already present" in result.stdout  # pre-baked: no apt
+    assert "sha512 verified (published at" in result.stdout
+    spark = root.host_path("/opt/spark")
+    assert (spark / "bin" / "spark-submit").is_file()
+    assert (spark / "python" / "lib" / PY4J).is_file()
+    # Spark itself belongs to root (daemons and notebooks cannot alter it) ...
+    assert {p.stat().st_uid for p in spark.rglob("*")} == {0}
+    assert f"version={SPARK_VERSION}\n" in (spark / ".sparkstack-installed").read_text()
+    # ... while the daemons' own directories belong to the spark user.
+    passwd = root.host_path("/etc/passwd").read_text()
+    spark_uid = next(int(x.split(":")[2]) for x in passwd.splitlines() if x.startswith("spark:"))
+    assert spark_uid != 0
+    for d in ("/var/lib/spark/work", "/var/log/spark", "/var/lib/spark/run"):
+        assert root.host_path(d).stat().st_uid == spark_uid, d
+
+    env = (spark / "conf" / "spark-env.sh").read_text()
+    assert f"export SPARK_LOCAL_IP={host_ip}\n" in env
+    assert f"export SPARK_MASTER_HOST={host_ip}\n" in env
+    assert f"export SPARK_WORKER_CORES={os.cpu_count()}\n" in env
+    assert "export SPARK_WORKER_MEMORY=" in env
+    assert "export PYSPARK_PYTHON=/opt/sparkstack/venv/bin/python\n" in env
+    java_home = env.split("export JAVA_HOME=")[1].split("\n")[0]
+    assert Path(java_home, "bin", "java").exists()  # a real JDK path of this machine
+    defaults = (spark / "conf" / "spark-defaults.conf").read_text().split("\n")
+    for key, value in (
+        ("spark.master", f"spark://{host_ip}:7077"),
+        ("spark.executor.memory", "2g"),
+        ("spark.cores.max", "4"),
+        ("spark.master.rest.enabled", "false"),
+        ("spark.decommission.enabled", "true"),
+        ("spark.worker.cleanup.enabled", "true"),
+        ("spark.driver.port", "40000"),
+        ("spark.blockManager.port", "41000"),
+    ):
+        assert f"{key:<50}{value}" in defaults, key
+    assert not any(line.startswith("spark.driver.host") for line in defaults)  # master only
+
+    # The venv every node shares, usable by every user.
+    venv_python = root.host_path("/opt/sparkstack/venv/bin/python")
+    assert venv_python.exists() and os.stat(venv_python).st_mode & 0o005
+
+    hosts = root.host_path("/etc/hosts").read_text()
+    hostname = subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip()
+    assert f"{host_ip} {hostname} # sparkstack\n" in hosts
+    assert not any(
+        line.split()[:1] == ["127.0.1.1"] and hostname in line.split()[1:]
+        for line in hosts.splitlines()
+    )
+    assert Path("/etc/hosts").read_text() == host_hosts  # the host itself is untouched
+    assert root.host_path("/var/lib/sparkstack/ready").read_text() == (
+        f"role=worker\nspark_version={SPARK_VERSION}\nprivate_ip={host_ip}\n"
+    )
+
+    # Running again (a reboot, a re-run) downloads nothing.
+    downloads = mirror.hits[tarball_path]
+    again = root.run(BOOTSTRAP, "spark")
+    assert again.returncode == 0, again.stderr
+    assert f"Spark {SPARK_VERSION} is already installed" in again.stdout
+    assert mirror.hits[tarball_path] == downloads == 1
+
+
+def test_master_writes_a_kernel_json_with_the_py4j_spark_ships(root: Root, mirror: Mirror, host_ip):
+    good = fake_spark_tarball()
+    import hashlib
+
+    url = mirror.publish("pinned", good, None)  # no .sha512 published: the pin is used
+    node(root, role="master", mirror_url=url, master_ip=host_ip,
+         sha512=hashlib.sha512(good).hexdigest())  # fmt: skip
+
+    result = root.run(BOOTSTRAP, "user", "spark", "configure", "kernel", "ready")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sha512 verified (pinned in the inventory" in result.stdout
+    kernel_file = root.host_path("/usr/local/share/jupyter/kernels/pyspark/kernel.json")
+    kernel = json.loads(kernel_file.read_text())
+    env = kernel["env"]
+    assert env["PYTHONPATH"] == f"/opt/spark/python:/opt/spark/python/lib/{PY4J}"
+    assert env["PYSPARK_SUBMIT_ARGS"] == (
+        f"--master spark://{host_ip}:7077 --conf spark.driver.host={host_ip} "
+        "--driver-memory 1g pyspark-shell"
+    )
+    assert Path(env["JAVA_HOME"], "bin", "java").exists()
+    assert oct(kernel_file.stat().st_mode & 0o777) == "0o644"
+    defaults = root.host_path("/opt/spark/conf/spark-defaults.conf").read_text()
+    assert f"{'spark.driver.host':<50}{host_ip}\n" in defaults
+    env_sh = root.host_path("/opt/spark/conf/spark-env.sh").read_text()
+    assert '-Dspark.deploy.defaultCores=4 -Dspark.master.rest.enabled=false"' in env_sh
+    assert "SPARK_WORKER_CORES" not in env_sh
+
+
+def test_master_refuses_to_come_up_under_another_address(root: Root, mirror: Mirror, host_ip):
+    node(root, role="master", mirror_url=mirror.base + "/unused", master_ip="203.0.113.7")
+
+    result = root.run(BOOTSTRAP, "configure")
+
+    assert result.returncode != 0
+    assert "rendered for master IP 203.0.113.7, but this node's address is" in result.stderr
+    assert (
+        root.host_path("/var/lib/sparkstack/failed")
+        .read_text()
+        .startswith("step=configure\nreason=rendered for master IP 203.0.113.7")
+    )
