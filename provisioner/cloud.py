@@ -13,6 +13,7 @@ not retried (a quota or a bad request fails the same way again) and become Cloud
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -100,12 +101,10 @@ class ClusterCloud:
         *,
         cluster: str,
         retry_for: float = 120.0,
-        poll_max: float = 8.0,
     ) -> None:
         self.conn = conn
         self.cluster = cluster
         self.retry_for = retry_for
-        self.poll_max = poll_max
         self.tags = P.identity_tags(cluster)
         self.description = P.identity_description(cluster)
 
@@ -124,8 +123,6 @@ class ClusterCloud:
         """Run one API call with retries on transient errors; anything else -> CloudError."""
         try:
             return self._retrying()(fn)
-        except os_exc.NotFoundException:
-            raise
         except (os_exc.SDKException, ksa_exc.ClientException) as exc:
             code = _status(exc)
             hint = None
@@ -165,6 +162,12 @@ class ClusterCloud:
     def _list(self, what: str, fn: Callable[[], Iterable[T]]) -> list[T]:
         return self.call(what, lambda: list(fn()))
 
+    def _tag(self, res: Any, what: str) -> None:
+        """Neutron (Zed) refuses `tags` in a POST body, so tags follow in a PUT; the
+        description set in the POST is what makes the resource ours without a gap."""
+        if not set(self.tags) <= set(res.tags or []):
+            self.call("tag", lambda: self.conn.network.set_tags(res, self.tags), resource=what)
+
     def _ours(self, res: Any) -> bool:
         tags = set(getattr(res, "tags", None) or [])
         return P.cluster_tag(self.cluster) in tags or (
@@ -189,12 +192,14 @@ class ClusterCloud:
         problems: list[str] = []
         image = network = ext = None
         try:
+            images = []
             if _UUID.match(desired.image):
-                images = self._list("list images", lambda: self.conn.image.images(id=desired.image))
-                images = [i for i in images if i.id == desired.image] or self._list(
-                    "list images", lambda: self.conn.image.images(name=desired.image)
+                one = self.call(
+                    "read image",
+                    lambda: self._get_or_none(self.conn.image.get_image, desired.image),
                 )
-            else:
+                images = [one] if one is not None else []
+            if not images:
                 images = self._list(
                     "list images", lambda: self.conn.image.images(name=desired.image)
                 )
@@ -260,15 +265,26 @@ class ClusterCloud:
             problems,
         )
 
+    @staticmethod
+    def _get_or_none(get: Callable[[str], T], key: str) -> T | None:
+        try:
+            return get(key)
+        except os_exc.NotFoundException:
+            return None
+
     def quotas(self) -> dict[str, P.Quota]:
         """What the project may still use. A quota the user may not read is skipped."""
         out: dict[str, P.Quota] = {}
         lim = self.call("read compute limits", lambda: self.conn.compute.get_limits()).absolute
-        out["instances"] = P.Quota(lim.instances, lim.instances_used or 0)
-        out["cores"] = P.Quota(lim.total_cores, lim.total_cores_used or 0)
-        out["ram"] = P.Quota(lim.total_ram, lim.total_ram_used or 0)
-        out["server_groups"] = P.Quota(lim.server_groups, lim.server_groups_used or 0)
-        out["server_group_members"] = P.Quota(lim.server_group_members, 0)
+        for key, limit, used in (
+            ("instances", lim.instances, lim.instances_used),
+            ("cores", lim.total_cores, lim.total_cores_used),
+            ("ram", lim.total_ram, lim.total_ram_used),
+            ("server_groups", lim.server_groups, lim.server_groups_used),
+            ("server_group_members", lim.server_group_members, 0),
+        ):
+            if limit is not None:
+                out[key] = P.Quota(int(limit), int(used or 0))
         try:
             q = self.call(
                 "read network quota",
@@ -365,6 +381,14 @@ class ClusterCloud:
         )
         if len(ports) > 1 or len(sgs) > 1 or len(groups) > 1:
             log.warning("cluster %s has duplicate resources; using the first of each", c)
+        if attached:
+            # Nova's view of addresses lags behind Neutron's for a moment after an attach
+            nodes = [
+                dataclasses.replace(n, floating_ip=attached)
+                if n.role == P.MASTER and not n.floating_ip
+                else n
+                for n in nodes
+            ]
         return P.Observed(
             cluster=c,
             nodes=tuple(nodes),
@@ -390,11 +414,12 @@ class ClusterCloud:
         sg = self.create_once(
             "create security group",
             lambda: self.conn.network.create_security_group(
-                name=name, description=self.description, tags=self.tags
+                name=name, description=self.description
             ),
             find,
             resource=name,
         )
+        self._tag(sg, name)
         rules: list[dict[str, Any]] = [
             {
                 "security_group_id": sg.id,
@@ -466,11 +491,11 @@ class ClusterCloud:
                 network_id=network_id,
                 security_group_ids=[security_group_id],
                 description=self.description,
-                tags=self.tags,
             ),
             find,
             resource=name,
         )
+        self._tag(port, name)
         return P.Ref(port.id, port.name, _port_ip(port))
 
     def create_server(
@@ -560,11 +585,11 @@ class ClusterCloud:
                 floating_network_id=external_network_id,
                 port_id=port_id,
                 description=self.description,
-                tags=self.tags,
             ),
             find,
             resource="floating IP",
         )
+        self._tag(fip, fip.floating_ip_address)
         return fip.floating_ip_address
 
     # ----------------------------------------------------------------- deletion (ids only)

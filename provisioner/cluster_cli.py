@@ -122,7 +122,7 @@ def _age(created: str) -> str:
 def _nodes_table(observed: P.Observed) -> Table:
     table = Table(title=f"cluster {observed.cluster}", title_justify="left")
     for col in ("name", "role", "state", "fixed IP", "floating IP", "flavor", "age"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col != "state")
     for n in sorted(observed.nodes, key=lambda n: (n.role != P.MASTER, n.index)):
         state = n.status + (f" ({n.fault})" if n.fault else "")
         table.add_row(n.name, n.role, state, n.fixed_ip, n.floating_ip, n.flavor, _age(n.created))
@@ -131,11 +131,11 @@ def _nodes_table(observed: P.Observed) -> Table:
 
 def _print_plan(out: Console, actions: list[P.Action], problems: list[str]) -> None:
     out.print("plan:", highlight=False)
-    out.print(escape(P.describe(actions)), highlight=False)
+    out.print(escape(P.describe(actions)), highlight=False, soft_wrap=True)
     if problems:
         out.print("[red]preflight problems:[/]")
         for p in problems:
-            out.print(f"  - {escape(p)}", highlight=False)
+            out.print(f"  - {escape(p)}", highlight=False, soft_wrap=True)
 
 
 def _emit_json(payload: dict[str, Any]) -> None:
@@ -277,7 +277,7 @@ def register(app: typer.Typer) -> None:
                     _print_plan(out, preview.actions, [])
                 return
             if not yes:
-                out.print(escape(P.describe(preview.actions)), highlight=False)
+                out.print(escape(P.describe(preview.actions)), highlight=False, soft_wrap=True)
                 _confirm(f"Delete cluster {name}?")
             with _progress(err, f"down {name}", quiet=as_json) as reporter:
                 res = workflows.down(inv, cloud=cloud, reporter=reporter)

@@ -61,7 +61,11 @@ class LiveProgress(Reporter):
 
     def step(self, text: str) -> None:
         log.info("%s", text)
-        self.console.print(f"[dim]{_clock(time.monotonic() - self.start)}[/] {escape(text)}")
+        self.console.print(
+            f"[dim]{_clock(time.monotonic() - self.start)}[/] {escape(text)}",
+            highlight=False,
+            soft_wrap=True,
+        )
         self.last_line = time.monotonic()
 
     def nodes(self, states: Mapping[str, str]) -> None:
@@ -88,7 +92,9 @@ class LiveProgress(Reporter):
 
     def _line(self, text: str) -> None:
         self.console.print(
-            f"[dim]{_clock(time.monotonic() - self.start)}[/] {escape(text)}", highlight=False
+            f"[dim]{_clock(time.monotonic() - self.start)}[/] {escape(text)}",
+            highlight=False,
+            soft_wrap=True,
         )
         self.last_line = time.monotonic()
 

@@ -68,7 +68,7 @@ class Settings:
     active_timeout: float = 900.0
     delete_timeout: float = 600.0
     poll_min: float = 1.0
-    poll_max: float = 8.0
+    poll_max: float = 5.0
 
 
 @dataclass
@@ -320,9 +320,14 @@ def _wait_gone(
     if not ids:
         return
 
+    names: dict[str, str] = {}
+
     def poll() -> bool:
         left = [n for n in cloud.list_nodes() if n.id in ids]
-        reporter.nodes({n.name: f"deleting ({n.status})" for n in left})
+        names.update({n.id: n.name for n in left})
+        states = {name: "deleted" for name in names.values()}
+        states.update({n.name: f"deleting ({n.status})" for n in left})
+        reporter.nodes(states)
         return not left
 
     try:

@@ -1,0 +1,313 @@
+"""up / status / scale / down against the test bed's real OpenStack APIs.
+
+Every test asserts what a user would see in the project (servers, ports, floating IPs,
+security groups, server groups, keypairs through an admin connection), and the
+`clean_project` fixture fails any test that leaves something behind.
+"""
+
+# ruff: noqa: F811  (pytest fixtures imported from the test bed are named as arguments)
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from provisioner import workflows
+from provisioner.cloud import ClusterCloud, connect
+from provisioner.inventory import load_inventory
+from tests.testbed import bed
+from tests.testbed.fixtures import clean_project, testbed  # noqa: F401
+
+pytestmark = pytest.mark.cloud
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Fast polling for a cloud whose servers go ACTIVE in seconds.
+FAST = workflows.Settings(
+    max_parallel=10, poll_min=0.5, poll_max=2.0, active_timeout=180, delete_timeout=180
+)
+
+
+def write_inventory(
+    path: Path, *, name: str, workers: int = 1, cloud: str = "sparkstack-test", **extra: str
+) -> Path:
+    """A small real inventory for the bed (m1.tiny fits debian-12's min_disk/min_ram)."""
+    lines = [
+        "[cluster]",
+        f'name = "{name}"',
+        f'cloud = "{cloud}"',
+        'image = "debian-12"',
+        "[network]",
+        'name = "private"',
+        'floating_ip_pool = "public"',
+        f'floating_ip = "{extra.get("floating_ip", "")}"',
+        'allowed_cidrs = ["203.0.113.0/24"]',
+        "[master]",
+        'flavor = "m1.tiny"',
+        "[workers]",
+        'flavor = "m1.tiny"',
+        f"count = {workers}",
+        f'anti_affinity = "{extra.get("anti_affinity", "soft")}"',
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def user_data_for(inv):
+    """The real renderer when it is there; the workflow only carries its output."""
+    try:
+        from provisioner.render import render_cloud_init
+    except ImportError:  # render.py lands separately; its own tests cover it
+        return lambda role, ip: f"#cloud-config\n# role={role} master={ip}\n"
+    return lambda role, ip: render_cloud_init(inv, role=role, master_ip=ip)
+
+
+def cluster_cloud(inv):
+    """Through the product's own connect(): the fixture points OS_CLIENT_CONFIG_FILE at
+    the bed's clouds.yaml and the inventory names the cloud."""
+    return ClusterCloud(connect(inv.cluster.cloud), cluster=inv.cluster.name, retry_for=60)
+
+
+def cluster_resources(admin, cluster: str) -> dict[str, int]:
+    """What the project holds for one cluster, counted through the admin API (not through
+    the code under test): servers, their ports and the master's, the floating IP, groups,
+    keypair. Zero counts are left out, so an empty dict means nothing is left."""
+    pid = bed.project_id(admin)
+    servers = [
+        s
+        for s in admin.compute.servers(all_projects=True, project_id=pid)
+        if s.name.startswith(f"{cluster}-")
+    ]
+    ids = {s.id for s in servers}
+    ports = [
+        p
+        for p in admin.network.ports(project_id=pid)
+        if p.name == f"{cluster}-master-port" or p.device_id in ids
+    ]
+    found = {
+        "server": len(servers),
+        "port": len(ports),
+        "floating_ip": sum(
+            f.description == f"sparkstack cluster {cluster}"
+            for f in admin.network.ips(project_id=pid)
+        ),
+        "security_group": sum(
+            g.name == f"sparkstack-{cluster}" for g in admin.network.security_groups(project_id=pid)
+        ),
+        "server_group": sum(
+            g.name == f"sparkstack-{cluster}-workers"
+            for g in admin.compute.server_groups(all_projects=True, project_id=pid)
+        ),
+        "keypair": sum(
+            k.name == f"sparkstack-{cluster}"
+            for k in admin.compute.keypairs(user_id=bed.user_id(admin))
+        ),
+    }
+    return {k: v for k, v in found.items() if v}
+
+
+def run_cli(*args: str, env: dict[str, str], check: bool = True, timeout: float = 300):
+    proc = subprocess.run(
+        [sys.executable, "-m", "provisioner.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def cli_env(tmp_path: Path, clouds_yaml: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        OS_CLIENT_CONFIG_FILE=str(clouds_yaml),
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        XDG_STATE_HOME=str(tmp_path / "state"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("OS_CLOUD", None)
+    return env
+
+
+@pytest.fixture
+def keys(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    return tmp_path / "config"
+
+
+def test_lifecycle_up_status_scale_down(clean_project, tmp_path, keys):
+    admin = clean_project.admin()
+    before = bed.snapshot_project(admin)
+    inv = load_inventory(write_inventory(tmp_path / "inv.toml", name="life", workers=1))
+    cloud = cluster_cloud(inv)
+    decommissioned: list[list[str]] = []
+    handed_over: list[int] = []
+    hooks = workflows.Hooks(
+        after_servers_active=lambda obs: handed_over.append(len(obs.nodes)),
+        decommission=lambda nodes: decommissioned.append([n.name for n in nodes]),
+    )
+
+    res = workflows.up(inv, cloud=cloud, user_data=user_data_for(inv), hooks=hooks, settings=FAST)
+    assert cluster_resources(admin, "life") == {
+        "server": 2,
+        "port": 2,  # the master's own (made first) + the one Nova made for the worker
+        "floating_ip": 1,
+        "security_group": 1,
+        "server_group": 1,
+        "keypair": 1,
+    }
+    assert handed_over == [2]
+    nodes = {n.name: n for n in res.observed.nodes}
+    assert {n: x.status for n, x in nodes.items()} == {
+        "life-master": "ACTIVE",
+        "life-worker-1": "ACTIVE",
+    }
+    master = nodes["life-master"]
+    assert master.fixed_ip == res.observed.master_port.detail
+    assert master.floating_ip and not nodes["life-worker-1"].floating_ip  # never auto_ip
+    key = keys / "sparkstack" / "life" / "id_ed25519"
+    assert key.stat().st_mode & 0o777 == 0o600
+
+    # the worker booted with user_data that knows the master's fixed IP (read as admin)
+    worker = admin.compute.get_server(nodes["life-worker-1"].id)
+    assert master.fixed_ip in base64.b64decode(worker.user_data).decode()
+
+    # status through the CLI, as a user would run it
+    env = cli_env(tmp_path, clean_project.clouds_yaml)
+    out = json.loads(run_cli("status", "-i", str(tmp_path / "inv.toml"), "--json", env=env).stdout)
+    assert sorted(n["name"] for n in out["nodes"]) == ["life-master", "life-worker-1"]
+    assert out["floating_ip"] == master.floating_ip
+
+    workflows.scale(inv, workers=3, cloud=cloud, user_data=user_data_for(inv), settings=FAST)
+    assert cluster_resources(admin, "life")["server"] == 4
+    assert cluster_resources(admin, "life")["port"] == 4
+    assert sorted(n.name for n in cloud.list_nodes()) == [
+        "life-master",
+        "life-worker-1",
+        "life-worker-2",
+        "life-worker-3",
+    ]
+
+    res = workflows.scale(
+        inv, workers=1, cloud=cloud, user_data=user_data_for(inv), hooks=hooks, settings=FAST
+    )
+    assert decommissioned == [["life-worker-3", "life-worker-2"]]
+    assert sorted(n.name for n in cloud.list_nodes()) == ["life-master", "life-worker-1"]
+    assert cluster_resources(admin, "life")["server"] == 2
+    assert cluster_resources(admin, "life")["port"] == 2
+
+    res = workflows.down(inv, cloud=cloud, settings=FAST)
+    assert "floating IP " + master.floating_ip in res.deleted
+    assert cluster_resources(admin, "life") == {}
+    assert bed.snapshot_project(admin).ids == before.ids
+    # idempotent: a second down finds nothing and says so
+    proc = run_cli("down", "-i", str(tmp_path / "inv.toml"), "--yes", env=env)
+    assert "nothing left of cluster life" in proc.stdout
+
+
+def test_two_clusters_never_touch_each_other(clean_project, tmp_path, keys):
+    admin = clean_project.admin()
+    inv_a = load_inventory(write_inventory(tmp_path / "a.toml", name="iso-a", workers=1))
+    inv_b = load_inventory(
+        write_inventory(tmp_path / "b.toml", name="iso-b", workers=1, anti_affinity="none")
+    )
+    a, b = cluster_cloud(inv_a), cluster_cloud(inv_b)
+    workflows.up(inv_a, cloud=a, user_data=user_data_for(inv_a), settings=FAST)
+    workflows.up(inv_b, cloud=b, user_data=user_data_for(inv_b), settings=FAST)
+    b_before = b.observe()
+    snap_b = bed.snapshot_project(admin)
+
+    workflows.scale(inv_a, workers=2, cloud=a, user_data=user_data_for(inv_a), settings=FAST)
+    workflows.scale(inv_a, workers=0, cloud=a, user_data=user_data_for(inv_a), settings=FAST)
+    workflows.down(inv_a, cloud=a, settings=FAST)
+
+    assert a.observe().empty
+    assert b.observe() == b_before  # same ids, same addresses, same states
+    left = bed.snapshot_project(admin)
+    for kind, ids in snap_b.ids.items():
+        assert {
+            i
+            for i in ids
+            if "iso-b" in snap_b.names.get(i, "") or kind == "keypair" and "iso-b" in i
+        } <= left.ids[kind], kind
+    workflows.down(inv_b, cloud=b, settings=FAST)
+    assert b.observe().empty
+
+
+def test_up_twice_creates_nothing_and_dry_run_creates_nothing(clean_project, tmp_path):
+    admin = clean_project.admin()
+    env = cli_env(tmp_path, clean_project.clouds_yaml)
+    inv_path = write_inventory(tmp_path / "inv.toml", name="twice", workers=2)
+    before = bed.snapshot_project(admin)
+
+    plan = json.loads(run_cli("up", "-i", str(inv_path), "--dry-run", "--json", env=env).stdout)
+    assert [a["action"] for a in plan["plan"]].count("create_server") == 3
+    assert bed.snapshot_project(admin).ids == before.ids
+
+    run_cli("up", "-i", str(inv_path), "--until", "servers", env=env)
+    after_first = bed.snapshot_project(admin)
+    second = run_cli("up", "-i", str(inv_path), "--no-ssh", "--json", env=env)
+    assert json.loads(second.stdout)["plan"] == []
+    assert json.loads(second.stdout)["created"] == []
+    assert bed.snapshot_project(admin).ids == after_first.ids
+
+    down = run_cli("down", "-i", str(inv_path), "--yes", env=env)
+    assert "deleted server twice-master" in down.stdout
+    assert "deleted keypair sparkstack-twice" in down.stdout
+    assert bed.snapshot_project(admin).ids == before.ids
+
+
+def test_server_in_error_is_replaced(clean_project, tmp_path, keys):
+    admin = clean_project.admin()
+    inv = load_inventory(write_inventory(tmp_path / "inv.toml", name="err", workers=2))
+    cloud = cluster_cloud(inv)
+    workflows.up(inv, cloud=cloud, user_data=user_data_for(inv), settings=FAST)
+    broken = next(n for n in cloud.list_nodes() if n.name == "err-worker-2")
+    admin.compute.reset_server_state(broken.id, "error")
+    assert {n.name: n.status for n in cloud.list_nodes()}["err-worker-2"] == "ERROR"
+
+    preview = workflows.up(inv, cloud=cloud, user_data=user_data_for(inv), dry_run=True)
+    assert [a.describe() for a in preview.actions] == [
+        "delete server err-worker-2 (ERROR)",
+        "create server err-worker-2 (worker, m1.tiny)",
+    ]
+    workflows.up(inv, cloud=cloud, user_data=user_data_for(inv), settings=FAST)
+    nodes = {n.name: n for n in cloud.list_nodes()}
+    assert nodes["err-worker-2"].status == "ACTIVE"
+    assert nodes["err-worker-2"].id != broken.id
+    assert len(nodes) == 3
+    workflows.down(inv, cloud=cloud, settings=FAST)
+
+
+def test_preflight_lists_every_shortfall_and_creates_nothing(clean_project, tmp_path):
+    admin = clean_project.admin()
+    pid = bed.project_id(admin)
+    before = bed.snapshot_project(admin)
+    env = cli_env(tmp_path, clean_project.clouds_yaml)
+    inv_path = write_inventory(tmp_path / "inv.toml", name="tight", workers=3)
+    try:
+        admin.set_compute_quotas(pid, instances=2, cores=2)
+        admin.set_network_quotas(pid, floatingip=0, security_group_rule=1)
+        proc = run_cli("up", "-i", str(inv_path), env=env, check=False)
+    finally:
+        bed.reset_quotas(admin)
+    assert proc.returncode == 2, proc.stderr
+    err = " ".join(proc.stderr.split())
+    for expected in (
+        "instances: the plan needs 4, the project has 2 left",
+        "cores (vCPUs): the plan needs 4, the project has 2 left",
+        "floating IPs: the plan needs 1, the project has 0 left",
+        "security group rules: the plan needs 4",
+        "nothing was created",
+    ):
+        assert expected in err, err
+    assert bed.snapshot_project(admin).ids == before.ids

@@ -1,0 +1,252 @@
+"""up / down under faults: injected 5xx, lost answers, over-quota, Ctrl-C at many points,
+and the number of API requests `up` makes. All through the fault proxy in front of the
+test bed's real OpenStack APIs."""
+
+# ruff: noqa: F811  (pytest fixtures imported from the test bed are named as arguments)
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+from provisioner import workflows
+from provisioner.cloud import ClusterCloud
+from provisioner.errors import CloudError
+from provisioner.inventory import load_inventory
+from tests.cloud.test_workflows import (
+    FAST,
+    ROOT,
+    cli_env,
+    run_cli,
+    user_data_for,
+    write_inventory,
+)
+from tests.testbed import bed
+from tests.testbed.faultproxy import FaultProxy
+from tests.testbed.fixtures import clean_project, testbed  # noqa: F401
+
+pytestmark = pytest.mark.cloud
+
+SERVERS = "/v2.1/servers"
+
+
+@pytest.fixture
+def proxy(clean_project, tmp_path):
+    with FaultProxy(upstreams=clean_project.endpoints, seed=4) as p:
+        p.yaml = tmp_path / "proxied-clouds.yaml"
+        p.write_clouds_yaml(
+            dest=p.yaml, source=clean_project.clouds_yaml, cloud=bed.USER_CLOUD, name="proxied"
+        )
+        yield p
+
+
+@pytest.fixture(autouse=True)
+def _xdg(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
+def proxied_cloud(proxy, inv, *, retry_for: float = 60) -> ClusterCloud:
+    conn = bed.connect("proxied", config_file=proxy.yaml)
+    return ClusterCloud(conn, cluster=inv.cluster.name, retry_for=retry_for)
+
+
+def direct_cloud(testbed_, inv) -> ClusterCloud:
+    return ClusterCloud(testbed_.user(), cluster=inv.cluster.name)
+
+
+def assert_complete(cloud: ClusterCloud, workers: int) -> None:
+    obs = cloud.observe()
+    names = sorted(n.name for n in obs.nodes)
+    c = cloud.cluster
+    assert names == sorted([f"{c}-master"] + [f"{c}-worker-{i}" for i in range(1, workers + 1)])
+    assert {n.status for n in obs.nodes} == {"ACTIVE"}
+    assert obs.attached_ip and obs.security_group and obs.master_port and obs.keypair
+
+
+def test_up_converges_through_ten_percent_5xx_and_down_leaves_nothing(
+    proxy,
+    clean_project,
+    tmp_path,
+):
+    admin = clean_project.admin()
+    before = bed.snapshot_project(admin)
+    inv = load_inventory(write_inventory(tmp_path / "inv.toml", name="flaky", workers=3))
+    cloud = proxied_cloud(proxy, inv)
+    proxy.configure(error_rate=0.1, reset_rate=0.02)
+    workflows.up(inv, cloud=cloud, user_data=user_data_for(inv), settings=FAST)
+    assert_complete(direct_cloud(clean_project, inv), 3)
+    workflows.down(inv, cloud=cloud, settings=FAST)
+    assert proxy.total(faulted=True) > 0, proxy.summary()
+    assert bed.snapshot_project(admin).ids == before.ids
+
+
+def test_lost_create_answer_makes_no_duplicate(proxy, clean_project, tmp_path):
+    inv = load_inventory(write_inventory(tmp_path / "inv.toml", name="lost", workers=2))
+    cloud = proxied_cloud(proxy, inv)
+    # the cloud creates the 2nd server, the client is told it failed
+    proxy.script(method="POST", path=r"/servers$", nth=2, status=500, forward=True)
+    workflows.up(inv, cloud=cloud, user_data=user_data_for(inv), settings=FAST)
+    assert proxy.pending_rules() == []
+    assert_complete(direct_cloud(clean_project, inv), 2)
+    assert len(cloud.list_nodes()) == 3  # no duplicate of the server whose answer was lost
+    workflows.down(inv, cloud=cloud, settings=FAST)
+
+
+def test_over_quota_is_a_clear_error_and_down_removes_the_rest(
+    proxy,
+    clean_project,
+    tmp_path,
+):
+    admin = clean_project.admin()
+    before = bed.snapshot_project(admin)
+    inv_path = write_inventory(tmp_path / "inv.toml", name="quota", workers=2, cloud="proxied")
+    env = cli_env(tmp_path, proxy.yaml)
+    proxy.script(method="POST", path=r"/servers$", nth=2, status=413)
+    proc = run_cli("up", "-i", str(inv_path), env=env, check=False)
+    assert proc.returncode == 3, proc.stderr
+    err = " ".join(proc.stderr.split())
+    assert "Quota exceeded" in err and "raise the project's quota" in err
+    assert "`sparkstack down`" in err and "sparkstack.log" in err
+    # no retry of a 4xx: exactly the 3 creates (one refused)
+    assert proxy.total(method="POST", path=SERVERS) == 3, proxy.summary()
+    run_cli("down", "-i", str(inv_path), "--yes", env=env)
+    assert bed.snapshot_project(admin).ids == before.ids
+
+
+def test_request_count_of_up_is_at_most_n_plus_60(proxy, clean_project, tmp_path):
+    n = 4
+    inv = load_inventory(write_inventory(tmp_path / "inv.toml", name="count", workers=n))
+    cloud = proxied_cloud(proxy, inv)
+    proxy.reset_counts()
+    start = time.monotonic()
+    workflows.up(inv, cloud=cloud, user_data=user_data_for(inv))  # default poll timing
+    took = time.monotonic() - start
+    total = proxy.total()
+    print(f"\nup 1+{n}: {total} requests in {took:.1f}s\n{proxy.summary()}")
+    assert total <= n + 60, proxy.summary()
+    assert proxy.total(method="POST", path=SERVERS) == n + 1
+    workflows.down(inv, cloud=cloud, settings=FAST)
+
+
+# ------------------------------------------------------------------------- Ctrl-C
+
+
+def _interrupt_when(
+    args: list[str], env: dict[str, str], ready: Callable[[], bool], timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """Run the CLI, send SIGINT once `ready()` is true, return how it ended."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "provisioner.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None, f"finished before the interrupt point: {proc.communicate()}"
+            assert time.monotonic() < deadline, "interrupt point never reached"
+            time.sleep(0.02)  # polling the proxy's counters, not waiting for the cloud
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+UP_POINTS = {
+    "after the security group": ("POST", "/v2.0/security-groups", 1),
+    "after the first server create": ("POST", SERVERS, 1),
+    "while waiting for ACTIVE": ("GET", "/v2.1/servers/detail", 2),
+}
+
+
+@pytest.mark.parametrize("point", list(UP_POINTS))
+def test_sigint_during_up_then_up_completes_and_down_cleans(
+    point,
+    proxy,
+    clean_project,
+    tmp_path,
+):
+    admin = clean_project.admin()
+    before = bed.snapshot_project(admin)
+    inv_path = write_inventory(tmp_path / "inv.toml", name="intr", workers=2, cloud="proxied")
+    env = cli_env(tmp_path, proxy.yaml)
+    method, path, count = UP_POINTS[point]
+    proc = _interrupt_when(
+        ["up", "-i", str(inv_path), "--no-ssh"],
+        env,
+        lambda: proxy.total(method=method, path=path) >= count,
+    )
+    if proc.returncode == 0:
+        pytest.fail(f"up finished before the interrupt landed ({point})")
+    assert proc.returncode == 130, proc.stderr
+    assert "run `sparkstack up` to complete it, or `sparkstack down`" in " ".join(
+        proc.stderr.split()
+    )
+    inv = load_inventory(inv_path)
+    workflows.up(
+        inv, cloud=direct_cloud(clean_project, inv), user_data=user_data_for(inv), settings=FAST
+    )
+    assert_complete(direct_cloud(clean_project, inv), 2)
+    run_cli("down", "-i", str(inv_path), "--yes", env=env)
+    assert bed.snapshot_project(admin).ids == before.ids
+
+
+DOWN_POINTS = {
+    "after the first server delete": ("DELETE", "/v2.1/servers/{id}", 1),
+    "after the port delete": ("DELETE", "/v2.0/ports/{id}", 1),
+}
+
+
+@pytest.mark.parametrize("point", list(DOWN_POINTS))
+def test_sigint_during_down_then_down_leaves_nothing(
+    point,
+    proxy,
+    clean_project,
+    tmp_path,
+):
+    admin = clean_project.admin()
+    before = bed.snapshot_project(admin)
+    inv_path = write_inventory(tmp_path / "inv.toml", name="intd", workers=2, cloud="proxied")
+    env = cli_env(tmp_path, proxy.yaml)
+    inv = load_inventory(inv_path)
+    workflows.up(
+        inv, cloud=direct_cloud(clean_project, inv), user_data=user_data_for(inv), settings=FAST
+    )
+    proxy.configure(latency=0.2)  # so the interrupt lands mid-way
+    method, path, count = DOWN_POINTS[point]
+    proc = _interrupt_when(
+        ["down", "-i", str(inv_path), "--yes"],
+        env,
+        lambda: proxy.total(method=method, path=path) >= count,
+    )
+    assert proc.returncode in (0, 130), proc.stderr
+    if proc.returncode == 130:
+        assert "run `sparkstack down` again" in " ".join(proc.stderr.split())
+    proxy.configure(latency=0)
+    run_cli("down", "-i", str(inv_path), "--yes", env=env)
+    assert direct_cloud(clean_project, inv).observe().empty
+    assert bed.snapshot_project(admin).ids == before.ids
+
+
+def test_cli_over_quota_error_is_not_retried_in_process(proxy, clean_project, tmp_path):
+    """Same 413 in process: a CloudError carrying Nova's words, raised without retrying."""
+    inv = load_inventory(write_inventory(tmp_path / "inv.toml", name="q2", workers=0))
+    cloud = proxied_cloud(proxy, inv)
+    proxy.script(method="POST", path=r"/servers$", nth=1, status=413)
+    with pytest.raises(CloudError) as info:
+        workflows.up(inv, cloud=cloud, user_data=user_data_for(inv), settings=FAST)
+    assert "Quota exceeded for instances" in info.value.message
+    assert proxy.total(method="POST", path=SERVERS) == 1
+    workflows.down(inv, cloud=cloud, settings=FAST)
+    assert cloud.observe().empty
