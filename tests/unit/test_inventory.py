@@ -393,3 +393,18 @@ def test_longest_cluster_name_fits_nova_tags_and_hostnames():
     inv = I.parse_inventory(with_changes({"cluster.name": name}), source="x")
     assert len(inv.tag()) <= 60  # Nova's tag limit
     assert len(inv.worker_name(9999)) <= 63  # a DNS label / hostname
+
+
+def test_example_shows_every_key_the_model_knows():
+    """inventory.example.toml is the documentation: no key may be missing from it."""
+
+    def walk(model: type, data: dict, prefix: str) -> list[str]:
+        missing = []
+        for name, field in model.model_fields.items():
+            if name not in data:
+                missing.append(prefix + name)
+            elif isinstance(field.annotation, type) and issubclass(field.annotation, I.BaseModel):
+                missing += walk(field.annotation, data[name], f"{prefix}{name}.")
+        return missing
+
+    assert walk(I.Inventory, example_data(), "") == []
