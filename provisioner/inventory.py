@@ -103,6 +103,9 @@ _RESERVED_USERS = frozenset(
 _MIN_SPARK = (3, 3, 0)
 # Spark refuses executors/drivers with less than 1.5 x its 300 MiB reserved memory.
 _MIN_JVM_MIB = 450
+_MAX_JVM_MIB = 16 * 1024 * 1024
+_MAX_CORES = 4096
+_MAX_TIMEOUT = 365 * 24 * 3600
 
 
 class _KeyProblems(ValueError):
@@ -146,6 +149,8 @@ def _memory(value: str) -> str:
         raise ValueError(f'must be a size like "2g" or "512m", got {_show(value)}')
     if memory_mib(text) < _MIN_JVM_MIB:
         raise ValueError(f"must be at least {_MIN_JVM_MIB}m (Spark's minimum), got {_show(value)}")
+    if memory_mib(text) > _MAX_JVM_MIB:
+        raise ValueError(f"must be at most 16t, got {_show(value)}")
     return text
 
 
@@ -293,10 +298,11 @@ class WorkersConfig(_Table):
 
 
 class SparkLimits(_Table):
-    default_cores: int = Field(default=4, ge=1)
-    cores_max: int = Field(default=4, ge=1)
+    # Upper bounds keep values inside Spark's Int settings and shell arithmetic on the nodes.
+    default_cores: int = Field(default=4, ge=1, le=_MAX_CORES)
+    cores_max: int = Field(default=4, ge=1, le=_MAX_CORES)
     executor_memory: str = "2g"
-    executor_cores: int = Field(default=2, ge=1)
+    executor_cores: int = Field(default=2, ge=1, le=_MAX_CORES)
     driver_memory: str = "1g"
 
     @field_validator("executor_memory", "driver_memory")
@@ -426,8 +432,9 @@ class TlsConfig(_Table):
 
 
 class CullingConfig(_Table):
-    server_idle_timeout: int = Field(default=3600, ge=0)
-    kernel_idle_timeout: int = Field(default=1800, ge=0)
+    # At most a year: 0 already means "never".
+    server_idle_timeout: int = Field(default=3600, ge=0, le=_MAX_TIMEOUT)
+    kernel_idle_timeout: int = Field(default=1800, ge=0, le=_MAX_TIMEOUT)
 
 
 class JupyterHubConfig(_Table):

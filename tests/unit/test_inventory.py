@@ -138,6 +138,14 @@ BAD = [
     ),
     ({"spark.limits.executor_cores": 0}, (), ["spark.limits.executor_cores: must be >= 1, got 0"]),
     (
+        {"spark.limits.default_cores": 2**70, "spark.limits.executor_memory": "17t"},
+        (),
+        [
+            f"spark.limits.default_cores: must be <= 4096, got {2**70}",
+            'spark.limits.executor_memory: must be at most 16t, got "17t"',
+        ],
+    ),
+    (
         {"jupyterhub.users": ["alice", "Bob", "root", "alice", "x" * 33]},
         (),
         [
