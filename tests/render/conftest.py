@@ -61,6 +61,8 @@ def fake_spark_tarball() -> bytes:
         "sbin/spark-daemon.sh": (b"#!/bin/sh\nexit 0\n", 0o755),
         "sbin/start-master.sh": (b"#!/bin/sh\nexit 0\n", 0o755),
         "sbin/start-worker.sh": (b"#!/bin/sh\nexit 0\n", 0o755),
+        "sbin/stop-master.sh": (b"#!/bin/sh\nexit 0\n", 0o755),
+        "sbin/stop-worker.sh": (b"#!/bin/sh\nexit 0\n", 0o755),
         "conf/spark-defaults.conf.template": (b"# template\n", 0o644),
         f"python/lib/{PY4J}": (py4j.getvalue(), 0o644),
         "python/pyspark/shell.py": (b"", 0o644),

@@ -25,6 +25,7 @@ from tests.render.conftest import (
     sha512sum_line,
 )
 from tests.unit.inventory_cases import with_changes
+from tests.unit.tools import need
 
 BOOTSTRAP = "/usr/local/sbin/sparkstack-bootstrap"
 
@@ -37,6 +38,19 @@ def node(root: Root, *, role: str, mirror_url: str, master_ip: str, sha512: str 
         source="test",
     )
     root.write_files(render_cloud_init(inv, role=role, master_ip=master_ip))
+
+
+def assert_unit_passes_systemd_verify(root: Root, unit: str) -> None:
+    """systemd's own checker on the rendered unit, with Spark installed where it points."""
+    need("systemd-analyze")
+    result = root.run(
+        # Without a terminal or a journal, systemd would log its findings to the kernel.
+        "env", "SYSTEMD_LOG_TARGET=console", "SYSTEMD_LOG_LEVEL=notice",
+        "systemd-analyze", "verify", f"/etc/systemd/system/{unit}.service",
+    )  # fmt: skip
+    ours = [line for line in (result.stdout + result.stderr).splitlines() if unit in line]
+    assert ours == [], ours
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def listing(path: Path) -> list[str]:
@@ -158,6 +172,8 @@ def test_worker_installs_verified_spark_and_configures_itself(root: Root, mirror
         f"role=worker\nspark_version={SPARK_VERSION}\nprivate_ip={host_ip}\n"
     )
 
+    assert_unit_passes_systemd_verify(root, "spark-worker")
+
     # Running again (a reboot, a re-run) downloads nothing.
     downloads = mirror.hits[tarball_path]
     again = root.run(BOOTSTRAP, "spark")
@@ -193,6 +209,7 @@ def test_master_writes_a_kernel_json_with_the_py4j_spark_ships(root: Root, mirro
     env_sh = root.host_path("/opt/spark/conf/spark-env.sh").read_text()
     assert '-Dspark.deploy.defaultCores=4 -Dspark.master.rest.enabled=false"' in env_sh
     assert "SPARK_WORKER_CORES" not in env_sh
+    assert_unit_passes_systemd_verify(root, "spark-master")
 
 
 def test_master_refuses_to_come_up_under_another_address(root: Root, mirror: Mirror, host_ip):

@@ -7,7 +7,12 @@ import shutil
 
 import pytest
 
-APT = {"cloud-init": "cloud-init", "shellcheck": "shellcheck", "unshare": "util-linux"}
+APT = {
+    "cloud-init": "cloud-init",
+    "shellcheck": "shellcheck",
+    "unshare": "util-linux",
+    "systemd-analyze": "systemd",
+}
 
 
 def need(tool: str) -> str:
