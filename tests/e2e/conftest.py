@@ -106,12 +106,13 @@ def run(client: paramiko.SSHClient, command: str, *, timeout: float = 120) -> tu
 
 @pytest.fixture
 def keypair(clean_project) -> Iterator[tuple[str, paramiko.PKey]]:
-    """A Nova keypair of the test user with its private key (deleted by clean_project)."""
+    """A Nova keypair of the test user with its private key, deleted afterwards."""
     key = paramiko.RSAKey.generate(2048)
     conn = clean_project.user()
     name = f"e2e-{int(time.time() * 1000)}"
     conn.compute.create_keypair(name=name, public_key=f"{key.get_name()} {key.get_base64()}")
     yield name, key
+    conn.compute.delete_keypair(name, ignore_missing=True)
 
 
 def create_server(conn: Any, *, name: str, user_data: str, key_name: str,

@@ -20,7 +20,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,11 @@ class Hypervisor:
         self.rootfs = rootfs
         self.network = network
         self._keys: dict[tuple[str, str], str] = {}
+        # Killing a host full of JVMs can take many seconds on a loaded machine: kills
+        # run beside the loop so one slow kill delays no other boot or kill.
+        self._killer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kill")
+        self._killing: set[str] = set()
+        self._lock = threading.Lock()
         # Servers already booted once: a VM whose host died does not boot itself again.
         self._booted: set[str] = {h.server_id for h in hostlib.list_hosts()}
 
@@ -115,6 +122,19 @@ class Hypervisor:
             self._keys[cache_key] = resp.json()["keypair"]["public_key"].strip()
         return [self._keys[cache_key]]
 
+    def _kill(self, server_id: str) -> None:
+        try:
+            hostlib.kill_host(server_id)
+        except Exception:
+            log.exception("killing the host of server %s failed", server_id)
+        finally:
+            with self._lock:
+                self._killing.discard(server_id)
+                self._booted.discard(server_id)
+
+    def close(self) -> None:
+        self._killer.shutdown(wait=True)
+
     def tick(self) -> None:
         servers = {s.server_id: s for s in self._servers()}
         fips = self._floating_ips()
@@ -123,12 +143,16 @@ class Hypervisor:
         for server_id in running:
             spec = servers.get(server_id)
             if spec is None or spec.status in GONE_STATES:
+                with self._lock:
+                    if server_id in self._killing:
+                        continue
+                    self._killing.add(server_id)
                 log.info("server %s is gone (%s): killing its host", server_id,
                          spec.status if spec else "deleted")
-                hostlib.kill_host(server_id)
+                self._killer.submit(self._kill, server_id)
+        with self._lock:
+            for server_id in set(self._booted) - set(servers) - self._killing:
                 self._booted.discard(server_id)
-        for server_id in set(self._booted) - set(servers):
-            self._booted.discard(server_id)
 
         for spec in servers.values():
             if spec.status != "ACTIVE" or spec.fixed_ip is None:
@@ -141,7 +165,7 @@ class Hypervisor:
                              host.floating_ips, wanted_fips)
                     hostlib.set_floating_ips(host, wanted_fips)
                 continue
-            if spec.server_id in self._booted:
+            if spec.server_id in self._booted or spec.server_id in self._killing:
                 continue
             log.info("server %s (%s) is ACTIVE at %s: booting its host", spec.name,
                      spec.server_id, spec.fixed_ip)
@@ -241,8 +265,12 @@ def main(argv: list[str] | None = None) -> None:
         project_id = bed.project_id(conn)
         rootfs = rootfs_path()
         log.info("watching project %s; rootfs %s", project_id, rootfs)
-        with contextlib.suppress(KeyboardInterrupt):
-            Hypervisor(conn, project_id=project_id, rootfs=rootfs).run(stop=stopping)
+        hv = Hypervisor(conn, project_id=project_id, rootfs=rootfs)
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                hv.run(stop=stopping)
+        finally:
+            hv.close()
         log.info("hypervisor stopped")
 
 
