@@ -31,8 +31,12 @@ PY4J = "py4j-0.10.9.7-src.zip"
 # namespace, so nothing can leak onto the host even when the test is killed.
 _ENTER_ROOT = r"""
 set -eu
-root=$1 usr_local=$2
-shift 2
+root=$1 usr_local=$2 address=$3
+shift 3
+if [ -n "$address" ]; then  # a network namespace of our own: loopback carries this address
+  ip link set lo up
+  ip addr add "$address/24" dev lo
+fi
 mount --bind /usr "$root/usr"
 mount -o remount,bind,ro "$root/usr"
 mount --bind "$usr_local" "$root/usr/local"
@@ -49,20 +53,50 @@ exit 100
 """
 
 
+# Stand-ins for Spark's daemons with the contract the units rely on: the sbin script reads
+# conf/spark-env.sh, starts a process named java that listens where the daemon would, writes
+# $SPARK_PID_DIR/spark-$SPARK_IDENT_STRING-<class>-1.pid and returns.
+_FAKE_JVM = b"""#!/usr/bin/python3
+import socket, sys
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind((sys.argv[1], int(sys.argv[2])))
+server.listen(16)
+while True:
+    server.accept()[0].close()
+"""
+_FAKE_START = """#!/bin/bash
+here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/conf/spark-env.sh"
+run="$SPARK_PID_DIR/spark-$SPARK_IDENT_STRING-org.apache.spark.deploy.{cls}-1"
+echo "started by $(id -un) with: $*" >>"$SPARK_LOG_DIR/{role}.out"
+nohup "$here/bin/java" "$SPARK_LOCAL_IP" "${port}" >>"$SPARK_LOG_DIR/{role}.out" 2>&1 </dev/null &
+echo $! >"$run.pid"
+"""
+_FAKE_STOP = """#!/bin/bash
+here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/conf/spark-env.sh"
+kill "$(cat "$SPARK_PID_DIR/spark-$SPARK_IDENT_STRING-org.apache.spark.deploy.{cls}-1.pid")"
+"""
+
+
 def fake_spark_tarball() -> bytes:
-    """A tarball in Apache's layout with just what the install and configure steps read."""
+    """A tarball in Apache's layout with what the install, configure and service steps use."""
     top = f"spark-{SPARK_VERSION}-bin-hadoop3"
     py4j = io.BytesIO()
     with zipfile.ZipFile(py4j, "w") as z:
         z.writestr("py4j/__init__.py", "")
+    master = {"cls": "master.Master", "role": "master", "port": "{SPARK_MASTER_PORT}"}
+    worker = {"cls": "worker.Worker", "role": "worker", "port": "{SPARK_WORKER_PORT}"}
     files = {
         "RELEASE": (f"Spark {SPARK_VERSION} built for Hadoop 3.4.1\n".encode(), 0o644),
         "bin/spark-submit": (b"#!/bin/sh\nexit 0\n", 0o755),
+        "bin/java": (_FAKE_JVM, 0o755),
         "sbin/spark-daemon.sh": (b"#!/bin/sh\nexit 0\n", 0o755),
-        "sbin/start-master.sh": (b"#!/bin/sh\nexit 0\n", 0o755),
-        "sbin/start-worker.sh": (b"#!/bin/sh\nexit 0\n", 0o755),
-        "sbin/stop-master.sh": (b"#!/bin/sh\nexit 0\n", 0o755),
-        "sbin/stop-worker.sh": (b"#!/bin/sh\nexit 0\n", 0o755),
+        "sbin/start-master.sh": (_FAKE_START.format(**master).encode(), 0o755),
+        "sbin/start-worker.sh": (_FAKE_START.format(**worker).encode(), 0o755),
+        "sbin/stop-master.sh": (_FAKE_STOP.format(**master).encode(), 0o755),
+        "sbin/stop-worker.sh": (_FAKE_STOP.format(**worker).encode(), 0o755),
         "conf/spark-defaults.conf.template": (b"# template\n", 0o644),
         f"python/lib/{PY4J}": (py4j.getvalue(), 0o644),
         "python/pyspark/shell.py": (b"", 0o644),
@@ -167,10 +201,17 @@ class Root:
             return self.usr_local / node_path.removeprefix("/usr/local/")
         return self.path / node_path.lstrip("/")
 
-    def run(self, *argv: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    def run(
+        self, *argv: str, address: str | None = None, timeout: float = 180
+    ) -> subprocess.CompletedProcess:
+        """Run argv in the root. With ``address``, in a new network namespace where that
+        address (on loopback) is the node's only one: daemons then listen on nothing shared."""
+        namespaces = ["--mount", "--pid", "--fork", "--kill-child"]
+        if address:
+            namespaces.insert(0, "--net")
         return subprocess.run(
-            [need("unshare"), "--mount", "--pid", "--fork", "--kill-child", "--",
-             "bash", "-c", _ENTER_ROOT, "enter-root", str(self.path), str(self.usr_local), *argv],
+            [need("unshare"), *namespaces, "--", "bash", "-c", _ENTER_ROOT, "enter-root",
+             str(self.path), str(self.usr_local), address or "", *argv],
             capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
 
@@ -199,8 +240,24 @@ def root() -> Iterator[Root]:
         apt = usr_local / "sbin" / "apt-get"
         apt.write_text(_FAKE_APT)
         apt.chmod(0o755)
+        systemctl = daemonless_systemctl()
+        if systemctl is not None:
+            # Debian's daemonless systemctl, as on the hosts test bed (no systemd as PID 1).
+            (usr_local / "bin").mkdir()
+            shutil.copy2(systemctl, usr_local / "bin" / "systemctl")
         yield Root(path=path, usr_local=usr_local)
         # Mounts lived only in the namespace of each run, so this removes plain files only.
+
+
+def daemonless_systemctl() -> Path | None:
+    """The `systemctl` script of Debian's package of that name, unpacked (not installed:
+    it would replace systemd's own systemctl on this machine)."""
+    path = Path(
+        os.environ.get(
+            "SPARKSTACK_DAEMONLESS_SYSTEMCTL", "/opt/daemonless-systemctl/usr/bin/systemctl"
+        )
+    )
+    return path if path.is_file() else None
 
 
 @pytest.fixture(scope="session")

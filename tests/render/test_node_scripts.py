@@ -12,6 +12,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from provisioner.inventory import parse_inventory
 from provisioner.render import render_cloud_init
 from tests.render.conftest import (
@@ -20,6 +22,7 @@ from tests.render.conftest import (
     TARBALL,
     Mirror,
     Root,
+    daemonless_systemctl,
     fake_spark_tarball,
     gpg_style_line,
     sha512sum_line,
@@ -223,4 +226,51 @@ def test_master_refuses_to_come_up_under_another_address(root: Root, mirror: Mir
         root.host_path("/var/lib/sparkstack/failed")
         .read_text()
         .startswith("step=configure\nreason=rendered for master IP 203.0.113.7")
+    )
+
+
+def test_units_run_the_daemons_as_spark_under_the_daemonless_systemctl(root: Root, mirror: Mirror):
+    """The service and ready steps, as on the hosts test bed: Debian's daemonless systemctl
+    runs the rendered unit (Type=forking, PIDFile, User=spark) in a network namespace of
+    our own whose only address is the node's."""
+    if daemonless_systemctl() is None:
+        message = (
+            "Debian's daemonless systemctl is not unpacked: apt-get download systemctl && "
+            "dpkg-deb -x systemctl_*_all.deb /opt/daemonless-systemctl"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    address = "10.77.9.2"
+    good = fake_spark_tarball()
+    url = mirror.publish("daemons", good, sha512sum_line(good))
+    node(root, role="worker", mirror_url=url, master_ip=address)
+    installed = root.run(BOOTSTRAP, "user", "spark")  # needs the mirror: host network
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    pid_file = "/var/lib/spark/run/spark-spark-org.apache.spark.deploy.worker.Worker-1.pid"
+
+    result = root.run(
+        "bash",
+        "-c",
+        f"""
+        {BOOTSTRAP} configure service ready || exit 1
+        systemctl is-active spark-worker
+        echo "daemon user: $(ps -o user= -p "$(cat {pid_file})")"
+        systemctl stop spark-worker
+        if (exec 3<>/dev/tcp/{address}/7078) 2>/dev/null; then echo "still listening"; fi
+        echo done
+        """,
+        address=address,
+    )
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"spark-worker is listening on {address}:7078" in result.stdout
+    assert "\nactive\n" in result.stdout
+    assert "daemon user: spark\n" in result.stdout
+    assert "still listening" not in result.stdout and result.stdout.endswith("done\n")
+    log = root.host_path("/var/log/spark/worker.out").read_text()
+    assert f"started by spark with: spark://{address}:7077\n" in log
+    assert root.host_path("/var/lib/sparkstack/ready").read_text() == (
+        f"role=worker\nspark_version={SPARK_VERSION}\nprivate_ip={address}\n"
     )
