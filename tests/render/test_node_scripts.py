@@ -274,3 +274,17 @@ def test_units_run_the_daemons_as_spark_under_the_daemonless_systemctl(root: Roo
     assert root.host_path("/var/lib/sparkstack/ready").read_text() == (
         f"role=worker\nspark_version={SPARK_VERSION}\nprivate_ip={address}\n"
     )
+
+
+def test_an_unforeseen_failure_still_leaves_its_reason(root: Root, mirror: Mirror, host_ip):
+    """Not every failure goes through a message of ours: the marker must say what broke."""
+    node(root, role="worker", mirror_url=mirror.base + "/unused", master_ip=host_ip)
+
+    result = root.run(BOOTSTRAP, "configure")  # Spark was never installed
+
+    assert result.returncode != 0
+    failed = root.host_path("/var/lib/sparkstack/failed").read_text().splitlines()
+    assert failed[0] == "step=configure"
+    assert failed[1].startswith('reason=exit code 1 from: cat > "$SPARK_HOME/conf/spark-env.sh"')
+    assert "FAILED: exit code 1 from:" in result.stderr
+    assert not root.host_path("/var/lib/sparkstack/ready").exists()
