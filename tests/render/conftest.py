@@ -31,12 +31,15 @@ PY4J = "py4j-0.10.9.7-src.zip"
 # namespace, so nothing can leak onto the host even when the test is killed.
 _ENTER_ROOT = r"""
 set -eu
-root=$1 usr_local=$2 address=$3
-shift 3
+root=$1 usr_local=$2 etc_changes=$3 address=$4
+shift 4
 if [ -n "$address" ]; then  # a network namespace of our own: loopback carries this address
   ip link set lo up
   ip addr add "$address/24" dev lo
 fi
+# The host's /etc as seen by the node, with every change landing in $etc_changes.
+mount -t overlay overlay \
+  -o "lowerdir=/etc,upperdir=$etc_changes/upper,workdir=$etc_changes/work" "$root/etc"
 mount --bind /usr "$root/usr"
 mount -o remount,bind,ro "$root/usr"
 mount --bind "$usr_local" "$root/usr/local"
@@ -182,23 +185,34 @@ def mirror() -> Iterator[Mirror]:
 
 @dataclass
 class Root:
-    """A throwaway root: a copy of /etc, empty /opt and /var, the host's /usr read-only."""
+    """A throwaway root: the host's /etc under an overlay, empty /opt and /var, the host's
+    /usr read-only with a /usr/local of its own."""
 
     path: Path
     usr_local: Path
+    etc_changes: Path
 
     def write_files(self, user_data: str) -> None:
         """What cloud-init's write_files does with the rendered document."""
         for entry in yaml.safe_load(user_data)["write_files"]:
-            target = self.host_path(entry["path"])
+            target = self._writable(entry["path"])
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(entry["content"])
             target.chmod(int(entry.get("permissions", "0644"), 8))
 
     def host_path(self, node_path: str) -> Path:
-        """Where a path of the node lives on this host."""
+        """Where a path of the node can be read on this host (never write to it: for an
+        /etc file the node did not change, this is the host's own file)."""
+        target = self._writable(node_path)
+        if node_path.startswith("/etc/") and not target.exists():
+            return Path(node_path)
+        return target
+
+    def _writable(self, node_path: str) -> Path:
         if node_path.startswith("/usr/local/"):
             return self.usr_local / node_path.removeprefix("/usr/local/")
+        if node_path.startswith("/etc/"):
+            return self.etc_changes / "upper" / node_path.removeprefix("/etc/")
         return self.path / node_path.lstrip("/")
 
     def run(
@@ -211,7 +225,8 @@ class Root:
             namespaces.insert(0, "--net")
         return subprocess.run(
             [need("unshare"), *namespaces, "--", "bash", "-c", _ENTER_ROOT, "enter-root",
-             str(self.path), str(self.usr_local), address or "", *argv],
+             str(self.path), str(self.usr_local), str(self.etc_changes), address or "",
+             *argv],
             capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
 
@@ -224,9 +239,10 @@ def root() -> Iterator[Root]:
         pytest.skip("needs root (mount namespaces, chroot)")
     with tempfile.TemporaryDirectory(prefix="sparkstack-root-") as tmp:
         base = Path(tmp)
-        path, usr_local = base / "root", base / "usr-local"
-        shutil.copytree("/etc", path / "etc", symlinks=True)
-        for d in ("usr", "dev", "proc", "opt", "var/lib", "var/log", "var/tmp", "run", "root"):
+        path, usr_local, etc_changes = base / "root", base / "usr-local", base / "etc"
+        for d in ("upper", "work"):
+            (etc_changes / d).mkdir(parents=True)
+        for d in ("etc", "usr", "dev", "proc", "opt", "var/lib", "var/log", "var/tmp", "run"):
             (path / d).mkdir(parents=True, exist_ok=True)
         (path / "tmp").mkdir(mode=0o1777)
         (path / "tmp").chmod(0o1777)
@@ -245,7 +261,8 @@ def root() -> Iterator[Root]:
             # Debian's daemonless systemctl, as on the hosts test bed (no systemd as PID 1).
             (usr_local / "bin").mkdir()
             shutil.copy2(systemctl, usr_local / "bin" / "systemctl")
-        yield Root(path=path, usr_local=usr_local)
+        (path / "root").mkdir(mode=0o700)
+        yield Root(path=path, usr_local=usr_local, etc_changes=etc_changes)
         # Mounts lived only in the namespace of each run, so this removes plain files only.
 
 
