@@ -188,8 +188,8 @@ def render_kernel(
 def default_py4j_zip() -> str:
     """Best guess of the py4j zip for ``render --role kernel`` without a node to look at.
 
-    Only the 4.x line is known here (py4j 0.10.9.9 ships with Spark 4.0-4.3); a node always
-    uses the zip it actually has.
+    This is the zip Spark 4.3 ships (py4j 0.10.9.9); other releases may ship another, so
+    pass ``--py4j-zip`` for them. The master's own boot always uses the zip it has.
     """
     return f"{SPARK_HOME}/python/lib/py4j-0.10.9.9-src.zip"
 
