@@ -146,7 +146,6 @@ def keys(tmp_path, monkeypatch):
 
 def test_lifecycle_up_status_scale_down(clean_project, tmp_path, keys):
     admin = clean_project.admin()
-    before = bed.snapshot_project(admin)
     inv = load_inventory(write_inventory(tmp_path / "inv.toml", name="life", workers=1))
     cloud = cluster_cloud(inv)
     decommissioned: list[list[str]] = []
@@ -208,7 +207,6 @@ def test_lifecycle_up_status_scale_down(clean_project, tmp_path, keys):
     res = workflows.down(inv, cloud=cloud, settings=FAST)
     assert "floating IP " + master.floating_ip in res.deleted
     assert cluster_resources(admin, "life") == {}
-    assert bed.snapshot_project(admin).ids == before.ids
     # idempotent: a second down finds nothing and says so
     proc = run_cli("down", "-i", str(tmp_path / "inv.toml"), "--yes", env=env)
     assert "nothing left of cluster life" in proc.stdout
@@ -216,7 +214,7 @@ def test_lifecycle_up_status_scale_down(clean_project, tmp_path, keys):
 
 def test_two_clusters_never_touch_each_other(clean_project, tmp_path, keys):
     admin = clean_project.admin()
-    inv_a = load_inventory(write_inventory(tmp_path / "a.toml", name="iso-a", workers=1))
+    inv_a = load_inventory(write_inventory(tmp_path / "a.toml", name="iso-a", workers=0))
     inv_b = load_inventory(
         write_inventory(tmp_path / "b.toml", name="iso-b", workers=1, anti_affinity="none")
     )
@@ -224,74 +222,65 @@ def test_two_clusters_never_touch_each_other(clean_project, tmp_path, keys):
     workflows.up(inv_a, cloud=a, user_data=user_data_for(inv_a), settings=FAST)
     workflows.up(inv_b, cloud=b, user_data=user_data_for(inv_b), settings=FAST)
     b_before = b.observe()
-    snap_b = bed.snapshot_project(admin)
+    b_counts = cluster_resources(admin, "iso-b")
+    assert b_counts["server"] == 2
 
     workflows.scale(inv_a, workers=2, cloud=a, user_data=user_data_for(inv_a), settings=FAST)
+    assert cluster_resources(admin, "iso-a")["server"] == 3
+    assert cluster_resources(admin, "iso-a")["server_group"] == 1  # made when first needed
     workflows.scale(inv_a, workers=0, cloud=a, user_data=user_data_for(inv_a), settings=FAST)
     workflows.down(inv_a, cloud=a, settings=FAST)
 
-    assert a.observe().empty
+    assert cluster_resources(admin, "iso-a") == {}
     assert b.observe() == b_before  # same ids, same addresses, same states
-    left = bed.snapshot_project(admin)
-    for kind, ids in snap_b.ids.items():
-        assert {
-            i
-            for i in ids
-            if "iso-b" in snap_b.names.get(i, "") or kind == "keypair" and "iso-b" in i
-        } <= left.ids[kind], kind
+    assert cluster_resources(admin, "iso-b") == b_counts
     workflows.down(inv_b, cloud=b, settings=FAST)
     assert b.observe().empty
 
 
-def test_up_twice_creates_nothing_and_dry_run_creates_nothing(clean_project, tmp_path):
+def test_dry_run_then_up_twice_then_error_replaced_then_down(clean_project, tmp_path):
     admin = clean_project.admin()
     env = cli_env(tmp_path, clean_project.clouds_yaml)
     inv_path = write_inventory(tmp_path / "inv.toml", name="twice", workers=2)
-    before = bed.snapshot_project(admin)
 
     plan = json.loads(run_cli("up", "-i", str(inv_path), "--dry-run", "--json", env=env).stdout)
     assert [a["action"] for a in plan["plan"]].count("create_server") == 3
-    assert bed.snapshot_project(admin).ids == before.ids
+    assert cluster_resources(admin, "twice") == {}
 
     run_cli("up", "-i", str(inv_path), "--until", "servers", env=env)
-    after_first = bed.snapshot_project(admin)
+    first = cluster_resources(admin, "twice")
+    first_ids = sorted(n.id for n in cluster_cloud(load_inventory(inv_path)).list_nodes())
     second = run_cli("up", "-i", str(inv_path), "--no-ssh", "--json", env=env)
     assert json.loads(second.stdout)["plan"] == []
     assert json.loads(second.stdout)["created"] == []
-    assert bed.snapshot_project(admin).ids == after_first.ids
+    assert cluster_resources(admin, "twice") == first
+    assert sorted(n.id for n in cluster_cloud(load_inventory(inv_path)).list_nodes()) == first_ids
+
+    # a server forced into ERROR (admin reset-state) is deleted and created again by `up`
+    inv = load_inventory(inv_path)
+    cloud = cluster_cloud(inv)
+    broken = next(n for n in cloud.list_nodes() if n.name == "twice-worker-2")
+    admin.compute.reset_server_state(broken.id, "error")
+    preview = workflows.up(inv, cloud=cloud, user_data=user_data_for(inv), dry_run=True)
+    assert [a.describe() for a in preview.actions] == [
+        "delete server twice-worker-2 (ERROR)",
+        "create server twice-worker-2 (worker, m1.tiny)",
+    ]
+    replaced = run_cli("up", "-i", str(inv_path), "--no-ssh", env=env)
+    assert "created server twice-worker-2" in replaced.stdout
+    nodes = {n.name: n for n in cloud.list_nodes()}
+    assert {n.status for n in nodes.values()} == {"ACTIVE"} and len(nodes) == 3
+    assert nodes["twice-worker-2"].id != broken.id
 
     down = run_cli("down", "-i", str(inv_path), "--yes", env=env)
     assert "deleted server twice-master" in down.stdout
     assert "deleted keypair sparkstack-twice" in down.stdout
-    assert bed.snapshot_project(admin).ids == before.ids
-
-
-def test_server_in_error_is_replaced(clean_project, tmp_path, keys):
-    admin = clean_project.admin()
-    inv = load_inventory(write_inventory(tmp_path / "inv.toml", name="err", workers=2))
-    cloud = cluster_cloud(inv)
-    workflows.up(inv, cloud=cloud, user_data=user_data_for(inv), settings=FAST)
-    broken = next(n for n in cloud.list_nodes() if n.name == "err-worker-2")
-    admin.compute.reset_server_state(broken.id, "error")
-    assert {n.name: n.status for n in cloud.list_nodes()}["err-worker-2"] == "ERROR"
-
-    preview = workflows.up(inv, cloud=cloud, user_data=user_data_for(inv), dry_run=True)
-    assert [a.describe() for a in preview.actions] == [
-        "delete server err-worker-2 (ERROR)",
-        "create server err-worker-2 (worker, m1.tiny)",
-    ]
-    workflows.up(inv, cloud=cloud, user_data=user_data_for(inv), settings=FAST)
-    nodes = {n.name: n for n in cloud.list_nodes()}
-    assert nodes["err-worker-2"].status == "ACTIVE"
-    assert nodes["err-worker-2"].id != broken.id
-    assert len(nodes) == 3
-    workflows.down(inv, cloud=cloud, settings=FAST)
+    assert cluster_resources(admin, "twice") == {}
 
 
 def test_preflight_lists_every_shortfall_and_creates_nothing(clean_project, tmp_path):
     admin = clean_project.admin()
     pid = bed.project_id(admin)
-    before = bed.snapshot_project(admin)
     env = cli_env(tmp_path, clean_project.clouds_yaml)
     inv_path = write_inventory(tmp_path / "inv.toml", name="tight", workers=3)
     try:
@@ -310,4 +299,4 @@ def test_preflight_lists_every_shortfall_and_creates_nothing(clean_project, tmp_
         "nothing was created",
     ):
         assert expected in err, err
-    assert bed.snapshot_project(admin).ids == before.ids
+    assert cluster_resources(admin, "tight") == {}
