@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +18,12 @@ from provisioner import __version__, cluster_cli, render_cli
 from provisioner.errors import Interrupted, SparkstackError
 
 log = logging.getLogger(__name__)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit(0)
 
 
 def build_app() -> typer.Typer:
@@ -30,11 +37,17 @@ def build_app() -> typer.Typer:
 
     @app.callback()
     def _root(
-        version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+        version: Annotated[
+            bool,
+            typer.Option(
+                "--version",
+                help="Print the version and exit.",
+                callback=_print_version,
+                is_eager=True,
+            ),
+        ] = False,
     ) -> None:
-        if version:
-            typer.echo(__version__)
-            raise typer.Exit(0)
+        """Root options; each command lives in its own module."""
 
     render_cli.register(app)
     cluster_cli.register(app)
@@ -48,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="sparkstack", standalone_mode=False)
     except SparkstackError as exc:
-        err.print(f"[bold red]error:[/] {escape(exc.render())}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(exc.render())}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]")
@@ -58,12 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         err.print("aborted")
         return 1
-    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # typer vendors its own click, so usage errors are not click.ClickException: match
+        # the interface (show + exit_code) rather than a class from one or the other.
+        code = getattr(exc, "exit_code", None)
+        if callable(getattr(exc, "show", None)) and isinstance(code, int):
             exc.show()
-            return 2
+            return code
         raise
     return 0
 
