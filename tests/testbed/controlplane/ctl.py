@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -36,8 +38,11 @@ log = logging.getLogger("testbed")
 
 DATABASES = ("keystone", "glance", "placement", "nova_api", "nova", "nova_cell0", "neutron")
 SERVICE_USERS = ("glance", "placement", "nova", "neutron")
-# Order matters for `down`: APIs and computes first, message bus and database last.
 START_ORDER = bed.PROCESSES
+
+
+class BedError(RuntimeError):
+    """A step of bringing the bed up failed; the message says which and quotes its log."""
 
 
 class Paths:
@@ -99,28 +104,31 @@ def spawn(paths: Paths, name: str, argv: list[str], *, env: dict[str, str] | Non
     return proc
 
 
-def stop(paths: Paths, name: str, timeout: float = 20) -> None:
-    pid = running_pid(paths, name)
-    if pid is None:
-        paths.pidfile(name).unlink(missing_ok=True)
-        return
-    # Each service leads its own process group (start_new_session): signal the group so
-    # uwsgi workers and Erlang helpers go with their parent.
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+def stop(paths: Paths, names: list[str], timeout: float = 30) -> None:
+    """SIGTERM the recorded processes of `names` together, SIGKILL what outlives timeout.
+
+    Each service leads its own process group (start_new_session), so the group is
+    signalled: uwsgi workers and Erlang helpers go with their parent.
+    """
+    pids = {}
+    for name in names:
+        pid = running_pid(paths, name)
+        if pid is None:
+            paths.pidfile(name).unlink(missing_ok=True)
+            continue
+        pids[name] = pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and running_pid(paths, name) is not None:
+    while time.monotonic() < deadline and any(running_pid(paths, n) for n in pids):
         time.sleep(0.2)
-    if running_pid(paths, name) is not None:
-        log.warning("%s (pid %d) ignored SIGTERM for %ss, killing it", name, pid, timeout)
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    paths.pidfile(name).unlink(missing_ok=True)
-    log.info("stopped %s (pid %d)", name, pid)
+    for name, pid in pids.items():
+        if running_pid(paths, name) is not None:
+            log.warning("%s (pid %d) ignored SIGTERM for %ss, killing it", name, pid, timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        paths.pidfile(name).unlink(missing_ok=True)
+        log.info("stopped %s (pid %d)", name, pid)
 
 
 def wait_for(what: str, check, *, timeout: float, paths: Paths, name: str | None = None):
@@ -130,10 +138,12 @@ def wait_for(what: str, check, *, timeout: float, paths: Paths, name: str | None
         if check():
             return
         if name and running_pid(paths, name) is None:
-            raise SystemExit(f"{name} exited while waiting for {what}:\n{_tail(paths, name)}")
+            raise BedError(f"{name} exited while waiting for {what}:\n{_tail(paths, name)}")
         if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout}s waiting for {what}\n"
-                             + (_tail(paths, name) if name else ""))
+            raise BedError(
+                f"timed out after {timeout}s waiting for {what}\n"
+                + (_tail(paths, name) if name else "")
+            )
         time.sleep(0.25)
 
 
@@ -161,18 +171,25 @@ def http_answers(url: str) -> bool:
         return False
 
 
-def run(argv: list[str], *, paths: Paths, name: str, env: dict | None = None,
-        stdin: str | None = None) -> str:
+def run(
+    argv: list[str], *, paths: Paths, name: str, env: dict | None = None, stdin: str | None = None
+) -> str:
     """Run a setup command; its output goes to logs/<name>.log, and into the error."""
     proc = subprocess.run(
-        argv, input=stdin, capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, check=False,
+        argv,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
     )
     with open(paths.logs / f"{name}.log", "a") as out:
         out.write(f"$ {' '.join(argv)}\n{proc.stdout}{proc.stderr}")
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n"
-                         f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        raise BedError(
+            f"{' '.join(argv)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        )
     return proc.stdout
 
 
@@ -217,8 +234,12 @@ def render_configs(paths: Paths, sec: dict[str, str]) -> None:
         return string.Template((tmpl_dir / name).read_text())
 
     transport = "rabbit://guest:guest@127.0.0.1:5672/"
-    common = {"state": str(paths.state), "db_password": sec["db"],
-              "service_password": sec["service"], "transport_url": transport}
+    common = {
+        "state": str(paths.state),
+        "db_password": sec["db"],
+        "service_password": sec["service"],
+        "transport_url": transport,
+    }
 
     def authtoken(user: str) -> str:
         return tmpl("authtoken.ini").substitute(common, service_user=user)
@@ -230,32 +251,52 @@ def render_configs(paths: Paths, sec: dict[str, str]) -> None:
         "rabbitmq/enabled_plugins": "[].\n",
         "keystone/keystone.conf": tmpl("keystone.conf").substitute(common),
         "glance/glance-api.conf": tmpl("glance-api.conf").substitute(
-            common, authtoken=authtoken("glance")),
+            common, authtoken=authtoken("glance")
+        ),
         "placement/placement.conf": tmpl("placement.conf").substitute(
-            common, authtoken=authtoken("placement")),
+            common, authtoken=authtoken("placement")
+        ),
         "nova/nova.conf": tmpl("nova.conf").substitute(
-            common, authtoken=authtoken("nova"), nova_clients=nova_clients),
+            common, authtoken=authtoken("nova"), nova_clients=nova_clients
+        ),
         "neutron/neutron.conf": tmpl("neutron.conf").substitute(
-            common, authtoken=authtoken("neutron")),
+            common, authtoken=authtoken("neutron")
+        ),
         "neutron/ml2_conf.ini": tmpl("ml2_conf.ini").substitute(common),
     }
     for host in bed.COMPUTE_HOSTS:
         files[f"nova/nova-compute-{host}.conf"] = tmpl("nova-compute.conf").substitute(
-            common, host=host, nova_clients=nova_clients)
+            common, host=host, nova_clients=nova_clients
+        )
     uwsgi = {
-        "keystone": (5000, "/usr/bin/keystone-wsgi-public", 2,
-                     {"OS_KEYSTONE_CONFIG_DIR": str(paths.etc / "keystone")}),
-        "placement-api": (8778, "/usr/bin/placement-api", 1,
-                          {"OS_PLACEMENT_CONFIG_DIR": str(paths.etc / "placement")}),
+        "keystone": (
+            5000,
+            "/usr/bin/keystone-wsgi-public",
+            2,
+            {"OS_KEYSTONE_CONFIG_DIR": str(paths.etc / "keystone")},
+        ),
+        "placement-api": (
+            8778,
+            "/usr/bin/placement-api",
+            1,
+            {"OS_PLACEMENT_CONFIG_DIR": str(paths.etc / "placement")},
+        ),
         # nova-api takes the first file of its list as the paste config: keep it first.
-        "nova-api": (8774, "/usr/bin/nova-api-wsgi", 2,
-                     {"OS_NOVA_CONFIG_DIR": str(paths.etc / "nova"),
-                      "OS_NOVA_CONFIG_FILES": "/etc/nova/api-paste.ini;nova.conf"}),
+        "nova-api": (
+            8774,
+            "/usr/bin/nova-api-wsgi",
+            2,
+            {
+                "OS_NOVA_CONFIG_DIR": str(paths.etc / "nova"),
+                "OS_NOVA_CONFIG_FILES": "/etc/nova/api-paste.ini;nova.conf",
+            },
+        ),
     }
     for name, (port, wsgi_file, processes, env) in uwsgi.items():
         env_lines = "\n".join(f"env = {k}={v}" for k, v in env.items())
-        text = tmpl("uwsgi.ini").substitute(port=port, wsgi_file=wsgi_file,
-                                            processes=processes, env="")
+        text = tmpl("uwsgi.ini").substitute(
+            port=port, wsgi_file=wsgi_file, processes=processes, env=""
+        )
         files[f"uwsgi/{name}.ini"] = text.replace("env = \n", env_lines + "\n")
     for rel, text in files.items():
         target = paths.etc / rel
@@ -270,12 +311,23 @@ def render_configs(paths: Paths, sec: dict[str, str]) -> None:
     dist.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(HERE / "ml2_bind_all.py", plugin / "sparkstack_testbed_ml2.py")
     (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: sparkstack-testbed-ml2\nVersion: 1.0\n")
+        "Metadata-Version: 2.1\nName: sparkstack-testbed-ml2\nVersion: 1.0\n"
+    )
     (dist / "entry_points.txt").write_text(
         "[neutron.ml2.mechanism_drivers]\n"
-        "sparkstack_bind_all = sparkstack_testbed_ml2:BindAllMechanismDriver\n")
-    for sub in ("glance/images", "glance/staging", "glance/tasks", "glance/lock",
-                "nova/lock", "neutron/lock", "keystone", "rabbitmq", "logs/rabbitmq"):
+        "sparkstack_bind_all = sparkstack_testbed_ml2:BindAllMechanismDriver\n"
+    )
+    for sub in (
+        "glance/images",
+        "glance/staging",
+        "glance/tasks",
+        "glance/lock",
+        "nova/lock",
+        "neutron/lock",
+        "keystone",
+        "rabbitmq",
+        "logs/rabbitmq",
+    ):
         (paths.state / sub).mkdir(parents=True, exist_ok=True)
     for host in bed.COMPUTE_HOSTS:
         (paths.state / "nova" / host / "instances").mkdir(parents=True, exist_ok=True)
@@ -288,20 +340,36 @@ def ensure_mariadb(paths: Paths, sec: dict[str, str]) -> None:
     cnf = str(paths.etc / "my.cnf")
     if running_pid(paths, "mariadb") is None:
         if not (paths.state / "mysql" / "mysql").exists():
-            run(["mariadb-install-db", f"--defaults-file={cnf}",
-                 "--auth-root-authentication-method=socket", "--skip-test-db"],
-                paths=paths, name="mariadb-setup")
+            run(
+                [
+                    "mariadb-install-db",
+                    f"--defaults-file={cnf}",
+                    "--auth-root-authentication-method=socket",
+                    "--skip-test-db",
+                ],
+                paths=paths,
+                name="mariadb-setup",
+            )
         spawn(paths, "mariadb", ["/usr/sbin/mariadbd", f"--defaults-file={cnf}"])
-    wait_for("mariadb", lambda: (paths.run / "mysqld.sock").exists() and port_open(3306),
-             timeout=60, paths=paths, name="mariadb")
+    wait_for(
+        "mariadb",
+        lambda: (paths.run / "mysqld.sock").exists() and port_open(3306),
+        timeout=60,
+        paths=paths,
+        name="mariadb",
+    )
 
     def create() -> None:
         sql = [f"CREATE USER IF NOT EXISTS 'testbed'@'127.0.0.1' IDENTIFIED BY '{sec['db']}';"]
         for db in DATABASES:
             sql.append(f"CREATE DATABASE IF NOT EXISTS {db} CHARACTER SET utf8;")
             sql.append(f"GRANT ALL PRIVILEGES ON {db}.* TO 'testbed'@'127.0.0.1';")
-        run(["mariadb", f"--defaults-file={cnf}", "-uroot"], stdin="\n".join(sql),
-            paths=paths, name="mariadb-setup")
+        run(
+            ["mariadb", f"--defaults-file={cnf}", "-uroot"],
+            stdin="\n".join(sql),
+            paths=paths,
+            name="mariadb-setup",
+        )
 
     once(paths, "databases", create)
 
@@ -332,88 +400,179 @@ def ensure_rabbitmq(paths: Paths) -> None:
         spawn(paths, "epmd", ["epmd", "-address", "127.0.0.1", "-port", "4369"])
         wait_for("epmd", lambda: port_open(4369), timeout=20, paths=paths, name="epmd")
     if running_pid(paths, "rabbitmq") is None:
-        spawn(paths, "rabbitmq", ["/usr/lib/rabbitmq/bin/rabbitmq-server"],
-              env=rabbit_env(paths))
+        spawn(paths, "rabbitmq", ["/usr/lib/rabbitmq/bin/rabbitmq-server"], env=rabbit_env(paths))
     wait_for("rabbitmq", lambda: port_open(5672), timeout=120, paths=paths, name="rabbitmq")
 
 
 def start_uwsgi(paths: Paths, name: str, port: int) -> None:
     if running_pid(paths, name) is None:
         spawn(paths, name, ["uwsgi", "--ini", str(paths.etc / "uwsgi" / f"{name}.ini")])
-    wait_for(name, lambda: http_answers(f"http://127.0.0.1:{port}/"), timeout=120,
-             paths=paths, name=name)
+    wait_for(
+        name, lambda: http_answers(f"http://127.0.0.1:{port}/"), timeout=300, paths=paths, name=name
+    )
 
 
 def ensure_keystone(paths: Paths, sec: dict[str, str]) -> None:
     conf = ["--config-file", str(paths.etc / "keystone" / "keystone.conf")]
-    once(paths, "keystone-db", lambda: run(
-        ["keystone-manage", *conf, "db_sync"], paths=paths, name="keystone-setup"))
+    once(
+        paths,
+        "keystone-db",
+        lambda: run(["keystone-manage", *conf, "db_sync"], paths=paths, name="keystone-setup"),
+    )
 
     def keys() -> None:
         for what in ("fernet_setup", "credential_setup"):
-            run(["keystone-manage", *conf, what, "--keystone-user", "root",
-                 "--keystone-group", "root"], paths=paths, name="keystone-setup")
+            run(
+                [
+                    "keystone-manage",
+                    *conf,
+                    what,
+                    "--keystone-user",
+                    "root",
+                    "--keystone-group",
+                    "root",
+                ],
+                paths=paths,
+                name="keystone-setup",
+            )
 
     once(paths, "keystone-keys", keys)
     url = bed.endpoints()["identity"]
-    once(paths, "keystone-bootstrap", lambda: run(
-        ["keystone-manage", *conf, "bootstrap", "--bootstrap-password", sec["admin"],
-         "--bootstrap-admin-url", url, "--bootstrap-internal-url", url,
-         "--bootstrap-public-url", url, "--bootstrap-region-id", bed.REGION],
-        paths=paths, name="keystone-setup"))
+    once(
+        paths,
+        "keystone-bootstrap",
+        lambda: run(
+            [
+                "keystone-manage",
+                *conf,
+                "bootstrap",
+                "--bootstrap-password",
+                sec["admin"],
+                "--bootstrap-admin-url",
+                url,
+                "--bootstrap-internal-url",
+                url,
+                "--bootstrap-public-url",
+                url,
+                "--bootstrap-region-id",
+                bed.REGION,
+            ],
+            paths=paths,
+            name="keystone-setup",
+        ),
+    )
     start_uwsgi(paths, "keystone", 5000)
 
 
 def ensure_glance(paths: Paths) -> None:
     conf = str(paths.etc / "glance" / "glance-api.conf")
-    once(paths, "glance-db", lambda: run(
-        ["glance-manage", "--config-file", conf, "db_sync"], paths=paths, name="glance-setup"))
+    once(
+        paths,
+        "glance-db",
+        lambda: run(
+            ["glance-manage", "--config-file", conf, "db_sync"], paths=paths, name="glance-setup"
+        ),
+    )
     if running_pid(paths, "glance-api") is None:
         spawn(paths, "glance-api", ["glance-api", "--config-file", conf])
-    wait_for("glance-api", lambda: http_answers("http://127.0.0.1:9292/"), timeout=120,
-             paths=paths, name="glance-api")
+    wait_for(
+        "glance-api",
+        lambda: http_answers("http://127.0.0.1:9292/"),
+        timeout=300,
+        paths=paths,
+        name="glance-api",
+    )
 
 
 def ensure_placement(paths: Paths) -> None:
     env = {"OS_PLACEMENT_CONFIG_DIR": str(paths.etc / "placement")}
-    once(paths, "placement-db", lambda: run(
-        ["placement-manage", "--config-file", str(paths.etc / "placement" / "placement.conf"),
-         "db", "sync"], paths=paths, name="placement-setup", env=env))
+    once(
+        paths,
+        "placement-db",
+        lambda: run(
+            [
+                "placement-manage",
+                "--config-file",
+                str(paths.etc / "placement" / "placement.conf"),
+                "db",
+                "sync",
+            ],
+            paths=paths,
+            name="placement-setup",
+            env=env,
+        ),
+    )
     start_uwsgi(paths, "placement-api", 8778)
 
 
 def ensure_nova(paths: Paths) -> None:
     conf = ["--config-file", str(paths.etc / "nova" / "nova.conf")]
-    once(paths, "nova-api-db", lambda: run(
-        ["nova-manage", *conf, "api_db", "sync"], paths=paths, name="nova-setup"))
-    once(paths, "nova-cell0", lambda: run(
-        ["nova-manage", *conf, "cell_v2", "map_cell0"], paths=paths, name="nova-setup"))
-    once(paths, "nova-cell1", lambda: run(
-        ["nova-manage", *conf, "cell_v2", "create_cell", "--name", "cell1"],
-        paths=paths, name="nova-setup"))
-    once(paths, "nova-db", lambda: run(
-        ["nova-manage", *conf, "db", "sync"], paths=paths, name="nova-setup"))
+    once(
+        paths,
+        "nova-api-db",
+        lambda: run(["nova-manage", *conf, "api_db", "sync"], paths=paths, name="nova-setup"),
+    )
+    once(
+        paths,
+        "nova-cell0",
+        lambda: run(["nova-manage", *conf, "cell_v2", "map_cell0"], paths=paths, name="nova-setup"),
+    )
+    once(
+        paths,
+        "nova-cell1",
+        lambda: run(
+            ["nova-manage", *conf, "cell_v2", "create_cell", "--name", "cell1"],
+            paths=paths,
+            name="nova-setup",
+        ),
+    )
+    once(
+        paths,
+        "nova-db",
+        lambda: run(["nova-manage", *conf, "db", "sync"], paths=paths, name="nova-setup"),
+    )
     for name in ("nova-conductor", "nova-scheduler"):
         if running_pid(paths, name) is None:
             spawn(paths, name, [name, *conf])
     for host in bed.COMPUTE_HOSTS:
         name = f"nova-compute-{host}"
         if running_pid(paths, name) is None:
-            spawn(paths, name, ["nova-compute", "--config-file",
-                                str(paths.etc / "nova" / f"{name}.conf")])
+            spawn(
+                paths,
+                name,
+                ["nova-compute", "--config-file", str(paths.etc / "nova" / f"{name}.conf")],
+            )
     start_uwsgi(paths, "nova-api", 8774)
 
 
 def ensure_neutron(paths: Paths) -> None:
-    conf = ["--config-file", str(paths.etc / "neutron" / "neutron.conf"),
-            "--config-file", str(paths.etc / "neutron" / "ml2_conf.ini")]
-    once(paths, "neutron-db", lambda: run(
-        ["neutron-db-manage", *conf, "upgrade", "heads"], paths=paths, name="neutron-setup"))
+    conf = [
+        "--config-file",
+        str(paths.etc / "neutron" / "neutron.conf"),
+        "--config-file",
+        str(paths.etc / "neutron" / "ml2_conf.ini"),
+    ]
+    once(
+        paths,
+        "neutron-db",
+        lambda: run(
+            ["neutron-db-manage", *conf, "upgrade", "heads"], paths=paths, name="neutron-setup"
+        ),
+    )
     if running_pid(paths, "neutron-server") is None:
-        spawn(paths, "neutron-server", ["neutron-server", *conf],
-              env={"PYTHONPATH": str(paths.state / "neutron-plugin")})
-    wait_for("neutron-server", lambda: http_answers("http://127.0.0.1:9696/"), timeout=180,
-             paths=paths, name="neutron-server")
+        spawn(
+            paths,
+            "neutron-server",
+            ["neutron-server", *conf],
+            env={"PYTHONPATH": str(paths.state / "neutron-plugin")},
+        )
+    wait_for(
+        "neutron-server",
+        lambda: http_answers("http://127.0.0.1:9696/"),
+        timeout=300,
+        paths=paths,
+        name="neutron-server",
+    )
 
 
 # ---------------------------------------------------------------- catalog and project
@@ -423,9 +582,14 @@ def admin_conn(sec: dict[str, str], project: str = bed.ADMIN_PROJECT):
     import openstack
 
     return openstack.connect(
-        auth_url=bed.endpoints()["identity"], username=bed.ADMIN_USER,
-        password=sec["admin"], project_name=project, user_domain_name="Default",
-        project_domain_name="Default", region_name=bed.REGION, identity_api_version="3",
+        auth_url=bed.endpoints()["identity"],
+        username=bed.ADMIN_USER,
+        password=sec["admin"],
+        project_name=project,
+        user_domain_name="Default",
+        project_domain_name="Default",
+        region_name=bed.REGION,
+        identity_api_version="3",
     )
 
 
@@ -433,39 +597,47 @@ def ensure_catalog(paths: Paths, sec: dict[str, str]) -> None:
     conn = admin_conn(sec)
     ident = conn.identity
     service_project = ident.find_project("service") or ident.create_project(
-        name="service", domain_id="default")
+        name="service", domain_id="default"
+    )
     admin_role = ident.find_role("admin")
     member_role = ident.find_role("member")
     for user_name in SERVICE_USERS:
         user = ident.find_user(user_name, domain_id="default")
         if user is None:
-            user = ident.create_user(name=user_name, password=sec["service"],
-                                     domain_id="default")
+            user = ident.create_user(name=user_name, password=sec["service"], domain_id="default")
         ident.assign_project_role_to_user(service_project, user, admin_role)
-    names = {"image": "glance", "placement": "placement", "compute": "nova",
-             "network": "neutron"}
+    names = {"image": "glance", "placement": "placement", "compute": "nova", "network": "neutron"}
     for stype, url in bed.endpoints().items():
         if stype == "identity":
             continue
         svc = next(iter(ident.services(type=stype)), None) or ident.create_service(
-            name=names[stype], type=stype, enabled=True)
+            name=names[stype], type=stype, enabled=True
+        )
         existing = {e.interface: e for e in ident.endpoints(service_id=svc.id)}
         for interface in ("public", "internal", "admin"):
             if interface in existing:
                 if existing[interface].url != url:
                     ident.update_endpoint(existing[interface], url=url)
                 continue
-            ident.create_endpoint(service_id=svc.id, interface=interface, url=url,
-                                  region_id=bed.REGION)
+            ident.create_endpoint(
+                service_id=svc.id, interface=interface, url=url, region_id=bed.REGION
+            )
     project = ident.find_project(bed.PROJECT, domain_id="default") or ident.create_project(
-        name=bed.PROJECT, domain_id="default", description="sparkstack cloud tests")
+        name=bed.PROJECT, domain_id="default", description="sparkstack cloud tests"
+    )
     user = ident.find_user(bed.USER, domain_id="default")
     if user is None:
-        user = ident.create_user(name=bed.USER, password=sec["user"], domain_id="default",
-                                 default_project_id=project.id)
+        user = ident.create_user(
+            name=bed.USER, password=sec["user"], domain_id="default", default_project_id=project.id
+        )
     ident.assign_project_role_to_user(project, user, member_role)
     # The admin also gets a role on the test project, so cleanup and checks can scope to it.
     ident.assign_project_role_to_user(project, ident.find_user(bed.ADMIN_USER), admin_role)
+
+
+def ensure_keystone_and_catalog(paths: Paths, sec: dict[str, str]) -> None:
+    ensure_keystone(paths, sec)
+    once(paths, "catalog", lambda: ensure_catalog(paths, sec))
 
 
 def write_clouds_yaml(paths: Paths, sec: dict[str, str]) -> None:
@@ -484,10 +656,12 @@ def write_clouds_yaml(paths: Paths, sec: dict[str, str]) -> None:
             "identity_api_version": 3,
         }
 
-    data = {"clouds": {
-        bed.ADMIN_CLOUD: cloud(bed.ADMIN_USER, bed.ADMIN_PROJECT, sec["admin"]),
-        bed.USER_CLOUD: cloud(bed.USER, bed.PROJECT, sec["user"]),
-    }}
+    data = {
+        "clouds": {
+            bed.ADMIN_CLOUD: cloud(bed.ADMIN_USER, bed.ADMIN_PROJECT, sec["admin"]),
+            bed.USER_CLOUD: cloud(bed.USER, bed.PROJECT, sec["user"]),
+        }
+    }
     # JSON is valid YAML, and Debian's python may lack nothing here to emit it.
     target = bed.clouds_yaml_path()
     tmp = target.with_suffix(".tmp")
@@ -500,12 +674,15 @@ def wait_compute_hosts(conn, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     want = set(bed.COMPUTE_HOSTS)
     while True:
-        up = {s.host for s in conn.compute.services(binary="nova-compute")
-              if s.state == "up" and s.status == "enabled"}
+        up = {
+            s.host
+            for s in conn.compute.services(binary="nova-compute")
+            if s.state == "up" and s.status == "enabled"
+        }
         if want <= up:
             return
         if time.monotonic() > deadline:
-            raise SystemExit(f"compute hosts not up after {timeout}s: missing {want - up}")
+            raise BedError(f"compute hosts not up after {timeout}s: missing {want - up}")
         time.sleep(1)
 
 
@@ -517,16 +694,24 @@ def ensure_project_resources(paths: Paths, sec: dict[str, str]) -> None:
     wait_compute_hosts(conn)
     hypervisors = {h.name for h in conn.compute.hypervisors()}
     if not set(bed.COMPUTE_HOSTS) <= hypervisors or not (paths.done / "hosts-mapped").exists():
-        run(["nova-manage", "--config-file", str(paths.etc / "nova" / "nova.conf"),
-             "cell_v2", "discover_hosts"], paths=paths, name="nova-setup")
+        run(
+            [
+                "nova-manage",
+                "--config-file",
+                str(paths.etc / "nova" / "nova.conf"),
+                "cell_v2",
+                "discover_hosts",
+            ],
+            paths=paths,
+            name="nova-setup",
+        )
         (paths.done / "hosts-mapped").write_text("")
 
     # -- flavors
     flavors = {f.name: f for f in conn.compute.flavors(is_public=None)}
     for name, (vcpus, ram, disk) in bed.FLAVORS.items():
         if name not in flavors:
-            conn.compute.create_flavor(name=name, vcpus=vcpus, ram=ram, disk=disk,
-                                       is_public=True)
+            conn.compute.create_flavor(name=name, vcpus=vcpus, ram=ram, disk=disk, is_public=True)
 
     # -- image: a few bytes are enough, nothing boots it
     image = conn.image.find_image(bed.IMAGE["name"])
@@ -535,9 +720,14 @@ def ensure_project_resources(paths: Paths, sec: dict[str, str]) -> None:
         image = None
     if image is None:
         conn.image.create_image(
-            name=bed.IMAGE["name"], data=b"sparkstack test image\n", disk_format="raw",
-            container_format="bare", visibility="public", min_disk=bed.IMAGE["min_disk"],
-            min_ram=bed.IMAGE["min_ram"], allow_duplicates=True,
+            name=bed.IMAGE["name"],
+            data=b"sparkstack test image\n",
+            disk_format="raw",
+            container_format="bare",
+            visibility="public",
+            min_disk=bed.IMAGE["min_disk"],
+            min_ram=bed.IMAGE["min_ram"],
+            allow_duplicates=True,
         )
 
     # -- networks
@@ -545,16 +735,23 @@ def ensure_project_resources(paths: Paths, sec: dict[str, str]) -> None:
     pub = net.find_network(bed.PUBLIC_NET["name"])
     if pub is None:
         pub = net.create_network(
-            name=bed.PUBLIC_NET["name"], is_router_external=True,
+            name=bed.PUBLIC_NET["name"],
+            is_router_external=True,
             provider_network_type="flat",
-            provider_physical_network=bed.PUBLIC_NET["physical_network"])
+            provider_physical_network=bed.PUBLIC_NET["physical_network"],
+        )
     pub_subnet = net.find_subnet(bed.PUBLIC_NET["subnet"])
     if pub_subnet is None:
         start, end = bed.PUBLIC_NET["pool"]
         pub_subnet = net.create_subnet(
-            name=bed.PUBLIC_NET["subnet"], network_id=pub.id, ip_version=4,
-            cidr=bed.PUBLIC_NET["cidr"], gateway_ip=bed.PUBLIC_NET["gateway"],
-            allocation_pools=[{"start": start, "end": end}], is_dhcp_enabled=False)
+            name=bed.PUBLIC_NET["subnet"],
+            network_id=pub.id,
+            ip_version=4,
+            cidr=bed.PUBLIC_NET["cidr"],
+            gateway_ip=bed.PUBLIC_NET["gateway"],
+            allocation_pools=[{"start": start, "end": end}],
+            is_dhcp_enabled=False,
+        )
     priv = net.find_network(bed.PRIVATE_NET["name"], project_id=project.id)
     if priv is None:
         priv = net.create_network(name=bed.PRIVATE_NET["name"], project_id=project.id)
@@ -562,14 +759,20 @@ def ensure_project_resources(paths: Paths, sec: dict[str, str]) -> None:
     if priv_subnet is None:
         start, end = bed.PRIVATE_NET["pool"]
         priv_subnet = net.create_subnet(
-            name=bed.PRIVATE_NET["subnet"], network_id=priv.id, project_id=project.id,
-            ip_version=4, cidr=bed.PRIVATE_NET["cidr"], gateway_ip=bed.PRIVATE_NET["gateway"],
-            allocation_pools=[{"start": start, "end": end}], is_dhcp_enabled=False)
+            name=bed.PRIVATE_NET["subnet"],
+            network_id=priv.id,
+            project_id=project.id,
+            ip_version=4,
+            cidr=bed.PRIVATE_NET["cidr"],
+            gateway_ip=bed.PRIVATE_NET["gateway"],
+            allocation_pools=[{"start": start, "end": end}],
+            is_dhcp_enabled=False,
+        )
     router = net.find_router(bed.ROUTER, project_id=project.id)
     if router is None:
         router = net.create_router(
-            name=bed.ROUTER, project_id=project.id,
-            external_gateway_info={"network_id": pub.id})
+            name=bed.ROUTER, project_id=project.id, external_gateway_info={"network_id": pub.id}
+        )
     ports = list(net.ports(device_id=router.id, network_id=priv.id))
     if not ports:
         net.add_interface_to_router(router, subnet_id=priv_subnet.id)
@@ -591,13 +794,15 @@ def cmd_up(paths: Paths) -> None:
     sec = load_secrets(paths)
     timer.step("configs", render_configs, paths, sec)
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        db = pool.submit(timer.step, "mariadb", ensure_mariadb, paths, sec)
-        mq = pool.submit(timer.step, "rabbitmq", ensure_rabbitmq, paths)
-        db.result()
-        timer.step("keystone", ensure_keystone, paths, sec)
-        mq.result()
-    timer.step("catalog + users", once, paths, "catalog", lambda: ensure_catalog(paths, sec))
-    # The DB migrations are the slow part of a cold start; run them side by side.
+        for f in [
+            pool.submit(timer.step, "mariadb", ensure_mariadb, paths, sec),
+            pool.submit(timer.step, "rabbitmq", ensure_rabbitmq, paths),
+        ]:
+            f.result()
+    timer.step("keystone + catalog", ensure_keystone_and_catalog, paths, sec)
+    # The other services' DB migrations are the slow part of a cold start; run each
+    # service's chain (migrate, start, wait) side by side. They start after the catalog:
+    # nova-conductor and nova-scheduler exit if their service users cannot log in yet.
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         futures = [
             pool.submit(timer.step, "glance", ensure_glance, paths),
@@ -605,17 +810,25 @@ def cmd_up(paths: Paths) -> None:
             pool.submit(timer.step, "nova", ensure_nova, paths),
             pool.submit(timer.step, "neutron", ensure_neutron, paths),
         ]
-        for f in futures:
-            f.result()
+        errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise BedError("\n\n".join(str(e) for e in errors))
     timer.step("project resources", ensure_project_resources, paths, sec)
     timer.step("clouds.yaml", write_clouds_yaml, paths, sec)
-    print(f"[testbed] up in {time.monotonic() - t_all:.1f}s; clouds.yaml: "
-          f"{bed.clouds_yaml_path()} (clouds {bed.ADMIN_CLOUD}, {bed.USER_CLOUD})", flush=True)
+    print(
+        f"[testbed] up in {time.monotonic() - t_all:.1f}s; clouds.yaml: "
+        f"{bed.clouds_yaml_path()} (clouds {bed.ADMIN_CLOUD}, {bed.USER_CLOUD})",
+        flush=True,
+    )
 
 
 def cmd_down(paths: Paths) -> None:
-    for name in reversed(START_ORDER):
-        stop(paths, name)
+    # OpenStack services all at once, then the message bus, then the database they use.
+    infra = ("rabbitmq", "epmd", "mariadb")
+    stop(paths, [n for n in reversed(START_ORDER) if n not in infra])
+    stop(paths, ["rabbitmq"])
+    stop(paths, ["epmd"])
+    stop(paths, ["mariadb"])
 
 
 def cmd_status(paths: Paths) -> int:
@@ -635,13 +848,19 @@ def main() -> int:
     if os.geteuid() != 0:
         print("the test bed must be run as root", file=sys.stderr)
         return 2
+    # `kill -USR1 <pid>` prints every thread's stack: the way to see where an up hangs.
+    faulthandler.register(signal.SIGUSR1)
     paths = Paths(bed.state_dir())
-    if args.command == "up":
-        cmd_up(paths)
-    elif args.command == "down":
-        cmd_down(paths)
-    else:
-        return cmd_status(paths)
+    try:
+        if args.command == "up":
+            cmd_up(paths)
+        elif args.command == "down":
+            cmd_down(paths)
+        else:
+            return cmd_status(paths)
+    except BedError as exc:
+        print(f"[testbed] FAILED: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
