@@ -235,9 +235,7 @@ def connect(cloud: str, *, config_file: Path | str | None = None, **kwargs: Any)
     """An openstacksdk Connection to one of the bed's clouds, read from its clouds.yaml."""
     import openstack.config
 
-    config = openstack.config.OpenStackConfig(
-        config_files=[str(config_file or clouds_yaml_path())]
-    )
+    config = openstack.config.OpenStackConfig(config_files=[str(config_file or clouds_yaml_path())])
     region = config.get_one(cloud=cloud, **kwargs)
     import openstack.connection
 
@@ -299,13 +297,13 @@ def snapshot_project(admin_conn) -> ProjectSnapshot:
     )
     add(
         "security_group",
-        (
-            sg
-            for sg in admin_conn.network.security_groups(project_id=pid)
-            if sg.name != "default"
-        ),
+        (sg for sg in admin_conn.network.security_groups(project_id=pid) if sg.name != "default"),
     )
-    add("server_group", admin_conn.compute.server_groups(all_projects=True, project_id=pid))
+    # The server-group API has no project filter: list all, keep the project's.
+    add(
+        "server_group",
+        (g for g in admin_conn.compute.server_groups(all_projects=True) if g.project_id == pid),
+    )
     # Keypairs belong to a user, not a project: list the test user's.
     snap.ids["keypair"] = set()
     for kp in admin_conn.compute.keypairs(user_id=uid):
@@ -326,9 +324,9 @@ def cleanup_project(
     extra = snapshot_project(admin_conn)
     new = extra.new_since(keep)
     deleted = [
-        f"{kind} {rid} {extra.names.get(rid, '')}".rstrip()
-        for kind in ("server", "floating_ip", "port", "security_group", "server_group",
-                     "keypair")
+        f"{kind} {rid}"
+        + (f" ({extra.names[rid]})" if extra.names.get(rid) not in (None, "", rid) else "")
+        for kind in ("server", "floating_ip", "port", "security_group", "server_group", "keypair")
         for rid in sorted(new.get(kind, ()))
     ]
     uid = user_id(admin_conn)
