@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from provisioner import workflows
-from provisioner.cloud import ClusterCloud
+from provisioner.cloud import ClusterCloud, connect
 from provisioner.inventory import load_inventory
 from tests.cloud.test_workflows import (
     FAST,
@@ -51,7 +51,12 @@ def _xdg(tmp_path, monkeypatch):
 
 
 def proxied_cloud(proxy, inv, *, retry_for: float = 60) -> ClusterCloud:
-    conn = bed.connect("proxied", config_file=proxy.yaml)
+    """Through the product's own connect(). OS_CLIENT_CONFIG_FILE (set by the bed's
+    fixture) wins over any config_files argument in openstacksdk, so point it at the
+    proxied clouds.yaml just while the connection reads its configuration."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("OS_CLIENT_CONFIG_FILE", str(proxy.yaml))
+        conn = connect("proxied")
     return ClusterCloud(conn, cluster=inv.cluster.name, retry_for=retry_for)
 
 
@@ -74,7 +79,7 @@ def test_up_converges_through_ten_percent_5xx_and_down_leaves_nothing(
     tmp_path,
 ):
     admin = clean_project.admin()
-    inv = load_inventory(write_inventory(tmp_path / "inv.toml", name="flaky", workers=3))
+    inv = load_inventory(write_inventory(tmp_path / "inv.toml", name="flaky", workers=2))
     cloud = proxied_cloud(proxy, inv)
     proxy.configure(error_rate=0.1, reset_rate=0.02)
     workflows.up(inv, cloud=cloud, user_data=user_data_for(inv), settings=FAST)
