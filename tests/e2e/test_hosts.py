@@ -117,6 +117,10 @@ def test_server_becomes_a_host_and_goes_away_with_it(hostbed, clean_project, key
 
 
 def _marker(host: hosts.Host) -> str | None:
+    if not host.dir.exists():
+        # Not a timeout: say what happened (another test's cleanup deleting the server).
+        pytest.fail(f"host {host.name} vanished: its server was deleted outside this test",
+                    pytrace=False)
     if host.file(READY_MARKER).exists():
         return "ready"
     if host.file(FAILED_MARKER).exists():
