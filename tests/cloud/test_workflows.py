@@ -19,7 +19,7 @@ import pytest
 
 from provisioner import workflows
 from provisioner.cloud import ClusterCloud, connect
-from provisioner.inventory import load_inventory
+from provisioner.inventory import cluster_tag, load_inventory
 from tests.testbed import bed
 from tests.testbed.fixtures import clean_project, testbed  # noqa: F401
 
@@ -232,6 +232,9 @@ def test_two_clusters_never_touch_each_other(clean_project, tmp_path, keys):
     workflows.down(inv_a, cloud=a, settings=FAST)
 
     assert cluster_resources(admin, "iso-a") == {}
+    # Nova applies the tag filter itself (one list per poll returns only this cluster):
+    # with iso-b's servers present, a listing by iso-a's tag is empty
+    assert list(a.conn.compute.servers(details=True, tags=cluster_tag("iso-a"))) == []
     assert b.observe() == b_before  # same ids, same addresses, same states
     assert cluster_resources(admin, "iso-b") == b_counts
     workflows.down(inv_b, cloud=b, settings=FAST)
