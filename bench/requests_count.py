@@ -10,6 +10,7 @@ most N + 60 requests.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import tempfile
 import time
@@ -79,7 +80,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workers", nargs="*", type=int, default=[1, 10, 50])
     parser.add_argument("--parallel", type=int, default=10, help="max_parallel_creates")
+    parser.add_argument("--log", type=Path, help="write the workflows' log here")
     args = parser.parse_args()
+    if args.log:
+        logging.basicConfig(
+            filename=args.log, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
+        )
     if not bed.is_healthy():
         raise SystemExit("the test bed is not up: tests/testbed/controlplane/up.sh")
     with tempfile.TemporaryDirectory() as tmp:
