@@ -17,18 +17,18 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.testbed import bed
-
-pytestmark = pytest.mark.cloud
+from tests.testbed import bed, fixtures
 
 USER_DATA = "#cloud-config\nwrite_files:\n  - path: /etc/sparkstack-smoke\n    content: ok\n"
 
 
 def _public_key() -> str:
     key = ed25519.Ed25519PrivateKey.generate()
-    return key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    ).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
 
 
 def _wait(what: str, check, *, timeout: float = 60, interval: float = 0.5):
@@ -43,6 +43,7 @@ def _wait(what: str, check, *, timeout: float = 60, interval: float = 0.5):
         time.sleep(interval)
 
 
+@pytest.mark.cloud
 def test_servers_networks_and_cleanup_round_trip(clean_project):
     tb = clean_project
     conn = tb.user()
@@ -57,16 +58,28 @@ def test_servers_networks_and_cleanup_round_trip(clean_project):
     keypair = conn.compute.create_keypair(name="smoke-key", public_key=_public_key())
     sg = conn.network.create_security_group(name="smoke-sg", description="smoke test")
     conn.network.create_security_group_rule(
-        security_group_id=sg.id, direction="ingress", ethertype="IPv4", protocol="tcp",
-        port_range_min=22, port_range_max=22, remote_ip_prefix="127.0.0.0/8",
+        security_group_id=sg.id,
+        direction="ingress",
+        ethertype="IPv4",
+        protocol="tcp",
+        port_range_min=22,
+        port_range_max=22,
+        remote_ip_prefix="127.0.0.0/8",
     )
     conn.network.create_security_group_rule(
-        security_group_id=sg.id, direction="ingress", ethertype="IPv4", protocol="tcp",
-        port_range_min=7077, port_range_max=7077, remote_group_id=sg.id,
+        security_group_id=sg.id,
+        direction="ingress",
+        ethertype="IPv4",
+        protocol="tcp",
+        port_range_min=7077,
+        port_range_max=7077,
+        remote_group_id=sg.id,
     )
     rules = list(conn.network.security_group_rules(security_group_id=sg.id))
-    assert {(r.port_range_min, r.remote_group_id) for r in rules if r.direction == "ingress"} \
-        == {(22, None), (7077, sg.id)}
+    assert {(r.port_range_min, r.remote_group_id) for r in rules if r.direction == "ingress"} == {
+        (22, None),
+        (7077, sg.id),
+    }
 
     group = conn.compute.create_server_group(name="smoke-group", policy="anti-affinity")
 
@@ -95,8 +108,7 @@ def test_servers_networks_and_cleanup_round_trip(clean_project):
         ips = [a["addr"] for a in addrs if a.get("OS-EXT-IPS:type") == "fixed"]
         assert len(ips) == 1 and ipaddress.ip_address(ips[0]) in subnet, addrs
         fixed[server.id] = ips[0]
-        assert server.metadata == {"sparkstack-cluster": "smoke",
-                                   "sparkstack-role": f"worker-{i}"}
+        assert server.metadata == {"sparkstack-cluster": "smoke", "sparkstack-role": f"worker-{i}"}
         assert sorted(server.tags) == ["smoke", "sparkstack"]
         assert server.key_name == "smoke-key"
         assert [g["name"] for g in server.security_groups] == ["smoke-sg"]
@@ -118,14 +130,17 @@ def test_servers_networks_and_cleanup_round_trip(clean_project):
     assert port.binding_vif_type != "binding_failed"
     fip = conn.network.create_ip(floating_network_id=public.id)
     assert ipaddress.ip_address(fip.floating_ip_address) in ipaddress.ip_network(
-        bed.PUBLIC_NET["cidr"])
+        bed.PUBLIC_NET["cidr"]
+    )
     fip = conn.network.update_ip(fip, port_id=port.id)
     assert fip.fixed_ip_address == fixed[target.id]
 
     def floating_in_addresses():
         addrs = conn.compute.get_server(target.id).addresses[bed.PRIVATE_NET["name"]]
-        return any(a["addr"] == fip.floating_ip_address
-                   and a.get("OS-EXT-IPS:type") == "floating" for a in addrs)
+        return any(
+            a["addr"] == fip.floating_ip_address and a.get("OS-EXT-IPS:type") == "floating"
+            for a in addrs
+        )
 
     _wait("the floating IP to show in the server's addresses", floating_in_addresses)
 
@@ -145,3 +160,33 @@ def test_servers_networks_and_cleanup_round_trip(clean_project):
     # Nothing the servers used is left on the network either (ports went with them).
     assert not list(conn.network.ports(device_id=servers[0].id))
     assert not list(conn.network.ports(device_id=servers[1].id))
+
+
+# The gate in front of every cloud test: these run everywhere, bed or not.
+
+
+@pytest.mark.parametrize(
+    ("env", "required"),
+    [
+        ({}, False),
+        ({"CI": "true"}, True),
+        ({"CI": "TRUE"}, True),
+        ({"CI": "false"}, False),
+        ({"SPARKSTACK_REQUIRE_CLOUD": "1"}, True),
+        ({"SPARKSTACK_REQUIRE_CLOUD": "0"}, False),
+    ],
+)
+def test_ci_turns_a_missing_bed_into_a_failure(monkeypatch, env, required):
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("SPARKSTACK_REQUIRE_CLOUD", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert fixtures.bed_required() is required
+
+
+def test_non_root_is_told_why_the_cloud_tests_skip(monkeypatch):
+    monkeypatch.setattr(fixtures.sys, "platform", "linux")
+    monkeypatch.setattr(fixtures.os, "geteuid", lambda: 1000)
+    assert "root" in fixtures.cannot_run_reason()
+    monkeypatch.setattr(fixtures.sys, "platform", "darwin")
+    assert "Linux" in fixtures.cannot_run_reason()

@@ -75,8 +75,10 @@ def testbed() -> Iterator[Testbed]:
     reason = cannot_run_reason()
     if reason:
         if bed_required():
-            pytest.fail(f"cloud tests are required here (CI/SPARKSTACK_REQUIRE_CLOUD) "
-                        f"but {reason}", pytrace=False)
+            pytest.fail(
+                f"cloud tests are required here (CI/SPARKSTACK_REQUIRE_CLOUD) but {reason}",
+                pytrace=False,
+            )
         pytest.skip(reason)
     up_seconds = 0.0
     if bed.is_healthy():
@@ -115,7 +117,6 @@ def clean_project(testbed: Testbed) -> Iterator[Testbed]:
     leaked = bed.cleanup_project(admin, keep=before)
     if leaked:
         pytest.fail(
-            "the test left resources in the test project (deleted now): "
-            + ", ".join(leaked),
+            "the test left resources in the test project (deleted now): " + ", ".join(leaked),
             pytrace=False,
         )
