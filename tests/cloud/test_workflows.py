@@ -235,7 +235,12 @@ def test_two_clusters_never_touch_each_other(clean_project, tmp_path, keys):
     # Nova applies the tag filter itself (one list per poll returns only this cluster):
     # with iso-b's servers present, a listing by iso-a's tag is empty
     assert list(a.conn.compute.servers(details=True, tags=cluster_tag("iso-a"))) == []
-    assert b.observe() == b_before  # same ids, same addresses, same states
+    b_after = b.observe()  # the same servers, ports, groups and floating IP as before
+    assert sorted((n.name, n.id) for n in b_after.nodes) == sorted(
+        (n.name, n.id) for n in b_before.nodes
+    )
+    for attr in ("security_group", "server_group", "master_port", "floating_ip", "keypair"):
+        assert getattr(b_after, attr) == getattr(b_before, attr), attr
     assert cluster_resources(admin, "iso-b") == b_counts
     workflows.down(inv_b, cloud=b, settings=FAST)
     assert b.observe().empty
@@ -286,9 +291,16 @@ def test_preflight_lists_every_shortfall_and_creates_nothing(clean_project, tmp_
     pid = bed.project_id(admin)
     env = cli_env(tmp_path, clean_project.clouds_yaml)
     inv_path = write_inventory(tmp_path / "inv.toml", name="tight", workers=3)
+    # limits relative to what the project uses now, so the expected numbers hold even
+    # when something else lives in the project
+    used = clean_project.user().compute.get_limits().absolute
+    fips_used = len(list(admin.network.ips(project_id=pid)))
+    rules_used = len(list(admin.network.security_group_rules(project_id=pid)))
     try:
-        admin.set_compute_quotas(pid, instances=2, cores=2)
-        admin.set_network_quotas(pid, floatingip=0, security_group_rule=1)
+        admin.set_compute_quotas(
+            pid, instances=used.instances_used + 2, cores=used.total_cores_used + 2
+        )
+        admin.set_network_quotas(pid, floatingip=fips_used, security_group_rule=rules_used + 1)
         proc = run_cli("up", "-i", str(inv_path), env=env, check=False)
     finally:
         bed.reset_quotas(admin)
@@ -298,7 +310,7 @@ def test_preflight_lists_every_shortfall_and_creates_nothing(clean_project, tmp_
         "instances: the plan needs 4, the project has 2 left",
         "cores (vCPUs): the plan needs 4, the project has 2 left",
         "floating IPs: the plan needs 1, the project has 0 left",
-        "security group rules: the plan needs 4",
+        "security group rules: the plan needs 4, the project has 1 left",
         "nothing was created",
     ):
         assert expected in err, err
