@@ -1,5 +1,6 @@
 """The host half of the test bed as one unit: rootfs, Spark mirror, bridge, hypervisor.
 
+    python -m tests.testbed.hosts.hostbed build   # build or reuse rootfs + mirror, start nothing
     python -m tests.testbed.hosts.hostbed up      # build or reuse, start (idempotent)
     python -m tests.testbed.hosts.hostbed down    # stop hypervisor and mirror, kill hosts
 
@@ -23,8 +24,12 @@ def is_up() -> bool:
     return hypervisor.running_pid() is not None and mirror._running_pid(None) is not None
 
 
-def up(*, spark_version: str = mirror.DEFAULT_VERSION) -> dict[str, float]:
-    """Bring the host half up; returns seconds per step (a reused cache is fast)."""
+def build(*, spark_version: str = mirror.DEFAULT_VERSION) -> dict[str, float]:
+    """Build (or reuse) the rootfs and the Spark tarball without starting anything.
+
+    CI builds them in a stage of their own, so the hypervisor runs only while the host
+    tests do: started earlier it would boot a host for every server the cloud tests create.
+    """
     timings: dict[str, float] = {}
     start = time.monotonic()
     rootfs.ensure_rootfs()
@@ -32,6 +37,12 @@ def up(*, spark_version: str = mirror.DEFAULT_VERSION) -> dict[str, float]:
     start = time.monotonic()
     mirror.build_tarball(version=spark_version)
     timings["spark mirror"] = time.monotonic() - start
+    return timings
+
+
+def up(*, spark_version: str = mirror.DEFAULT_VERSION) -> dict[str, float]:
+    """Bring the host half up; returns seconds per step (a reused cache is fast)."""
+    timings = build(spark_version=spark_version)
     start = time.monotonic()
     hosts.ensure_bridge()
     mirror.start_server()
@@ -49,10 +60,13 @@ def down() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.testbed.hosts.hostbed")
-    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("action", choices=["build", "up", "down", "status"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.action == "up":
+    if args.action == "build":
+        for step, seconds in build().items():
+            sys.stdout.write(f"{step}: {seconds:.1f} s\n")
+    elif args.action == "up":
         for step, seconds in up().items():
             sys.stdout.write(f"{step}: {seconds:.1f} s\n")
         sys.stdout.write(f"spark mirror: {mirror.mirror_url()}\n"
