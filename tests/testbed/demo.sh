@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# "Try it without a cloud": on a fresh Debian 12 machine, as root, stand up the local
+# OpenStack control plane and the namespace hosts, then run sparkstack against them as a
+# user would against a real cloud: up, status, wait until the Spark workers register with
+# the master, and down (unless KEEP=1). Every step prints how long it took.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+inventory=tests/testbed/inventory.testbed.toml
+export OS_CLIENT_CONFIG_FILE=${SPARKSTACK_TESTBED_DIR:-/var/lib/sparkstack-testbed}/clouds.yaml
+export DEBIAN_FRONTEND=noninteractive
+
+step() {
+    local name=$1; shift
+    local t0=$SECONDS
+    echo "==> $name"
+    "$@"
+    echo "==> $name: $((SECONDS - t0)) s"
+}
+
+install() {
+    apt-get -o DPkg::Lock::Timeout=900 -y -q update
+    apt-get -o DPkg::Lock::Timeout=900 -y -q install --no-install-recommends \
+        debootstrap iproute2 curl ca-certificates
+    python3 -m pip install -q -e .
+}
+
+# The master's Spark UI listens on its private address, which this machine reaches over
+# the test bed's bridge; it lists the workers that registered.
+wait_for_workers() {
+    local want master_ip deadline alive
+    want=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["workers"]["count"])' "$inventory")
+    master_ip=$(sparkstack status -i "$inventory" --json | python3 -c '
+import json, sys
+nodes = json.load(sys.stdin)["nodes"]
+print(next(n["fixed_ip"] for n in nodes if n["role"] == "master"))')
+    deadline=$((SECONDS + 900))
+    while :; do
+        alive=$(curl -fsS --max-time 5 "http://$master_ip:8080/json/" 2>/dev/null | python3 -c '
+import json, sys
+print(sum(w["state"] == "ALIVE" for w in json.load(sys.stdin)["workers"]))' 2>/dev/null || echo 0)
+        echo "    spark master at $master_ip: $alive of $want workers ALIVE"
+        [ "$alive" -ge "$want" ] && return 0
+        [ "$SECONDS" -lt "$deadline" ] || { echo "workers did not register in time" >&2; return 1; }
+        sleep 5
+    done
+}
+
+step "install sparkstack and the bed's tools" install
+step "OpenStack control plane" bash tests/testbed/controlplane/up.sh
+step "node image, Spark mirror, hypervisor" bash tests/testbed/hosts/up.sh
+step "sparkstack up" sparkstack up -i "$inventory"
+step "sparkstack status" sparkstack status -i "$inventory"
+step "Spark workers register" wait_for_workers
+if [ "${KEEP:-0}" = 1 ]; then
+    echo "Cluster kept. Remove it with: OS_CLIENT_CONFIG_FILE=$OS_CLIENT_CONFIG_FILE sparkstack down -i $inventory --yes"
+    echo "Stop the beds with: bash tests/testbed/hosts/down.sh && bash tests/testbed/controlplane/down.sh"
+else
+    step "sparkstack down" sparkstack down -i "$inventory" --yes
+    step "stop the beds" bash -c 'bash tests/testbed/hosts/down.sh && bash tests/testbed/controlplane/down.sh'
+fi
