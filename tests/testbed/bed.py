@@ -235,7 +235,11 @@ def connect(cloud: str, *, config_file: Path | str | None = None, **kwargs: Any)
     """An openstacksdk Connection to one of the bed's clouds, read from its clouds.yaml."""
     import openstack.config
 
-    config = openstack.config.OpenStackConfig(config_files=[str(config_file or clouds_yaml_path())])
+    # load_envvars=False: OS_CLIENT_CONFIG_FILE (exported by the testbed fixture) would
+    # otherwise be read before config_files and shadow a proxied clouds.yaml given here.
+    config = openstack.config.OpenStackConfig(
+        config_files=[str(config_file or clouds_yaml_path())], load_envvars=False
+    )
     region = config.get_one(cloud=cloud, **kwargs)
     import openstack.connection
 
