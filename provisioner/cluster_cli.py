@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from provisioner import plan as P
 from provisioner import workflows
@@ -119,14 +121,23 @@ def _age(created: str) -> str:
     return f"{max(secs, 0)}s"
 
 
-def _nodes_table(observed: P.Observed) -> Table:
-    table = Table(title=f"cluster {observed.cluster}", title_justify="left")
+def _nodes_table(observed: P.Observed) -> Group:
+    """The nodes as a table that fits 80 columns; Nova's fault texts follow it, unwrapped."""
+    table = Table(
+        title=f"cluster {observed.cluster}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     for col in ("name", "role", "state", "fixed IP", "floating IP", "flavor", "age"):
-        table.add_column(col, no_wrap=col != "state")
-    for n in sorted(observed.nodes, key=lambda n: (n.role != P.MASTER, n.index)):
-        state = n.status + (f" ({n.fault})" if n.fault else "")
-        table.add_row(n.name, n.role, state, n.fixed_ip, n.floating_ip, n.flavor, _age(n.created))
-    return table
+        table.add_column(col, no_wrap=True)
+    nodes = sorted(observed.nodes, key=lambda n: (n.role != P.MASTER, n.index))
+    for n in nodes:
+        age = _age(n.created)
+        table.add_row(n.name, n.role, n.status, n.fixed_ip, n.floating_ip, n.flavor, age)
+    faults = [Text(f"{n.name}: {n.fault}") for n in nodes if n.fault]
+    return Group(table, *faults)
 
 
 def _print_plan(out: Console, actions: list[P.Action], problems: list[str]) -> None:

@@ -438,9 +438,10 @@ def up(
             key_dir=key_dir,
             result=result,
         )
+        reporter.step("reading the cluster back")
         result.observed = cloud.observe()
+        reporter.step("every server is ACTIVE and the floating IP is attached")
         if until != "servers":
-            reporter.step("servers ready; running the next stage")
             hooks.after_servers_active(result.observed)
     return result
 
@@ -517,6 +518,7 @@ def _apply_up(
                 port_id=port.id,
                 external_network_id=resolved.external_network_id,
             )
+            reporter.step(f"floating IP {address} is on the master")
             result.notes.append(f"floating IP: {address}")
             if not a.address:
                 result.created.append(f"floating IP {address}")
