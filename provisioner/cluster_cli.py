@@ -167,6 +167,16 @@ def _result_json(name: str, res: workflows.Result, *, dry_run: bool) -> dict[str
     }
 
 
+def _show_dry_run(out: Console, name: str, res: workflows.Result, *, as_json: bool) -> None:
+    """Print the plan (or its JSON); a plan with problems still ends in the refusal, exit 2."""
+    if as_json:
+        _emit_json(_result_json(name, res, dry_run=True))
+    else:
+        _print_plan(out, res.actions, res.problems)
+    if res.problems:
+        raise workflows.refusal(res.problems, name)
+
+
 def register(app: typer.Typer) -> None:
     """Add the cluster lifecycle commands to the app."""
 
@@ -194,12 +204,7 @@ def register(app: typer.Typer) -> None:
             stop = "servers" if no_ssh else until.value
             if dry_run:
                 res = workflows.up(inv, cloud=cloud, user_data=_user_data(inv), dry_run=True)
-                if as_json:
-                    _emit_json(_result_json(name, res, dry_run=True))
-                else:
-                    _print_plan(out, res.actions, res.problems)
-                if res.problems:
-                    raise workflows.refusal(res.problems, name)
+                _show_dry_run(out, name, res, as_json=as_json)
                 return
             with _progress(err, f"up {name}", quiet=as_json) as reporter:
                 res = workflows.up(
@@ -237,12 +242,7 @@ def register(app: typer.Typer) -> None:
                 inv, workers=workers, cloud=cloud, user_data=_user_data(inv), dry_run=True
             )
             if dry_run:
-                if as_json:
-                    _emit_json(_result_json(name, preview, dry_run=True))
-                else:
-                    _print_plan(out, preview.actions, preview.problems)
-                if preview.problems:
-                    raise workflows.refusal(preview.problems, name)
+                _show_dry_run(out, name, preview, as_json=as_json)
                 return
             removing = [a for a in preview.actions if isinstance(a, P.Decommission)]
             if removing and not yes:

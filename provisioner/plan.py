@@ -310,33 +310,33 @@ class DeleteFloatingIP(Action):
 
 
 @dataclass(frozen=True)
-class DeletePort(Action):
+class _DeleteNamed(Action):
+    """Deleting one named resource found by its id: only the noun differs between kinds."""
+
+    noun: ClassVar[str] = ""
+    name: str
+    id: str
+
+    def describe(self) -> str:
+        return f"delete {self.noun} {self.name}"
+
+
+@dataclass(frozen=True)
+class DeletePort(_DeleteNamed):
     kind: ClassVar[str] = "delete_port"
-    name: str
-    id: str
-
-    def describe(self) -> str:
-        return f"delete port {self.name}"
+    noun: ClassVar[str] = "port"
 
 
 @dataclass(frozen=True)
-class DeleteSecurityGroup(Action):
+class DeleteSecurityGroup(_DeleteNamed):
     kind: ClassVar[str] = "delete_security_group"
-    name: str
-    id: str
-
-    def describe(self) -> str:
-        return f"delete security group {self.name}"
+    noun: ClassVar[str] = "security group"
 
 
 @dataclass(frozen=True)
-class DeleteServerGroup(Action):
+class DeleteServerGroup(_DeleteNamed):
     kind: ClassVar[str] = "delete_server_group"
-    name: str
-    id: str
-
-    def describe(self) -> str:
-        return f"delete server group {self.name}"
+    noun: ClassVar[str] = "server group"
 
 
 @dataclass(frozen=True)

@@ -377,6 +377,24 @@ def _preflight(
     return resolved, problems
 
 
+def _checked(
+    *,
+    inv: Any,
+    cloud: ClusterCloud,
+    desired: P.Desired,
+    observed: P.Observed,
+    actions: list[P.Action],
+    dry_run: bool,
+) -> tuple[Result, Resolved | None]:
+    """Preflight shared by up and scale: a dry run reports the problems, a real run refuses."""
+    resolved, problems = _preflight(
+        inv=inv, cloud=cloud, desired=desired, observed=observed, actions=actions
+    )
+    if problems and not dry_run:
+        raise refusal(problems, desired.cluster)
+    return Result(actions=actions, observed=observed, problems=problems), resolved
+
+
 def refusal(problems: list[str], cluster: str) -> PreflightError:
     listed = "\n".join(f"  - {p}" for p in problems)
     return PreflightError(
@@ -415,14 +433,16 @@ def up(
     reporter.step(f"looking at cluster {desired.cluster}")
     observed = cloud.observe()
     actions = P.plan_up(desired, observed)
-    resolved, problems = _preflight(
-        inv=inv, cloud=cloud, desired=desired, observed=observed, actions=actions
+    result, resolved = _checked(
+        inv=inv,
+        cloud=cloud,
+        desired=desired,
+        observed=observed,
+        actions=actions,
+        dry_run=dry_run,
     )
-    result = Result(actions=actions, observed=observed, problems=problems)
     if dry_run:
         return result
-    if problems:
-        raise refusal(problems, desired.cluster)
     assert resolved is not None
     with _guard(verb="up", cluster=desired.cluster):
         _apply_up(
@@ -604,14 +624,16 @@ def scale(
             hint="run `sparkstack up` first",
         )
     actions = P.plan_scale(desired, observed)
-    resolved, problems = _preflight(
-        inv=inv, cloud=cloud, desired=desired, observed=observed, actions=actions
+    result, resolved = _checked(
+        inv=inv,
+        cloud=cloud,
+        desired=desired,
+        observed=observed,
+        actions=actions,
+        dry_run=dry_run,
     )
-    result = Result(actions=actions, observed=observed, problems=problems)
     if dry_run:
         return result
-    if problems:
-        raise refusal(problems, desired.cluster)
     assert resolved is not None
     with _guard(verb="scale", cluster=desired.cluster):
         by_name = {n.name: n for n in observed.nodes}
