@@ -683,12 +683,15 @@ def down(
     reporter: Reporter | None = None,
     settings: Settings | None = None,
     dry_run: bool = False,
+    key_dir: Path | None = None,
 ) -> Result:
     """Delete everything that carries the cluster's identity: servers first (and wait
-    until they are gone), then floating IP, port, security group, server group, keypair."""
+    until they are gone), then floating IP, port, security group, server group, keypair,
+    and the private key generated for it (useless once its keypair is gone)."""
     reporter = reporter or Reporter()
     settings = settings or Settings(max_parallel=inv.cluster.max_parallel_creates)
     desired = P.desired_from_inventory(inv)
+    key_dir = key_dir or config_dir(desired.cluster)
     observed = cloud.observe()
     actions = P.plan_down(desired, observed)
     result = Result(actions=actions, observed=observed)
@@ -721,7 +724,23 @@ def down(
             elif isinstance(a, P.DeleteKeypair):
                 cloud.delete_keypair(a.name)
                 result.deleted.append(f"keypair {a.name}")
+                removed = remove_generated_key(key_dir)
+                if removed:
+                    result.deleted.append(f"private key {removed}")
     return result
+
+
+def remove_generated_key(key_dir: Path) -> Path | None:
+    """Delete the key pair files ensure_generated_key made, and their folder if that
+    leaves it empty; a key the user named in the inventory is never under key_dir."""
+    path = generated_key_path(key_dir)
+    if not path.exists():
+        return None
+    path.unlink()
+    path.with_suffix(".pub").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: something else of the user's is there
+        key_dir.rmdir()
+    return path
 
 
 def elapsed_since(start: float) -> str:

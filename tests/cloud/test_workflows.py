@@ -207,6 +207,10 @@ def test_lifecycle_up_status_scale_down(clean_project, tmp_path, keys):
     res = workflows.down(inv, cloud=cloud, settings=FAST)
     assert "floating IP " + master.floating_ip in res.deleted
     assert cluster_resources(admin, "life") == {}
+    # the key generated for the cluster goes with its keypair: nothing of it is left
+    assert f"private key {key}" in res.deleted
+    assert not key.exists() and not key.with_suffix(".pub").exists()
+    assert not key.parent.exists()
     # idempotent: a second down finds nothing and says so
     proc = run_cli("down", "-i", str(tmp_path / "inv.toml"), "--yes", env=env)
     assert "nothing left of cluster life" in proc.stdout
