@@ -238,22 +238,22 @@ def register(app: typer.Typer) -> None:
         name = inv.cluster.name
         with _session(name):
             cloud = _cloud(inv)
-            preview = workflows.scale(
-                inv, workers=workers, cloud=cloud, user_data=_user_data(inv), dry_run=True
-            )
-            if dry_run:
-                _show_dry_run(out, name, preview, as_json=as_json)
-                return
-            removing = [a for a in preview.actions if isinstance(a, P.Decommission)]
-            if removing and not yes:
-                _confirm(f"Remove {', '.join(removing[0].names)}?")
+            user_data = _user_data(inv)
+            # The preview serves only the dry run and the question: with --yes the real
+            # run alone observes and checks the cloud, once.
+            if dry_run or not yes:
+                preview = workflows.scale(
+                    inv, workers=workers, cloud=cloud, user_data=user_data, dry_run=True
+                )
+                if dry_run:
+                    _show_dry_run(out, name, preview, as_json=as_json)
+                    return
+                removing = [a for a in preview.actions if isinstance(a, P.Decommission)]
+                if removing:
+                    _confirm(f"Remove {', '.join(removing[0].names)}?")
             with _progress(err, f"scale {name}", quiet=as_json) as reporter:
                 res = workflows.scale(
-                    inv,
-                    workers=workers,
-                    cloud=cloud,
-                    user_data=_user_data(inv),
-                    reporter=reporter,
+                    inv, workers=workers, cloud=cloud, user_data=user_data, reporter=reporter
                 )
             if as_json:
                 _emit_json(_result_json(name, res, dry_run=False))
@@ -278,16 +278,17 @@ def register(app: typer.Typer) -> None:
         name = inv.cluster.name
         with _session(name):
             cloud = _cloud(inv)
-            preview = workflows.down(inv, cloud=cloud, dry_run=True)
-            if dry_run or not preview.actions:
-                if as_json:
-                    _emit_json(_result_json(name, preview, dry_run=dry_run))
-                elif not preview.actions:
-                    out.print(f"nothing left of cluster {name}")
-                else:
-                    _print_plan(out, preview.actions, [])
-                return
-            if not yes:
+            # As in scale: with --yes the real run alone observes the cloud.
+            if dry_run or not yes:
+                preview = workflows.down(inv, cloud=cloud, dry_run=True)
+                if dry_run or not preview.actions:
+                    if as_json:
+                        _emit_json(_result_json(name, preview, dry_run=dry_run))
+                    elif not preview.actions:
+                        out.print(f"nothing left of cluster {name}")
+                    else:
+                        _print_plan(out, preview.actions, [])
+                    return
                 out.print(escape(P.describe(preview.actions)), highlight=False, soft_wrap=True)
                 _confirm(f"Delete cluster {name}?")
             with _progress(err, f"down {name}", quiet=as_json) as reporter:
@@ -295,6 +296,8 @@ def register(app: typer.Typer) -> None:
             if as_json:
                 _emit_json(_result_json(name, res, dry_run=False))
                 return
+            if not res.actions:
+                out.print(f"nothing left of cluster {name}")
             for line in res.deleted:
                 out.print(f"deleted {escape(line)}", highlight=False)
 

@@ -204,6 +204,11 @@ def test_lifecycle_up_status_scale_down(clean_project, tmp_path, keys):
     assert cluster_resources(admin, "life")["server"] == 2
     assert cluster_resources(admin, "life")["port"] == 2
 
+    # the CLI with --yes: scaling to the current size changes nothing and says so
+    proc = run_cli("scale", "-i", str(tmp_path / "inv.toml"), "-w", "1", "--yes", env=env)
+    assert "cluster life already has 1 worker(s)" in proc.stdout
+    assert sorted(n.name for n in cloud.list_nodes()) == ["life-master", "life-worker-1"]
+
     res = workflows.down(inv, cloud=cloud, settings=FAST)
     assert "floating IP " + master.floating_ip in res.deleted
     assert cluster_resources(admin, "life") == {}
