@@ -14,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from provisioner import __version__, cluster_cli, render_cli
+from provisioner import __version__
+from provisioner.commands import cluster, render
 from provisioner.errors import Interrupted, SparkstackError
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,8 @@ def build_app() -> typer.Typer:
     ) -> None:
         """Root options; each command lives in its own module."""
 
-    render_cli.register(app)
-    cluster_cli.register(app)
+    render.register(app)
+    cluster.register(app)
     return app
 
 
@@ -78,7 +79,15 @@ def main(argv: list[str] | None = None) -> int:
         if callable(getattr(exc, "show", None)) and isinstance(code, int):
             exc.show()
             return code
-        raise
+        # A bug outside any command's session: still no traceback on the terminal.
+        log.debug("unexpected error", exc_info=True)
+        err.print(
+            f"[bold red]error:[/] unexpected error, please report: "
+            f"{escape(type(exc).__name__)}: {escape(str(exc))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
     return 0
 
 

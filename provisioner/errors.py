@@ -66,6 +66,15 @@ class RemoteError(SparkstackError):
     exit_code = 4
 
 
+class UnexpectedError(SparkstackError):
+    """A bug in sparkstack (not a cloud or node failure): the log has the traceback."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, **kwargs: str | None) -> None:
+        super().__init__(f"unexpected error, please report: {message}", **kwargs)
+
+
 class Interrupted(SparkstackError):
     """The user pressed Ctrl-C; the message says how to finish or undo."""
 

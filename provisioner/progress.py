@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from provisioner.workflows import Reporter
+from provisioner.workflows.context import Reporter
 
 log = logging.getLogger(__name__)
 

@@ -38,11 +38,9 @@ VENV_PYTHON = f"{VENV}/bin/python"
 STATE_DIR = "/var/lib/sparkstack"
 READY_MARKER = f"{STATE_DIR}/ready"
 FAILED_MARKER = f"{STATE_DIR}/failed"
-NODE_FACTS = f"{STATE_DIR}/node"
 CONF_PATH = "/etc/sparkstack/sparkstack.conf"
 KERNEL_DIR = "/usr/local/share/jupyter/kernels/pyspark"
 KERNEL_PATH = f"{KERNEL_DIR}/kernel.json"
-SPARK_LOG_DIR = "/var/log/spark"
 # Java of Debian 12 / Ubuntu 22.04+ on amd64; the node finds its own, this is for
 # `render --role kernel` when no better value is known.
 DEFAULT_JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"

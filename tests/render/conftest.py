@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.ci import in_ci
 from tests.unit.tools import need
 
 SPARK_VERSION = "4.3.0"
@@ -234,7 +235,7 @@ class Root:
 @pytest.fixture
 def root() -> Iterator[Root]:
     if os.geteuid() != 0:
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail("the throwaway-root tests need root (mount namespaces, chroot)")
         pytest.skip("needs root (mount namespaces, chroot)")
     with tempfile.TemporaryDirectory(prefix="sparkstack-root-") as tmp:

@@ -16,6 +16,7 @@ import pytest
 
 from provisioner.inventory import parse_inventory
 from provisioner.render import render_cloud_init
+from tests.ci import in_ci
 from tests.render.conftest import (
     PY4J,
     SPARK_VERSION,
@@ -238,7 +239,7 @@ def test_units_run_the_daemons_as_spark_under_the_daemonless_systemctl(root: Roo
             "Debian's daemonless systemctl is not unpacked: apt-get download systemctl && "
             "dpkg-deb -x systemctl_*_all.deb /opt/daemonless-systemctl"
         )
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail(message)
         pytest.skip(message)
     address = "10.77.9.2"

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.ci import in_ci
 from tests.testbed import bed
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,7 @@ def cannot_run_reason() -> str | None:
 def bed_required() -> bool:
     """In CI (or when asked to) a bed that cannot run is a failure, never a skip."""
     return (
-        os.environ.get("CI", "").lower() == "true"
-        or os.environ.get("SPARKSTACK_REQUIRE_CLOUD") == "1"
+        in_ci() or os.environ.get("SPARKSTACK_REQUIRE_CLOUD") == "1"
     )
 
 

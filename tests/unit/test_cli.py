@@ -41,7 +41,7 @@ def test_status_table_fits_80_columns_and_shows_faults_whole():
     from rich.console import Console
 
     from provisioner import plan as P
-    from provisioner.cluster_cli import _nodes_table
+    from provisioner.commands.output import nodes_table as _nodes_table
 
     fault = "No valid host was found. There are not enough hosts available."
     nodes = [

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
+
+from tests.ci import in_ci
 
 APT = {
     "cloud-init": "cloud-init",
@@ -21,7 +22,7 @@ def need(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
         message = f"{tool} not found: apt-get install {APT.get(tool, tool)}"
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail(message)
         pytest.skip(message)
     return path

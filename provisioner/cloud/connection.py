@@ -1,0 +1,163 @@
+"""The OpenStack connection: connect, and one way to call the API (retry on transient
+failures, CloudError on anything else) that every other cloud module goes through.
+
+Why the cloud edge is a package of its own: openstacksdk's convenient calls have traps for a
+cluster tool (auto_ip on by default, search filters silently ignored, one poll per server,
+re-resolving image/flavor/network on every create, delete-by-object looking the object up as
+a name). Here every call is a plain proxy call with ids, every resource gets the cluster's
+identity in the same request that creates it, and nothing without that identity is changed.
+
+Transient failures (5xx, connection resets) are retried with tenacity right here; 4xx are
+not retried (a quota or a bad request fails the same way again) and become CloudError.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import openstack
+import openstack.exceptions as os_exc
+import tenacity
+from keystoneauth1 import exceptions as ksa_exc
+
+from provisioner.errors import CloudError, UserInputError
+from provisioner.inventory.names import cluster_tag, identity_description, identity_tags
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
+# What openstacksdk and keystoneauth raise for an API answer or a failed request.
+API_ERRORS = (os_exc.SDKException, ksa_exc.ClientException)
+
+
+def status_of(exc: BaseException) -> int | None:
+    code = getattr(exc, "status_code", None) or getattr(exc, "http_status", None)
+    try:
+        return int(code) if code is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """5xx answers and broken connections: worth another try. Never a 4xx."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ksa_exc.ConnectionError | ConnectionError):
+            return True
+        if type(exc).__name__ in {"ConnectionError", "ChunkedEncodingError", "ReadTimeout"}:
+            return True  # requests' own, without importing requests for it
+        code = status_of(exc)
+        if code is not None:
+            return code >= 500
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def describe_error(exc: BaseException) -> str:
+    details = getattr(exc, "details", None)
+    code = status_of(exc)
+    text = str(details or exc).strip()
+    return f"HTTP {code}: {text}" if code else text
+
+
+def connect(cloud: str = "") -> openstack.connection.Connection:
+    """clouds.yaml entry `cloud`, else OS_CLOUD, else the OS_* variables (application
+    credentials included: keystoneauth picks the plugin from what is set)."""
+    try:
+        return openstack.connect(cloud=cloud or None, app_name="sparkstack")
+    except (os_exc.ConfigException, ksa_exc.ClientException, KeyError) as exc:
+        raise UserInputError(
+            f"cannot load the cloud configuration{f' {cloud!r}' if cloud else ''}: {exc}",
+            step="connect",
+            hint="set cluster.cloud to an entry of clouds.yaml, or OS_CLOUD, or source an "
+            "openrc file",
+        ) from exc
+
+
+
+class CloudBase:
+    """One cluster's view of one OpenStack project: the connection and the call plumbing
+    that the read and write halves share."""
+
+    def __init__(self, conn: Any, *, cluster: str, retry_for: float = 120.0) -> None:
+        self.conn = conn
+        self.cluster = cluster
+        self.retry_for = retry_for
+        self.tags = identity_tags(cluster)
+        self.description = identity_description(cluster)
+
+    @staticmethod
+    def is_transient(exc: BaseException) -> bool:
+        """Whether a failed call may succeed if tried again (for callers that must not
+        import openstack to tell)."""
+        return is_transient(exc)
+
+    def _retrying(self) -> tenacity.Retrying:
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_transient),
+            wait=tenacity.wait_exponential(multiplier=0.3, max=5),
+            stop=tenacity.stop_after_delay(self.retry_for),
+            before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
+            reraise=True,
+        )
+
+    def call(self, what: str, fn: Callable[[], T], *, resource: str | None = None) -> T:
+        """Run one API call with retries on transient errors; anything else -> CloudError."""
+        try:
+            return self._retrying()(fn)
+        except API_ERRORS as exc:
+            code = status_of(exc)
+            hint = None
+            if code in (403, 413) and "quota" in str(exc).lower():
+                hint = "raise the project's quota or make the cluster smaller"
+            elif code == 401:
+                hint = "check the credentials in clouds.yaml / OS_* variables"
+            elif code and code >= 500 or is_transient(exc):
+                hint = f"the cloud kept failing for {self.retry_for:.0f}s; try again later"
+            raise CloudError(
+                f"{what} failed: {describe_error(exc)}", resource=resource, hint=hint
+            ) from exc
+
+    def create_once(
+        self,
+        what: str,
+        create: Callable[[], T],
+        find: Callable[[], T | None],
+        *,
+        resource: str,
+    ) -> T:
+        """A POST is not idempotent: after a lost answer, look before creating again."""
+        attempt = 0
+
+        def go() -> T:
+            nonlocal attempt
+            attempt += 1
+            if attempt > 1:
+                found = find()
+                if found is not None:
+                    log.info("%s: found it after a failed answer, not creating again", resource)
+                    return found
+            return create()
+
+        return self.call(what, go, resource=resource)
+
+    def _list(self, what: str, fn: Callable[[], Iterable[T]]) -> list[T]:
+        return self.call(what, lambda: list(fn()))
+
+    def _tag(self, res: Any, what: str) -> None:
+        """Neutron (Zed) refuses `tags` in a POST body, so tags follow in a PUT; the
+        description set in the POST is what makes the resource ours without a gap."""
+        if not set(self.tags) <= set(res.tags or []):
+            self.call("tag", lambda: self.conn.network.set_tags(res, self.tags), resource=what)
+
+    def _ours(self, res: Any) -> bool:
+        tags = set(getattr(res, "tags", None) or [])
+        return cluster_tag(self.cluster) in tags or (
+            getattr(res, "description", None) == self.description
+        )

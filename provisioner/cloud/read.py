@@ -1,0 +1,269 @@
+"""Reading the cloud: resolve the inventory's names to ids, read quotas, observe the cluster.
+
+Every read the planner needs happens here, with as few requests as the API allows: one
+server list for the whole cluster (Nova's tag filter), never one request per server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import openstack.exceptions as os_exc
+
+from provisioner import plan as P
+from provisioner.cloud.connection import UUID_RE, CloudBase
+from provisioner.errors import CloudError, UserInputError
+from provisioner.inventory import names
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class CloudReader(CloudBase):
+    def _find_one(self, kind: str, key: str, items: list[Any]) -> Any | None:
+        exact = [i for i in items if i.id == key] or [i for i in items if i.name == key]
+        if len(exact) > 1:
+            listed = ", ".join(f"{i.name} ({i.id})" for i in exact)
+            raise UserInputError(
+                f"{kind} {key!r} is ambiguous: {listed}",
+                hint=f"use the {kind}'s ID instead of its name",
+            )
+        return exact[0] if exact else None
+
+    def resolve(self, desired: P.Desired) -> tuple[P.Resolved | None, list[str]]:
+        """Resolve everything by name or id; return (resolved, problems) so preflight can
+        report all problems in one message."""
+        problems: list[str] = []
+        image = network = ext = None
+        try:
+            images = []
+            if UUID_RE.match(desired.image):
+                one = self.call(
+                    "read image",
+                    lambda: self._get_or_none(self.conn.image.get_image, desired.image),
+                )
+                images = [one] if one is not None else []
+            if not images:
+                images = self._list(
+                    "list images", lambda: self.conn.image.images(name=desired.image)
+                )
+            image = self._find_one("image", desired.image, images)
+            if image is None:
+                problems.append(f"image {desired.image!r} not found")
+        except UserInputError as exc:
+            problems.append(exc.message)
+        flavors_all = self._list("list flavors", lambda: self.conn.compute.flavors(details=True))
+        flavors: dict[str, P.Flavor] = {}
+        flavor_ids: dict[str, str] = {}
+        for key in {desired.master_flavor, desired.worker_flavor}:
+            try:
+                f = self._find_one("flavor", key, flavors_all)
+            except UserInputError as exc:
+                problems.append(exc.message)
+                continue
+            if f is None:
+                names = ", ".join(sorted(x.name for x in flavors_all))
+                problems.append(f"flavor {key!r} not found (available: {names})")
+                continue
+            flavors[key] = P.Flavor(name=f.name, vcpus=f.vcpus, ram=f.ram, disk=f.disk)
+            flavor_ids[key] = f.id
+        for kind, key in (
+            ("network", desired.network),
+            ("external network", desired.floating_ip_pool),
+        ):
+            if not key:
+                continue
+            nets = self._list("list networks", lambda k=key: self.conn.network.networks(name=k))
+            if not nets and UUID_RE.match(key):
+                nets = self._list("list networks", lambda k=key: self.conn.network.networks(id=k))
+            try:
+                n = self._find_one(kind, key, nets)
+            except UserInputError as exc:
+                problems.append(exc.message)
+                continue
+            if n is None:
+                problems.append(f"{kind} {key!r} not found")
+            elif kind == "network":
+                network = n
+            elif not n.is_router_external:
+                problems.append(f"network {key!r} is not external: no floating IPs come from it")
+            else:
+                ext = n
+        if problems or image is None or network is None:
+            return None, problems
+        img = P.Image(
+            name=image.name,
+            status=image.status,
+            min_disk=image.min_disk or 0,
+            min_ram=image.min_ram or 0,
+        )
+        return (
+            P.Resolved(
+                image_id=image.id,
+                image=img,
+                flavors=flavors,
+                flavor_ids=flavor_ids,
+                network_id=network.id,
+                external_network_id=ext.id if ext else "",
+            ),
+            problems,
+        )
+
+    @staticmethod
+    def _get_or_none(get: Callable[[str], T], key: str) -> T | None:
+        try:
+            return get(key)
+        except os_exc.NotFoundException:
+            return None
+
+    def quotas(self) -> dict[str, P.Quota]:
+        """What the project may still use. A quota the user may not read is skipped."""
+        out: dict[str, P.Quota] = {}
+        lim = self.call("read compute limits", lambda: self.conn.compute.get_limits()).absolute
+        for key, limit, used in (
+            ("instances", lim.instances, lim.instances_used),
+            ("cores", lim.total_cores, lim.total_cores_used),
+            ("ram", lim.total_ram, lim.total_ram_used),
+            ("server_groups", lim.server_groups, lim.server_groups_used),
+            ("server_group_members", lim.server_group_members, 0),
+        ):
+            if limit is not None:
+                out[key] = P.Quota(int(limit), int(used or 0))
+        try:
+            q = self.call(
+                "read network quota",
+                lambda: self.conn.network.get_quota(self.conn.current_project_id, details=True),
+            )
+        except CloudError as exc:
+            log.warning("network quota not readable, not checked: %s", exc.message)
+            return out
+        for key, attr in (
+            ("ports", "ports"),
+            ("floating_ips", "floating_ips"),
+            ("security_groups", "security_groups"),
+            ("security_group_rules", "security_group_rules"),
+        ):
+            d = getattr(q, attr) or {}
+            if isinstance(d, dict) and "limit" in d:
+                used = int(d.get("used", 0)) + int(d.get("reserved", 0))
+                out[key] = P.Quota(int(d["limit"]), used)
+        return out
+
+    # ----------------------------------------------------------------- observation
+
+    def _node(self, s: Any) -> P.Node | None:
+        md = s.metadata or {}
+        if md.get(P.META_CLUSTER) != self.cluster:
+            return None  # the tag filter matched, the metadata does not: not ours
+        fixed = floating = ""
+        for addrs in (s.addresses or {}).values():
+            for a in addrs:
+                if a.get("OS-EXT-IPS:type") == "floating":
+                    floating = floating or a.get("addr", "")
+                elif a.get("version", 4) == 4:
+                    fixed = fixed or a.get("addr", "")
+        flavor = s.flavor or {}
+        fault = (s.fault or {}).get("message", "") if isinstance(s.fault, dict) else ""
+        try:
+            index = int(md.get(P.META_INDEX, "0"))
+        except ValueError:
+            index = 0
+        return P.Node(
+            name=s.name,
+            role=md.get(P.META_ROLE, ""),
+            index=index,
+            id=s.id,
+            status=s.status or "",
+            fixed_ip=fixed,
+            floating_ip=floating,
+            flavor=flavor.get("original_name") or flavor.get("name") or flavor.get("id", ""),
+            created=s.created_at or "",
+            fault=fault,
+        )
+
+    def list_nodes(self) -> list[P.Node]:
+        """All servers of the cluster: ONE request, filtered by tag on the server side
+        (Nova's `tags` filter, microversion >= 2.26) and by metadata here."""
+        servers = self._list(
+            "list servers",
+            lambda: self.conn.compute.servers(details=True, tags=names.cluster_tag(self.cluster)),
+        )
+        return [n for n in (self._node(s) for s in servers) if n is not None]
+
+    def observe(self) -> P.Observed:
+        c = self.cluster
+        nodes = self.list_nodes()
+        sgs = [
+            s
+            for s in self._list(
+                "list security groups",
+                lambda: self.conn.network.security_groups(name=names.security_group_name(c)),
+            )
+            if self._ours(s)
+        ]
+        ports = [
+            p
+            for p in self._list(
+                "list ports", lambda: self.conn.network.ports(name=names.master_port_name(c))
+            )
+            if self._ours(p)
+        ]
+        groups = [
+            g
+            for g in self._list("list server groups", lambda: self.conn.compute.server_groups())
+            if g.name == names.server_group_name(c)
+        ]
+        port = ports[0] if ports else None
+        fips = self._list("list floating IPs", lambda: self.conn.network.ips())
+        ours = [f for f in fips if self._ours(f)]
+        attached = ""
+        if port is not None:
+            attached = next((f.floating_ip_address for f in fips if f.port_id == port.id), "")
+        keypair = names.generated_keypair_name(c)
+        kp = self.call(
+            "read keypair",
+            lambda: self.conn.compute.find_keypair(keypair, ignore_missing=True),
+        )
+        if len(ports) > 1 or len(sgs) > 1 or len(groups) > 1:
+            log.warning("cluster %s has duplicate resources; using the first of each", c)
+        if attached:
+            # Nova's view of addresses lags behind Neutron's for a moment after an attach
+            nodes = [
+                dataclasses.replace(n, floating_ip=attached)
+                if n.role == P.MASTER and not n.floating_ip
+                else n
+                for n in nodes
+            ]
+        return P.Observed(
+            cluster=c,
+            nodes=tuple(nodes),
+            security_group=P.Ref(sgs[0].id, sgs[0].name) if sgs else None,
+            server_group=P.Ref(groups[0].id, groups[0].name, groups[0].policy or "")
+            if groups
+            else None,
+            master_port=P.Ref(port.id, port.name, port_ip(port)) if port else None,
+            floating_ip=P.Ref(ours[0].id, "", ours[0].floating_ip_address) if ours else None,
+            attached_ip=attached,
+            keypair=P.Ref(kp.name, kp.name) if kp is not None else None,
+        )
+
+    def find_keypair(self, name: str) -> bool:
+        """Whether a keypair of that name exists for the user."""
+        kp = self.call(
+            "read keypair",
+            lambda: self.conn.compute.find_keypair(name, ignore_missing=True),
+            resource=name,
+        )
+        return kp is not None
+
+
+def port_ip(port: Any) -> str:
+    for ip in port.fixed_ips or []:
+        addr = ip.get("ip_address", "")
+        if addr and ":" not in addr:
+            return addr
+    return ""

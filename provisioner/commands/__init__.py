@@ -1,0 +1,1 @@
+"""One module per command group; each has a `register(app)` that adds its commands."""

@@ -1,0 +1,113 @@
+"""What every command that works on a cluster shares: the options, one log file per
+command, loading the inventory, and connecting (openstack is imported only here, lazily)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from provisioner.errors import SparkstackError, UnexpectedError, UserInputError
+from provisioner.keys import state_dir
+from provisioner.workflows import UserData
+
+log = logging.getLogger(__name__)
+
+InventoryOpt = Annotated[
+    Path,
+    typer.Option(
+        "--inventory",
+        "-i",
+        help="Inventory file describing the cluster.",
+        envvar="SPARKSTACK_INVENTORY",
+    ),
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Print the plan and check the cloud; change nothing.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+YesOpt = Annotated[
+    bool,
+    typer.Option("--yes", "-y", help="Do not ask before deleting.", envvar="SPARKSTACK_YES"),
+]
+
+
+def is_cli_exit(exc: BaseException) -> bool:
+    """typer's and click's own ways out (Exit, Abort, usage errors), which are not bugs.
+    typer vendors its own click, so match the interface, not a class of one or the other."""
+    if isinstance(exc, typer.Exit | typer.Abort):
+        return True
+    return callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int)
+
+
+@contextlib.contextmanager
+def session(cluster: str) -> Iterator[Path]:
+    """A log file for this cluster for the duration of one command; on failure the
+    error's hint points at it, and a bug becomes "unexpected error, please report"."""
+    path = state_dir(cluster) / "sparkstack.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s")
+    )
+    root = logging.getLogger()
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    handler.setLevel(logging.DEBUG)
+    for noisy in ("urllib3", "keystoneauth", "stevedore", "openstack.config"):
+        logging.getLogger(noisy).setLevel(logging.INFO)
+    root.addHandler(handler)
+    log.info("sparkstack %s", " ".join(sys.argv[1:]))
+    try:
+        yield path
+    except SparkstackError as exc:
+        log.error("%s", exc.render())
+        exc.hint = f"{exc.hint}\ndetails: {path}" if exc.hint else f"details: {path}"
+        raise
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        raise
+    except Exception as exc:
+        if is_cli_exit(exc):
+            raise
+        log.exception("unexpected error")
+        raise UnexpectedError(f"{type(exc).__name__}: {exc}", hint=f"details: {path}") from exc
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+
+
+def load(path: Path) -> Any:
+    from provisioner.inventory import load_inventory
+
+    return load_inventory(path)
+
+
+def cluster_cloud(inv: Any) -> Any:
+    from provisioner.cloud import ClusterCloud, connect
+
+    return ClusterCloud(connect(inv.cluster.cloud or ""), cluster=inv.cluster.name)
+
+
+def user_data_renderer(inv: Any) -> UserData:
+    def render(role: str, master_ip: str) -> str:
+        from provisioner.render import render_cloud_init
+
+        return render_cloud_init(inv, role=role, master_ip=master_ip)
+
+    return render
+
+
+def confirm(question: str) -> None:
+    if not sys.stdin.isatty():
+        raise UserInputError(
+            "refusing to delete without confirmation", hint="pass --yes to confirm"
+        )
+    if not typer.confirm(question, default=False):
+        raise typer.Abort()

@@ -1,0 +1,112 @@
+"""How cluster commands print: the node table, the plan, JSON, and live progress.
+
+Progress goes to stderr (live on a terminal), results to stdout (a table, or JSON with
+--json), details to the log file of the command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from provisioner import plan as P
+from provisioner.render import MAX_USER_DATA_BASE64
+from provisioner.workflows import Reporter, Result, refusal
+
+
+def age(created: str) -> str:
+    if not created:
+        return ""
+    try:
+        then = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return created
+    secs = int((datetime.now(timezone.utc) - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{max(secs, 0)}s"
+
+
+def nodes_table(observed: P.Observed) -> Group:
+    """The nodes as a table that fits 80 columns; Nova's fault texts follow it, unwrapped."""
+    table = Table(
+        title=f"cluster {observed.cluster}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for col in ("name", "role", "state", "fixed IP", "floating IP", "flavor", "age"):
+        table.add_column(col, no_wrap=True)
+    nodes = sorted(observed.nodes, key=lambda n: (n.role != P.MASTER, n.index))
+    for n in nodes:
+        table.add_row(n.name, n.role, n.status, n.fixed_ip, n.floating_ip, n.flavor, age(n.created))
+    faults = [Text(f"{n.name}: {n.fault}") for n in nodes if n.fault]
+    return Group(table, *faults)
+
+
+def print_plan(out: Console, res: Result) -> None:
+    out.print("plan:", highlight=False)
+    out.print(escape(P.describe(res.actions)), highlight=False, soft_wrap=True)
+    for role, size in res.user_data_sizes.items():
+        share = 100 * size / MAX_USER_DATA_BASE64
+        out.print(
+            f"user_data {role}: {size} bytes in base64, {share:.0f}% of Nova's "
+            f"{MAX_USER_DATA_BASE64}",
+            highlight=False,
+        )
+    if res.problems:
+        out.print("[red]preflight problems:[/]")
+        for p in res.problems:
+            out.print(f"  - {escape(p)}", highlight=False, soft_wrap=True)
+
+
+def emit_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def result_json(name: str, res: Result, *, dry_run: bool) -> dict[str, Any]:
+    return {
+        "cluster": name,
+        "dry_run": dry_run,
+        "plan": P.to_json(res.actions),
+        "problems": res.problems,
+        "created": res.created,
+        "deleted": res.deleted,
+        "notes": res.notes,
+        "user_data_bytes": res.user_data_sizes,
+        "nodes": [n.to_json() for n in res.observed.nodes] if res.observed else [],
+    }
+
+
+def show_dry_run(out: Console, name: str, res: Result, *, as_json: bool) -> None:
+    """Print the plan (or its JSON); a plan with problems still ends in the refusal, exit 2."""
+    if as_json:
+        emit_json(result_json(name, res, dry_run=True))
+    else:
+        print_plan(out, res)
+    if res.problems:
+        raise refusal(res.problems, name)
+
+
+@contextlib.contextmanager
+def progress(err: Console, title: str, *, quiet: bool) -> Iterator[Reporter]:
+    if quiet:
+        yield Reporter()
+        return
+    from provisioner.progress import LiveProgress
+
+    with LiveProgress(err, title=title) as live:
+        yield live

@@ -1,0 +1,225 @@
+"""The software side of the inventory: the spark and jupyterhub tables."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from provisioner.inventory.fields import (
+    DNS_LABEL_RE,
+    EMAIL_RE,
+    MAX_CORES,
+    MAX_TIMEOUT,
+    MIN_SPARK,
+    RESERVED_USERS,
+    SHA512_RE,
+    UNIX_USER_RE,
+    VERSION_RE,
+    KeyProblems,
+    OptionalStr,
+    Table,
+    memory,
+    path_value,
+    show,
+)
+from provisioner.inventory.names import reserved_ports
+
+
+class SparkLimits(Table):
+    # Upper bounds keep values inside Spark's Int settings and shell arithmetic on the nodes.
+    default_cores: int = Field(default=4, ge=1, le=MAX_CORES)
+    cores_max: int = Field(default=4, ge=1, le=MAX_CORES)
+    executor_memory: str = "2g"
+    executor_cores: int = Field(default=2, ge=1, le=MAX_CORES)
+    driver_memory: str = "1g"
+
+    @field_validator("executor_memory", "driver_memory")
+    @classmethod
+    def _check_memory(cls, value: str) -> str:
+        return memory(value)
+
+    @model_validator(mode="after")
+    def _cores_fit(self) -> SparkLimits:
+        if self.cores_max < self.executor_cores:
+            raise KeyProblems(
+                [
+                    (
+                        "cores_max",
+                        f"must be >= spark.limits.executor_cores ({self.executor_cores}), got "
+                        f"{self.cores_max}: no executor would ever start",
+                    )
+                ]
+            )
+        return self
+
+
+class SparkConfig(Table):
+    version: str = "4.3.0"
+    mirror: str = "https://downloads.apache.org/spark"
+    sha512: OptionalStr = None
+    limits: SparkLimits = Field(default_factory=SparkLimits)
+
+    @field_validator("version")
+    @classmethod
+    def _check_version(cls, value: str) -> str:
+        match = VERSION_RE.match(value)
+        if not match:
+            raise ValueError(f'must be a release number like "4.3.0", got {show(value)}')
+        if tuple(int(g) for g in match.groups()) < MIN_SPARK:
+            raise ValueError(
+                "must be 3.3.0 or newer (older releases publish no -bin-hadoop3 tarball), "
+                f"got {show(value)}"
+            )
+        return value
+
+    @field_validator("mirror")
+    @classmethod
+    def _check_mirror(cls, value: str) -> str:
+        text = value.strip()
+        if not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", text):
+            raise ValueError(
+                f"must be an http:// or https:// URL without query, got {show(value)}"
+            )
+        return text.rstrip("/")
+
+    @field_validator("sha512")
+    @classmethod
+    def _check_sha512(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        text = value.strip().lower()
+        if not SHA512_RE.match(text):
+            raise ValueError(
+                f"must be 128 hexadecimal digits (a sha512), got {len(text)} characters"
+            )
+        return text
+
+    def tarball_name(self) -> str:
+        return f"spark-{self.version}-bin-hadoop3.tgz"
+
+    def tarball_url(self) -> str:
+        return f"{self.mirror}/spark-{self.version}/{self.tarball_name()}"
+
+
+class TlsConfig(Table):
+    mode: Literal["self-signed", "files", "acme"] = "self-signed"
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    domain: OptionalStr = None
+    email: OptionalStr = None
+
+    @field_validator("cert_file", "key_file", mode="before")
+    @classmethod
+    def _paths(cls, value: Any, info: ValidationInfo) -> Any:
+        return path_value(value, info)
+
+    @field_validator("domain")
+    @classmethod
+    def _check_domain(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        text = value.strip().lower().rstrip(".")
+        labels = text.split(".")
+        if len(text) > 253 or len(labels) < 2 or not all(DNS_LABEL_RE.match(x) for x in labels):
+            raise ValueError(f'not a DNS name like "spark.example.org": {show(value)}')
+        return text
+
+    @field_validator("email")
+    @classmethod
+    def _check_email(cls, value: str | None) -> str | None:
+        if value is not None and not EMAIL_RE.match(value.strip()):
+            raise ValueError(f"not an e-mail address: {show(value)}")
+        return None if value is None else value.strip()
+
+    @model_validator(mode="after")
+    def _mode_keys(self) -> TlsConfig:
+        needs = {"files": ("cert_file", "key_file"), "acme": ("domain", "email")}
+        problems: list[tuple[str | int, str]] = []
+        wanted = needs.get(self.mode, ())
+        for mode, keys in needs.items():
+            for key in keys:
+                value = getattr(self, key)
+                if key in wanted and value is None:
+                    problems.append((key, f'must be set when jupyterhub.tls.mode = "{mode}"'))
+                elif key not in wanted and value is not None:
+                    problems.append(
+                        (
+                            key,
+                            f'only used when jupyterhub.tls.mode = "{mode}" '
+                            f'(mode is "{self.mode}"); remove it or change mode',
+                        )
+                    )
+        if self.mode == "files":
+            for key in ("cert_file", "key_file"):
+                path = getattr(self, key)
+                if path is not None and not path.is_file():
+                    problems.append((key, f"no such file: {path}"))
+        if problems:
+            raise KeyProblems(problems)
+        return self
+
+
+class CullingConfig(Table):
+    # At most a year: 0 already means "never".
+    server_idle_timeout: int = Field(default=3600, ge=0, le=MAX_TIMEOUT)
+    kernel_idle_timeout: int = Field(default=1800, ge=0, le=MAX_TIMEOUT)
+
+
+class JupyterHubConfig(Table):
+    users: list[str] = Field(default_factory=list)
+    admins: list[str] = Field(default_factory=list)
+    authenticator: Literal["pam"] = "pam"
+    port: int = Field(default=443, ge=1, le=65535)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    culling: CullingConfig = Field(default_factory=CullingConfig)
+
+    @field_validator("users", "admins")
+    @classmethod
+    def _check_names(cls, value: list[str]) -> list[str]:
+        problems: list[tuple[str | int, str]] = []
+        for index, name in enumerate(value):
+            if not UNIX_USER_RE.match(name):
+                problems.append(
+                    (
+                        index,
+                        f"not a valid Unix user name (lowercase letter first, "
+                        f"then a-z 0-9 _ -, at most 32): {show(name)}",
+                    )
+                )
+            elif name in RESERVED_USERS:
+                problems.append((index, f"{show(name)} is a system account name; pick another"))
+            elif name in value[:index]:
+                problems.append((index, f"{show(name)} is listed twice"))
+        if problems:
+            raise KeyProblems(problems)
+        return value
+
+    @field_validator("port")
+    @classmethod
+    def _check_port(cls, value: int) -> int:
+        taken = reserved_ports()
+        if value in taken:
+            raise ValueError(f"{value} is used by {taken[value]}; pick another (443 is usual)")
+        return value
+
+    @model_validator(mode="after")
+    def _admins_are_users(self) -> JupyterHubConfig:
+        problems: list[tuple[str | int, str]] = []
+        for name in self.admins:
+            if name not in self.users:
+                problems.append(("admins", f"{show(name)} is not in jupyterhub.users"))
+        if self.tls.mode == "acme" and self.port == 80:
+            problems.append(
+                (
+                    "port",
+                    "80 is needed for the ACME challenge when "
+                    'jupyterhub.tls.mode = "acme"; use 443',
+                )
+            )
+        if problems:
+            raise KeyProblems(problems)
+        return self
+

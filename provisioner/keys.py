@@ -1,0 +1,80 @@
+"""The cluster's files on this machine: its config and state directories and the SSH key
+pair generated for it (kept 0600 until `down` removes the keypair it belongs to)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def config_dir(cluster: str, env: Mapping[str, str] | None = None) -> Path:
+    """~/.config/sparkstack/<cluster>, respecting XDG_CONFIG_HOME."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".config")
+    return Path(base) / "sparkstack" / cluster
+
+
+def state_dir(cluster: str, env: Mapping[str, str] | None = None) -> Path:
+    """~/.local/state/sparkstack/<cluster> (XDG_STATE_HOME): where the log goes."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_STATE_HOME") or str(
+        Path(env.get("HOME", "~")).expanduser() / ".local" / "state"
+    )
+    return Path(base) / "sparkstack" / cluster
+
+
+def generated_key_path(key_dir: Path) -> Path:
+    return key_dir / "id_ed25519"
+
+
+def public_key_path(private_key: Path | str) -> Path:
+    """Where ssh-keygen puts the public half of a private key: beside it, plus .pub."""
+    path = Path(str(private_key)).expanduser()
+    return path.with_name(path.name + ".pub")
+
+
+def ensure_generated_key(key_dir: Path) -> str:
+    """The cluster's own key pair, made once and kept 0600; returns the public key line."""
+    # cryptography, not paramiko: paramiko cannot generate ed25519 keys.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    path = generated_key_path(key_dir)
+    pub = path.with_suffix(".pub")
+    if path.exists() and pub.exists():
+        return pub.read_text().strip()
+    key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(private)
+    os.chmod(path, 0o600)
+    pub.write_text(public.decode() + " sparkstack\n")
+    log.info("generated key pair %s", path)
+    return pub.read_text().strip()
+
+
+def remove_generated_key(key_dir: Path) -> Path | None:
+    """Delete the key pair files ensure_generated_key made, and their folder if that
+    leaves it empty; a key the user named in the inventory is never under key_dir."""
+    path = generated_key_path(key_dir)
+    if not path.exists():
+        return None
+    path.unlink()
+    path.with_suffix(".pub").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: something else of the user's is there
+        key_dir.rmdir()
+    return path

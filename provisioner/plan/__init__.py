@@ -1,0 +1,103 @@
+"""Pure planning: Desired + Observed -> an ordered list of actions, and the quota they need.
+
+Nothing in this package talks to a cloud or a node; callers import from here.
+"""
+
+from __future__ import annotations
+
+from provisioner.inventory.names import (
+    MASTER,
+    META_CLUSTER,
+    META_INDEX,
+    META_ROLE,
+    WORKER,
+    cluster_tag,
+    identity_description,
+    identity_tags,
+    server_name,
+)
+from provisioner.plan.actions import (
+    Action,
+    AttachFloatingIP,
+    CreateKeypair,
+    CreateMasterPort,
+    CreateSecurityGroup,
+    CreateServer,
+    CreateServerGroup,
+    Decommission,
+    DeleteFloatingIP,
+    DeleteKeypair,
+    DeletePort,
+    DeleteSecurityGroup,
+    DeleteServer,
+    DeleteServerGroup,
+)
+from provisioner.plan.capacity import Needs, image_flavor_shortfalls, needs, quota_shortfalls
+from provisioner.plan.model import (
+    Desired,
+    Flavor,
+    Image,
+    Node,
+    Observed,
+    Quota,
+    Ref,
+    Resolved,
+    desired_from_inventory,
+)
+from provisioner.plan.planner import (
+    batches,
+    describe,
+    keep_one,
+    plan_down,
+    plan_scale,
+    plan_up,
+    rank,
+    to_json,
+)
+
+__all__ = [
+    "MASTER",
+    "META_CLUSTER",
+    "META_INDEX",
+    "META_ROLE",
+    "WORKER",
+    "Action",
+    "AttachFloatingIP",
+    "CreateKeypair",
+    "CreateMasterPort",
+    "CreateSecurityGroup",
+    "CreateServer",
+    "CreateServerGroup",
+    "Decommission",
+    "DeleteFloatingIP",
+    "DeleteKeypair",
+    "DeletePort",
+    "DeleteSecurityGroup",
+    "DeleteServer",
+    "DeleteServerGroup",
+    "Desired",
+    "Flavor",
+    "Image",
+    "Needs",
+    "Node",
+    "Observed",
+    "Quota",
+    "Ref",
+    "Resolved",
+    "batches",
+    "cluster_tag",
+    "describe",
+    "desired_from_inventory",
+    "identity_description",
+    "identity_tags",
+    "image_flavor_shortfalls",
+    "keep_one",
+    "needs",
+    "plan_down",
+    "plan_scale",
+    "plan_up",
+    "quota_shortfalls",
+    "rank",
+    "server_name",
+    "to_json",
+]

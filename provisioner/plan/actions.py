@@ -1,0 +1,181 @@
+"""The actions a plan is made of. Each one says what it does in a line (the dry run) and
+in JSON; the executor in provisioner.workflows runs them in the order the plan lists them.
+
+Actions whose class names the same non-empty ``together`` run as one batch when they stand
+next to each other in a plan: servers are created (or deleted) concurrently and the batch
+ends when the cloud shows them all ACTIVE (or gone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ClassVar[str] = "action"
+    together: ClassVar[str] = ""  # a batch name: neighbours with the same one run at once
+
+    def describe(self) -> str:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"action": self.kind}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        out["description"] = self.describe()
+        return out
+
+
+@dataclass(frozen=True)
+class CreateSecurityGroup(Action):
+    kind: ClassVar[str] = "create_security_group"
+    name: str
+    allowed_cidrs: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+
+    def rule_count(self) -> int:
+        # all traffic from the group itself (IPv4 + IPv6), one rule per port and CIDR
+        return 2 + len(self.allowed_cidrs) * len(self.ports)
+
+    def describe(self) -> str:
+        outside = (
+            f"tcp {','.join(map(str, self.ports))} from {', '.join(self.allowed_cidrs)}"
+            if self.allowed_cidrs
+            else "nothing from outside"
+        )
+        return f"create security group {self.name}: all traffic between nodes, {outside}"
+
+
+@dataclass(frozen=True)
+class CreateKeypair(Action):
+    kind: ClassVar[str] = "create_keypair"
+    name: str
+    source: str  # generate | import
+
+    def describe(self) -> str:
+        how = (
+            "from a key generated for this cluster"
+            if self.source == "generate"
+            else ("from the public key of ssh.private_key")
+        )
+        return f"create keypair {self.name} {how}"
+
+
+@dataclass(frozen=True)
+class CreateServerGroup(Action):
+    kind: ClassVar[str] = "create_server_group"
+    name: str
+    policy: str
+
+    def describe(self) -> str:
+        return f"create server group {self.name} ({self.policy})"
+
+
+@dataclass(frozen=True)
+class CreateMasterPort(Action):
+    kind: ClassVar[str] = "create_master_port"
+    name: str
+    network: str
+
+    def describe(self) -> str:
+        return f"create port {self.name} on network {self.network} (fixes the master's IP)"
+
+
+@dataclass(frozen=True)
+class CreateServer(Action):
+    kind: ClassVar[str] = "create_server"
+    together: ClassVar[str] = "create servers"
+    name: str
+    role: str
+    index: int
+    flavor: str
+
+    def describe(self) -> str:
+        return f"create server {self.name} ({self.role}, {self.flavor})"
+
+
+@dataclass(frozen=True)
+class Decommission(Action):
+    kind: ClassVar[str] = "decommission"
+    names: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"decommission {', '.join(self.names)} gracefully"
+
+
+@dataclass(frozen=True)
+class DeleteServer(Action):
+    kind: ClassVar[str] = "delete_server"
+    together: ClassVar[str] = "delete servers"
+    name: str
+    id: str
+    reason: str = ""
+
+    def describe(self) -> str:
+        return f"delete server {self.name}" + (f" ({self.reason})" if self.reason else "")
+
+
+@dataclass(frozen=True)
+class AttachFloatingIP(Action):
+    kind: ClassVar[str] = "attach_floating_ip"
+    address: str  # "" = allocate a new one from the pool
+    pool: str
+
+    def describe(self) -> str:
+        if self.address:
+            return f"attach existing floating IP {self.address} to the master"
+        return f"allocate a floating IP from {self.pool} and attach it to the master"
+
+
+@dataclass(frozen=True)
+class DeleteFloatingIP(Action):
+    kind: ClassVar[str] = "delete_floating_ip"
+    address: str
+    id: str
+
+    def describe(self) -> str:
+        return f"release floating IP {self.address}"
+
+
+@dataclass(frozen=True)
+class _DeleteNamed(Action):
+    """Deleting one named resource found by its id: only the noun differs between kinds."""
+
+    noun: ClassVar[str] = ""
+    name: str
+    id: str
+
+    def describe(self) -> str:
+        return f"delete {self.noun} {self.name}"
+
+
+@dataclass(frozen=True)
+class DeletePort(_DeleteNamed):
+    kind: ClassVar[str] = "delete_port"
+    noun: ClassVar[str] = "port"
+
+
+@dataclass(frozen=True)
+class DeleteSecurityGroup(_DeleteNamed):
+    kind: ClassVar[str] = "delete_security_group"
+    noun: ClassVar[str] = "security group"
+
+
+@dataclass(frozen=True)
+class DeleteServerGroup(_DeleteNamed):
+    kind: ClassVar[str] = "delete_server_group"
+    noun: ClassVar[str] = "server group"
+
+
+@dataclass(frozen=True)
+class DeleteKeypair(Action):
+    kind: ClassVar[str] = "delete_keypair"
+    name: str
+
+    def describe(self) -> str:
+        return f"delete keypair {self.name}"
+

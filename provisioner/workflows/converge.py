@@ -1,0 +1,191 @@
+"""Waiting on the cloud: create servers and wait until each is ACTIVE, or wait until
+deleted servers are gone, with ONE server list per poll for the whole cluster.
+
+The converger needs only four things of the cloud edge (list_nodes, delete_server,
+is_transient, and the create function it is given), so unit tests drive it with a scripted
+stand-in of that interface and the real-bed tests with the real one.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import tenacity
+
+from provisioner import plan as P
+from provisioner.errors import CloudError
+from provisioner.workflows.context import Reporter, Settings
+
+log = logging.getLogger(__name__)
+
+
+def poller(settings: Settings, timeout: float) -> tenacity.Retrying:
+    """One shared poll loop: call a condition until it is true, backing off to poll_max."""
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_result(lambda done: not done),
+        wait=tenacity.wait_exponential(multiplier=settings.poll_min, max=settings.poll_max),
+        stop=tenacity.stop_after_delay(timeout),
+    )
+
+
+class Converger:
+    """Create servers with bounded concurrency and wait until each is ACTIVE. A server that
+    goes ERROR is reported with Nova's fault, deleted and created again within a budget; a
+    create whose answer was lost is decided by the next list (the identity is in the
+    request); of several servers with one name the planner's choice is kept."""
+
+    def __init__(
+        self,
+        *,
+        cloud: Any,
+        reporter: Reporter,
+        settings: Settings,
+        create: Callable[[P.CreateServer], str],
+        gone: set[str] | None = None,
+    ) -> None:
+        self.cloud = cloud
+        self.reporter = reporter
+        self.settings = settings
+        self.create = create
+        self.specs: dict[str, P.CreateServer] = {}
+        self.attempts: dict[str, int] = {}
+        self.inflight: dict[str, cf.Future[str]] = {}
+        self.gone: set[str] = gone if gone is not None else set()
+        self.states: dict[str, str] = {}
+        self.created: list[str] = []
+
+    def _submit(self, pool: cf.ThreadPoolExecutor, name: str) -> None:
+        used = self.attempts.get(name, 0)
+        if used >= self.settings.replace_budget:
+            raise CloudError(
+                f"gave up after {used} attempts to create it",
+                resource=name,
+                hint="see the log for each attempt's error",
+            )
+        self.attempts[name] = used + 1
+        self.states[name] = "creating" if used == 0 else f"creating (attempt {used + 1})"
+        self.inflight[name] = pool.submit(self.create, self.specs[name])
+
+    def _delete(self, node: P.Node, why: str) -> None:
+        log.warning("deleting %s (%s): %s", node.name, node.id, why)
+        self.cloud.delete_server(node.id, name=node.name)
+        self.gone.add(node.id)
+
+    def run(self, *, creates: Sequence[P.CreateServer], watch: Sequence[str]) -> list[P.Node]:
+        """Create `creates`; wait until every name in watch+creates is ACTIVE."""
+        self.specs.update({c.name: c for c in creates})
+        names = list(dict.fromkeys([*watch, *(c.name for c in creates)]))
+        final: dict[str, P.Node] = {}
+        pool = cf.ThreadPoolExecutor(max_workers=max(1, self.settings.max_parallel))
+        try:
+            for c in creates:
+                self._submit(pool, c.name)
+
+            def poll() -> bool:
+                pending = [f for f in self.inflight.values() if not f.done()]
+                if pending:  # no list while POSTs are still going out
+                    cf.wait(pending, timeout=self.settings.poll_max)
+                nodes = [n for n in self.cloud.list_nodes() if n.id not in self.gone]
+                by_name: dict[str, list[P.Node]] = {}
+                for n in nodes:
+                    by_name.setdefault(n.name, []).append(n)
+                done = True
+                for name in names:
+                    if not self._check(pool, name, by_name.get(name, []), final):
+                        done = False
+                self.reporter.nodes(dict(self.states))
+                return done
+
+            try:
+                poller(self.settings, self.settings.active_timeout)(poll)
+            except tenacity.RetryError as exc:
+                waiting = ", ".join(f"{n}: {s}" for n, s in self.states.items() if s != "ACTIVE")
+                raise CloudError(
+                    f"servers not ACTIVE after {self.settings.active_timeout:.0f}s ({waiting})",
+                    hint="check the cloud's compute service; see the log for details",
+                ) from exc
+        finally:
+            # Ctrl-C or an error: send no new POSTs, but let the ones on the wire finish
+            # so every server that exists is one the next `up`/`down` will see.
+            pool.shutdown(wait=True, cancel_futures=True)
+        return [final[n] for n in names]
+
+    def _settle_create(self, name: str) -> bool:
+        """False while the create is still on the wire; a transient failure is left to
+        the server list to decide, any other failure ends the run."""
+        fut = self.inflight.get(name)
+        if fut is None:
+            return True
+        if not fut.done():
+            self.states[name] = "creating"
+            return False
+        del self.inflight[name]
+        exc = fut.exception()
+        if exc is None:
+            self.created.append(name)
+        elif self.cloud.is_transient(exc):
+            log.warning("create %s: %s; the server list decides", name, exc)
+        else:
+            raise exc
+        return True
+
+    def _check(
+        self,
+        pool: cf.ThreadPoolExecutor,
+        name: str,
+        servers: list[P.Node],
+        final: dict[str, P.Node],
+    ) -> bool:
+        if not self._settle_create(name):
+            return False
+        if len(servers) > 1:
+            keep, extras = P.keep_one(servers)
+            for extra in extras:
+                self._delete(extra, "duplicate of the same node")
+            servers = [keep]
+        if not servers:
+            if name not in self.specs:
+                raise CloudError("server disappeared while waiting for it", resource=name)
+            self._submit(pool, name)
+            return False
+        node = servers[0]
+        if node.status == "ERROR":
+            fault = node.fault or "no fault message from Nova"
+            self.reporter.step(f"{name} went to ERROR ({fault}); replacing it")
+            if name not in self.specs:
+                raise CloudError(f"server is in ERROR: {fault}", resource=name)
+            self._delete(node, f"ERROR: {fault}")
+            self._submit(pool, name)
+            return False
+        self.states[name] = node.status
+        if node.status == "ACTIVE":
+            final[name] = node
+            return True
+        return False
+
+
+def wait_gone(cloud: Any, ids: set[str], *, settings: Settings, reporter: Reporter) -> None:
+    """Until no server with one of these ids is listed any more."""
+    if not ids:
+        return
+
+    names: dict[str, str] = {}
+
+    def poll() -> bool:
+        left = [n for n in cloud.list_nodes() if n.id in ids]
+        names.update({n.id: n.name for n in left})
+        states = {name: "deleted" for name in names.values()}
+        states.update({n.name: f"deleting ({n.status})" for n in left})
+        reporter.nodes(states)
+        return not left
+
+    try:
+        poller(settings, settings.delete_timeout)(poll)
+    except tenacity.RetryError as exc:
+        raise CloudError(
+            f"servers still present after {settings.delete_timeout:.0f}s",
+            hint="check the cloud's compute service",
+        ) from exc

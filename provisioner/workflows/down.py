@@ -1,0 +1,57 @@
+"""`down`: delete everything that carries the cluster's identity, servers first (and wait
+until they are gone), then floating IP, port, security group, server group, keypair, and
+the private key generated for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from provisioner import plan as P
+from provisioner.keys import config_dir
+from provisioner.workflows.context import Hooks, Reporter, Result, Run, Settings
+from provisioner.workflows.executor import execute
+from provisioner.workflows.guard import guard
+
+# down creates nothing, so it resolves nothing: the executor's handlers for deletes never
+# read these.
+_NOTHING_RESOLVED = P.Resolved(
+    image_id="",
+    image=P.Image(name="", status=""),
+    flavors={},
+    flavor_ids={},
+    network_id="",
+    external_network_id="",
+)
+
+
+def down(
+    inv: Any,
+    *,
+    cloud: Any,
+    reporter: Reporter | None = None,
+    settings: Settings | None = None,
+    dry_run: bool = False,
+    key_dir: Path | None = None,
+) -> Result:
+    desired = P.desired_from_inventory(inv)
+    observed = cloud.observe()
+    actions = P.plan_down(desired, observed)
+    result = Result(actions=actions, observed=observed)
+    if dry_run or not actions:
+        return result
+    run = Run(
+        cloud=cloud,
+        desired=desired,
+        observed=observed,
+        resolved=_NOTHING_RESOLVED,
+        user_data=lambda role, ip: "",
+        reporter=reporter or Reporter(),
+        settings=settings or Settings(max_parallel=inv.cluster.max_parallel_creates),
+        hooks=Hooks(),
+        result=result,
+        key_dir=key_dir or config_dir(desired.cluster),
+    )
+    with guard(verb="down", cluster=desired.cluster):
+        execute(actions, run)
+    return result

@@ -1,0 +1,184 @@
+"""The one executor: runs a plan's actions in the order the plan lists them.
+
+A batch (neighbouring actions that share a `together` name, see provisioner.plan.actions)
+runs at once: server creates concurrently until every watched server is ACTIVE, server
+deletes concurrently until they are gone. Everything else runs one action at a time. So
+what `--dry-run` prints is exactly what an apply does.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from provisioner import plan as P
+from provisioner.keys import ensure_generated_key, generated_key_path, remove_generated_key
+from provisioner.workflows.context import Run
+from provisioner.workflows.converge import Converger, wait_gone
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Run, Sequence[P.Action]], None]
+
+
+def execute(actions: Sequence[P.Action], run: Run) -> None:
+    for batch in P.batches(actions):
+        _HANDLERS[type(batch[0])](run, batch)
+
+
+def converge(run: Run, creates: Sequence[P.CreateServer]) -> list[P.Node]:
+    """Create `creates` (none: only check) and wait until every watched server is ACTIVE."""
+    for role in dict.fromkeys(c.role for c in creates):
+        run.user_data_for(role)  # render before the first POST, not inside the threads
+    cloud, port, desired = run.cloud, run.master_port, run.desired
+
+    def create(spec: P.CreateServer) -> str:
+        master = spec.role == P.MASTER
+        return cloud.create_server(
+            name=spec.name,
+            role=spec.role,
+            index=spec.index,
+            resolved=run.resolved,
+            flavor=spec.flavor,
+            key_name=desired.keypair_name,
+            user_data=run.rendered[spec.role],
+            port_id=port.id if master and port else "",
+            security_group_id="" if master else run.security_group_id,
+            server_group_id="" if master else run.server_group_id,
+        )
+
+    if creates:
+        run.reporter.step(
+            f"creating {len(creates)} server(s), {run.settings.max_parallel} at a time"
+        )
+    else:
+        run.reporter.step("checking that every server is ACTIVE")
+    conv = Converger(
+        cloud=cloud, reporter=run.reporter, settings=run.settings, create=create, gone=run.gone
+    )
+    nodes = conv.run(creates=creates, watch=run.watch)
+    run.result.created += [f"server {n}" for n in conv.created]
+    run.converged = True
+    return nodes
+
+
+def _create_servers(run: Run, batch: Sequence[P.Action]) -> None:
+    converge(run, [a for a in batch if isinstance(a, P.CreateServer)])
+
+
+def _delete_servers(run: Run, batch: Sequence[P.Action]) -> None:
+    servers = [a for a in batch if isinstance(a, P.DeleteServer)]
+    for a in servers:
+        run.reporter.step(a.describe())
+    with cf.ThreadPoolExecutor(max_workers=max(1, run.settings.max_parallel)) as pool:
+        list(pool.map(lambda a: run.cloud.delete_server(a.id, name=a.name), servers))
+    ids = {a.id for a in servers}
+    run.gone |= ids
+    # wait: ports and groups stay in use, and quota stays taken, until the servers are gone
+    wait_gone(run.cloud, ids, settings=run.settings, reporter=run.reporter)
+    run.result.deleted += [f"server {a.name}" for a in servers]
+
+
+def _one(fn: Callable[[Run, P.Action], None]) -> Handler:
+    """A handler for actions that run one at a time, each announced as it starts."""
+
+    def handle(run: Run, batch: Sequence[P.Action]) -> None:
+        for action in batch:
+            run.reporter.step(action.describe())
+            fn(run, action)
+
+    return handle
+
+
+def _security_group(run: Run, a: P.CreateSecurityGroup) -> None:
+    run.security_group_id = run.cloud.create_security_group(
+        name=a.name, cidrs=a.allowed_cidrs, ports=a.ports
+    )
+    run.result.created.append(f"security group {a.name}")
+
+
+def _keypair(run: Run, a: P.CreateKeypair) -> None:
+    if a.source == "generate":
+        public = ensure_generated_key(run.key_dir)
+        run.result.notes.append(f"private key: {generated_key_path(run.key_dir)}")
+    else:
+        public = Path(run.desired.public_key_file).read_text().strip()
+    run.cloud.create_keypair(name=a.name, public_key=public)
+    run.result.created.append(f"keypair {a.name}")
+
+
+def _server_group(run: Run, a: P.CreateServerGroup) -> None:
+    run.server_group_id = run.cloud.create_server_group(name=a.name, policy=a.policy)
+    run.result.created.append(f"server group {a.name}")
+
+
+def _master_port(run: Run, a: P.CreateMasterPort) -> None:
+    run.master_port = run.cloud.create_master_port(
+        name=a.name, network_id=run.resolved.network_id, security_group_id=run.security_group_id
+    )
+    run.result.created.append(f"port {a.name} ({run.master_port.detail})")
+
+
+def _decommission(run: Run, a: P.Decommission) -> None:
+    by_name = {n.name: n for n in run.observed.nodes}
+    run.hooks.decommission([by_name[n] for n in a.names if n in by_name])
+
+
+def _floating_ip(run: Run, a: P.AttachFloatingIP) -> None:
+    assert run.master_port is not None, "the plan creates the master port first"
+    address = run.cloud.attach_floating_ip(
+        address=a.address,
+        port_id=run.master_port.id,
+        external_network_id=run.resolved.external_network_id,
+    )
+    run.reporter.step(f"floating IP {address} is on the master")
+    run.result.notes.append(f"floating IP: {address}")
+    if not a.address:
+        run.result.created.append(f"floating IP {address}")
+
+
+def _release_floating_ip(run: Run, a: P.DeleteFloatingIP) -> None:
+    run.cloud.delete_floating_ip(a.id, address=a.address)
+    run.result.deleted.append(f"floating IP {a.address}")
+
+
+def _delete_port(run: Run, a: P.DeletePort) -> None:
+    run.cloud.delete_port(a.id, name=a.name)
+    run.result.deleted.append(f"port {a.name}")
+
+
+def _delete_security_group(run: Run, a: P.DeleteSecurityGroup) -> None:
+    run.cloud.delete_security_group(a.id, name=a.name)
+    run.result.deleted.append(f"security group {a.name}")
+
+
+def _delete_server_group(run: Run, a: P.DeleteServerGroup) -> None:
+    run.cloud.delete_server_group(a.id, name=a.name)
+    run.result.deleted.append(f"server group {a.name}")
+
+
+def _delete_keypair(run: Run, a: P.DeleteKeypair) -> None:
+    run.cloud.delete_keypair(a.name)
+    run.result.deleted.append(f"keypair {a.name}")
+    removed = remove_generated_key(run.key_dir)  # useless once its keypair is gone
+    if removed:
+        run.result.deleted.append(f"private key {removed}")
+
+
+_HANDLERS: dict[type[P.Action], Handler] = {
+    P.CreateSecurityGroup: _one(_security_group),
+    P.CreateKeypair: _one(_keypair),
+    P.CreateServerGroup: _one(_server_group),
+    P.CreateMasterPort: _one(_master_port),
+    P.CreateServer: _create_servers,
+    P.DeleteServer: _delete_servers,
+    P.Decommission: _one(_decommission),
+    P.AttachFloatingIP: _one(_floating_ip),
+    P.DeleteFloatingIP: _one(_release_floating_ip),
+    P.DeletePort: _one(_delete_port),
+    P.DeleteSecurityGroup: _one(_delete_security_group),
+    P.DeleteServerGroup: _one(_delete_server_group),
+    P.DeleteKeypair: _one(_delete_keypair),
+}

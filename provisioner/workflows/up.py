@@ -1,0 +1,70 @@
+"""`up`: observe -> plan -> preflight (a dry run stops here) -> execute -> hand over to the
+SSH stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from provisioner import plan as P
+from provisioner.keys import config_dir
+from provisioner.workflows.context import Hooks, Reporter, Result, Run, Settings, UserData
+from provisioner.workflows.executor import converge, execute
+from provisioner.workflows.guard import guard
+from provisioner.workflows.preflight import checked
+
+
+def up(
+    inv: Any,
+    *,
+    cloud: Any,
+    user_data: UserData,
+    reporter: Reporter | None = None,
+    hooks: Hooks | None = None,
+    settings: Settings | None = None,
+    key_dir: Path | None = None,
+    dry_run: bool = False,
+    until: str = "all",
+) -> Result:
+    """Create what is missing until every server is ACTIVE and the floating IP is on the
+    master; then (unless until == "servers") hand over to the SSH stage hook."""
+    reporter = reporter or Reporter()
+    desired = P.desired_from_inventory(inv)
+    reporter.step(f"looking at cluster {desired.cluster}")
+    observed = cloud.observe()
+    actions = P.plan_up(desired, observed)
+    result, resolved = checked(
+        cloud=cloud,
+        desired=desired,
+        observed=observed,
+        actions=actions,
+        user_data=user_data,
+        dry_run=dry_run,
+    )
+    if dry_run:
+        return result
+    assert resolved is not None
+    hooks = hooks or Hooks()
+    run = Run(
+        cloud=cloud,
+        desired=desired,
+        observed=observed,
+        resolved=resolved,
+        user_data=user_data,
+        reporter=reporter,
+        settings=settings or Settings(max_parallel=inv.cluster.max_parallel_creates),
+        hooks=hooks,
+        result=result,
+        key_dir=key_dir or config_dir(desired.cluster),
+        watch=[P.server_name(desired.cluster, r, i) for r, i in desired.wanted()],
+    )
+    with guard(verb="up", cluster=desired.cluster):
+        execute(actions, run)
+        if not run.converged:  # nothing to create: the servers must still all be ACTIVE
+            converge(run, [])
+        reporter.step("reading the cluster back")
+        result.observed = cloud.observe()
+        reporter.step("every server is ACTIVE and the floating IP is attached")
+        if until != "servers":
+            hooks.after_servers_active(result.observed)
+    return result

@@ -1,0 +1,172 @@
+"""A scripted stand-in of the cloud edge's own interface (ClusterCloud's methods), not of
+openstacksdk: it keeps a list of servers, plays a script of what Nova does to each create,
+and records every call in order, so the converger and the executor run without a cloud."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from provisioner import plan as P
+
+
+class LostAnswer(ConnectionError):
+    """The POST reached the cloud, the answer did not (a transient failure)."""
+
+
+@dataclass
+class Boot:
+    """What happens to one create: statuses the server shows on successive lists (the last
+    one stays), an optional fault, and whether the answer to the POST is lost."""
+
+    statuses: tuple[str, ...] = ("BUILD", "ACTIVE")
+    fault: str = ""
+    lose_answer: bool = False
+    create_twice: bool = False  # the cloud made two servers for one POST (a retried POST)
+
+
+@dataclass
+class _Server:
+    node: P.Node
+    statuses: list[str]
+    fault: str = ""  # Nova shows it only while the server is in ERROR
+
+
+@dataclass
+class ScriptedCloud:
+    cluster: str = "c1"
+    # per server name, one Boot per create attempt in order (default: BUILD then ACTIVE)
+    script: dict[str, list[Boot]] = field(default_factory=dict)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    on_create: Callable[[str], None] | None = None
+    _servers: list[_Server] = field(default_factory=list)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _clock: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    # --- what tests set up and read
+    def add(self, name: str, role: str, index: int, status: str = "ACTIVE") -> P.Node:
+        node = P.Node(
+            name=name, role=role, index=index, id=f"s{next(self._ids)}", status=status,
+            created=f"t{next(self._clock):04d}",
+        )  # fmt: skip
+        self._servers.append(_Server(node, [status]))
+        return node
+
+    def posts(self) -> list[str]:
+        return [what for kind, what in self.calls if kind == "create_server"]
+
+    def names(self) -> list[str]:
+        return sorted(s.node.name for s in self._servers)
+
+    # --- the cloud edge's interface
+    @staticmethod
+    def is_transient(exc: BaseException) -> bool:
+        return isinstance(exc, ConnectionError)
+
+    def list_nodes(self) -> list[P.Node]:
+        with self._lock:
+            self.calls.append(("list_nodes", ""))
+            out = []
+            for s in self._servers:
+                status = s.statuses.pop(0) if len(s.statuses) > 1 else s.statuses[0]
+                fault = s.fault if status == "ERROR" else ""
+                s.node = P.Node(**{**s.node.to_json(), "status": status, "fault": fault})
+                out.append(s.node)
+            return out
+
+    def create_server(self, *, name: str, role: str, index: int, **_: object) -> str:
+        with self._lock:
+            self.calls.append(("create_server", name))
+            attempt = sum(1 for k, n in self.calls if k == "create_server" and n == name) - 1
+            boots = self.script.get(name, [])
+            boot = boots[attempt] if attempt < len(boots) else Boot()
+            made = []
+            for _ in range(2 if boot.create_twice else 1):
+                node = P.Node(
+                    name=name, role=role, index=index, id=f"s{next(self._ids)}",
+                    status=boot.statuses[0], created=f"t{next(self._clock):04d}",
+                    fault=boot.fault,
+                )  # fmt: skip
+                self._servers.append(_Server(node, list(boot.statuses), boot.fault))
+                made.append(node)
+        if self.on_create:
+            self.on_create(name)
+        if boot.lose_answer:
+            raise LostAnswer(f"connection reset while creating {name}")
+        return made[0].id
+
+    def delete_server(self, server_id: str, *, name: str = "") -> None:
+        with self._lock:
+            self.calls.append(("delete_server", name or server_id))
+            self._servers = [s for s in self._servers if s.node.id != server_id]
+
+
+@dataclass
+class ScriptedProject(ScriptedCloud):
+    """The whole cloud edge for a workflow: ScriptedCloud's servers plus the shared
+    resources, resolution and quotas of a roomy project. Every call is recorded in order."""
+
+    fail_on: str = ""  # a method name that raises ValueError (a bug, not a cloud failure)
+    refs: dict[str, P.Ref] = field(default_factory=dict)
+    attached: str = ""
+
+    def _record(self, kind: str, what: str) -> None:
+        self.calls.append((kind, what))
+        if kind == self.fail_on:
+            raise ValueError(f"scripted bug in {kind}")
+
+    def observe(self) -> P.Observed:
+        return P.Observed(
+            cluster=self.cluster,
+            nodes=tuple(self.list_nodes()),
+            security_group=self.refs.get("sg"),
+            server_group=self.refs.get("group"),
+            master_port=self.refs.get("port"),
+            attached_ip=self.attached,
+            keypair=self.refs.get("keypair"),
+        )
+
+    def resolve(self, desired: P.Desired) -> tuple[P.Resolved, list[str]]:
+        flavor = P.Flavor(name="m1.tiny", vcpus=1, ram=512, disk=1)
+        return (
+            P.Resolved(
+                image_id="img", image=P.Image(name="debian-12", status="active"),
+                flavors={desired.master_flavor: flavor, desired.worker_flavor: flavor},
+                flavor_ids={desired.master_flavor: "f1", desired.worker_flavor: "f1"},
+                network_id="net", external_network_id="ext",
+            ),
+            [],
+        )  # fmt: skip
+
+    def quotas(self) -> dict[str, P.Quota]:
+        return {}
+
+    def find_keypair(self, name: str) -> bool:
+        return True
+
+    def create_security_group(self, *, name: str, **_: object) -> str:
+        self._record("create_security_group", name)
+        self.refs["sg"] = P.Ref("sg-id", name)
+        return "sg-id"
+
+    def create_keypair(self, *, name: str, public_key: str) -> None:
+        self._record("create_keypair", name)
+        self.refs["keypair"] = P.Ref(name, name)
+
+    def create_server_group(self, *, name: str, policy: str) -> str:
+        self._record("create_server_group", name)
+        self.refs["group"] = P.Ref("group-id", name, policy)
+        return "group-id"
+
+    def create_master_port(self, *, name: str, **_: object) -> P.Ref:
+        self._record("create_master_port", name)
+        self.refs["port"] = P.Ref("port-id", name, "10.77.0.10")
+        return self.refs["port"]
+
+    def attach_floating_ip(self, *, address: str, **_: object) -> str:
+        self._record("attach_floating_ip", address)
+        self.attached = address or "10.78.0.20"
+        return self.attached

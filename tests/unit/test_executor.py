@@ -1,0 +1,86 @@
+"""The executor and preflight through the real workflows, on a scripted cloud edge: an
+apply does exactly what the dry run lists, in that order; user_data is rendered and sized
+in preflight; a bug is not reported as a cloud failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provisioner import workflows
+from provisioner.errors import PreflightError, UnexpectedError
+from provisioner.inventory import load_inventory
+from provisioner.render import MAX_USER_DATA_BASE64, render_cloud_init
+from tests.unit.scripted_cloud import ScriptedProject
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = workflows.Settings(max_parallel=4, poll_min=0.001, poll_max=0.01, active_timeout=5)
+
+
+@pytest.fixture
+def inv():
+    return load_inventory(ROOT / "tests" / "testbed" / "inventory.testbed.toml")
+
+
+def render(inv):
+    return lambda role, ip: render_cloud_init(inv, role=role, master_ip=ip)
+
+
+def test_apply_runs_the_actions_in_the_order_the_dry_run_lists_them(inv, tmp_path):
+    cloud = ScriptedProject(cluster=inv.cluster.name)
+    preview = workflows.up(inv, cloud=cloud, user_data=render(inv), dry_run=True)
+    assert cloud.calls == [("list_nodes", "")]  # a dry run only looks
+    listed = [(a.kind, getattr(a, "name", getattr(a, "address", ""))) for a in preview.actions]
+
+    cloud.calls.clear()
+    workflows.up(inv, cloud=cloud, user_data=render(inv), settings=FAST, key_dir=tmp_path)
+    changes = [c for c in cloud.calls if c[0] != "list_nodes"]
+    # the servers of one batch go out concurrently: their order within it is free
+    assert changes[:4] == listed[:4]
+    servers = len(listed) - 5
+    assert sorted(changes[4 : 4 + servers]) == sorted(listed[4 : 4 + servers])
+    assert changes[4 + servers :] == listed[4 + servers :]
+    assert listed[-1][0] == "attach_floating_ip"
+
+    cloud.calls.clear()
+    again = workflows.up(inv, cloud=cloud, user_data=render(inv), settings=FAST, key_dir=tmp_path)
+    assert again.actions == []
+    assert [c for c in cloud.calls if c[0] != "list_nodes"] == []
+
+
+def test_dry_run_renders_every_role_and_reports_its_size(inv):
+    cloud = ScriptedProject(cluster=inv.cluster.name)
+    res = workflows.up(inv, cloud=cloud, user_data=render(inv), dry_run=True)
+    assert set(res.user_data_sizes) == {"master", "worker"}
+    for size in res.user_data_sizes.values():
+        assert 1000 < size < MAX_USER_DATA_BASE64
+
+
+def test_oversized_user_data_is_refused_before_anything_exists(inv):
+    cloud = ScriptedProject(cluster=inv.cluster.name)
+
+    def oversized(role: str, ip: str) -> str:
+        text = render_cloud_init(inv, role=role, master_ip=ip)
+        return text + ("#" + "x" * 79 + "\n") * (700 if role == "worker" else 0)
+
+    with pytest.raises(PreflightError) as err:
+        workflows.up(inv, cloud=cloud, user_data=oversized, settings=FAST)
+    assert "worker user_data is" in err.value.message
+    assert "over Nova's limit" in err.value.message
+    assert "nothing was created" in err.value.message
+    assert [c for c in cloud.calls if c[0] != "list_nodes"] == []
+
+    res = workflows.up(inv, cloud=cloud, user_data=oversized, dry_run=True)
+    assert any("worker user_data" in p for p in res.problems)
+    assert "master" in res.user_data_sizes and "worker" not in res.user_data_sizes
+
+
+def test_a_bug_is_an_unexpected_error_not_a_cloud_failure(inv, tmp_path):
+    cloud = ScriptedProject(cluster=inv.cluster.name, fail_on="create_master_port")
+    with pytest.raises(UnexpectedError) as err:
+        workflows.up(inv, cloud=cloud, user_data=render(inv), settings=FAST, key_dir=tmp_path)
+    assert err.value.exit_code == 1
+    assert err.value.message.startswith("unexpected error, please report")
+    assert "ValueError: scripted bug in create_master_port" in err.value.message
+    assert "`sparkstack down` to remove it" in (err.value.hint or "")
