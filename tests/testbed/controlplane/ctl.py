@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import datetime
 import faulthandler
 import json
 import logging
@@ -317,6 +318,14 @@ def render_configs(paths: Paths, sec: dict[str, str]) -> None:
         "[neutron.ml2.mechanism_drivers]\n"
         "sparkstack_bind_all = sparkstack_testbed_ml2:BindAllMechanismDriver\n"
     )
+    # The console driver is loaded by the nova-compute processes only, through a launcher
+    # that adds this directory to nova.virt's path (nova imports compute_driver from
+    # there). Copied only when changed: a newer file restarts nova-compute (ensure_nova).
+    nova_plugin = paths.state / "nova-plugin"
+    nova_plugin.mkdir(parents=True, exist_ok=True)
+    for src, dst in (("nova_compute.py", "nova_compute.py"),
+                     ("console_driver.py", "sparkstack_console.py")):
+        _copy_if_changed(HERE / src, nova_plugin / dst)
     for sub in (
         "glance/images",
         "glance/staging",
@@ -331,6 +340,30 @@ def render_configs(paths: Paths, sec: dict[str, str]) -> None:
         (paths.state / sub).mkdir(parents=True, exist_ok=True)
     for host in bed.COMPUTE_HOSTS:
         (paths.state / "nova" / host / "instances").mkdir(parents=True, exist_ok=True)
+
+
+def _copy_if_changed(src: Path, dst: Path) -> None:
+    data = src.read_bytes()
+    if not dst.exists() or dst.read_bytes() != data:
+        dst.write_bytes(data)
+
+
+def nova_compute_files(paths: Paths, host: str) -> list[Path]:
+    """What a nova-compute process reads at start: its config and the bed's driver."""
+    plugin = paths.state / "nova-plugin"
+    return [
+        paths.etc / "nova" / f"nova-compute-{host}.conf",
+        plugin / "nova_compute.py",
+        plugin / "sparkstack_console.py",
+    ]
+
+
+def started_before_change(paths: Paths, name: str, files: list[Path]) -> bool:
+    """True if the running `name` was started before one of `files` last changed."""
+    if running_pid(paths, name) is None:
+        return False
+    started = paths.pidfile(name).stat().st_mtime
+    return any(f.stat().st_mtime > started for f in files)
 
 
 # ---------------------------------------------------------------- services
@@ -534,13 +567,29 @@ def ensure_nova(paths: Paths) -> None:
     for name in ("nova-conductor", "nova-scheduler"):
         if running_pid(paths, name) is None:
             spawn(paths, name, [name, *conf])
+    # A nova-compute started with an older config or driver is restarted so the change
+    # takes effect. FakeDriver's instances live in memory: servers it ran are gone from
+    # the hypervisor afterwards, as after down.sh + up.sh.
+    stale = [
+        f"nova-compute-{host}"
+        for host in bed.COMPUTE_HOSTS
+        if started_before_change(paths, f"nova-compute-{host}", nova_compute_files(paths, host))
+    ]
+    if stale:
+        log.info("restarting %s: config or console driver changed", ", ".join(stale))
+        stop(paths, stale)
     for host in bed.COMPUTE_HOSTS:
         name = f"nova-compute-{host}"
         if running_pid(paths, name) is None:
             spawn(
                 paths,
                 name,
-                ["nova-compute", "--config-file", str(paths.etc / "nova" / f"{name}.conf")],
+                [
+                    "/usr/bin/python3",
+                    str(paths.state / "nova-plugin" / "nova_compute.py"),
+                    "--config-file",
+                    str(paths.etc / "nova" / f"{name}.conf"),
+                ],
             )
     start_uwsgi(paths, "nova-api", 8774)
 
@@ -670,14 +719,38 @@ def write_clouds_yaml(paths: Paths, sec: dict[str, str]) -> None:
     tmp.replace(target)
 
 
-def wait_compute_hosts(conn, timeout: float = 120) -> None:
+def _utc_epoch(timestamp: str | None) -> float:
+    """Nova's naive UTC timestamps ("2026-12-01T10:00:00.000000") as epoch seconds."""
+    if not timestamp:
+        return 0.0
+    stamp = datetime.datetime.fromisoformat(timestamp.rstrip("Z"))
+    return stamp.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def wait_compute_hosts(conn, paths: Paths, timeout: float = 120) -> None:
+    """Wait until every compute host is up, reported by the process running now.
+
+    A restarted nova-compute counts as up on its predecessor's last report for a minute;
+    only a report newer than the current process's start shows that it runs and that its
+    driver loaded.
+    """
     deadline = time.monotonic() + timeout
     want = set(bed.COMPUTE_HOSTS)
+
+    def started(host: str) -> float:
+        try:
+            # DB timestamps have whole seconds: allow for the truncation.
+            return paths.pidfile(f"nova-compute-{host}").stat().st_mtime - 1
+        except OSError:
+            return 0.0
+
     while True:
         up = {
             s.host
             for s in conn.compute.services(binary="nova-compute")
-            if s.state == "up" and s.status == "enabled"
+            if s.state == "up"
+            and s.status == "enabled"
+            and _utc_epoch(s.updated_at) >= started(s.host)
         }
         if want <= up:
             return
@@ -691,7 +764,7 @@ def ensure_project_resources(paths: Paths, sec: dict[str, str]) -> None:
     project = conn.identity.find_project(bed.PROJECT, domain_id="default")
 
     # -- compute hosts: registered, mapped into cell1, visible to placement
-    wait_compute_hosts(conn)
+    wait_compute_hosts(conn, paths)
     hypervisors = {h.name for h in conn.compute.hypervisors()}
     if not set(bed.COMPUTE_HOSTS) <= hypervisors or not (paths.done / "hosts-mapped").exists():
         run(

@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,6 +72,26 @@ cloud-init modules --mode=final; echo "modules:final: exit $?"
 echo "booted: $(date -u +%FT%TZ)"
 """
 
+# The host's serial console, recorded outside the host as a hypervisor records a VM's
+# serial port: a pty whose slave is bound over the host's /dev/console (where cloud-init
+# prints the SSH host key block) and whose master is drained into <host>/console.log,
+# which the bed's Nova serves as the server's console output. Not a plain file bound
+# there: cloud-init opens /dev/console with "w" and would truncate it at every message.
+# Runs in the host's namespaces before the chroot and forks, so the boot goes on once the
+# bind is in place; the drainer dies with the host's PID namespace.
+CONSOLE = """\
+import os, subprocess, sys
+target, log = sys.argv[1], sys.argv[2]
+master, slave = os.openpty()
+subprocess.run(["mount", "--bind", os.ttyname(slave), target], check=True)
+if os.fork():
+    os._exit(0)
+# The slave stays open here too: with no slave open, reading the master fails (EIO).
+out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+while True:
+    os.write(out, os.read(master, 65536))
+"""
+
 TESTBED_CLOUD_CFG = {
     "datasource_list": ["NoCloud"],
     # The veth is configured from outside; cloud-init must not rewrite it.
@@ -109,6 +130,11 @@ class Host:
     def upper(self) -> Path:
         """The overlay's upper dir: everything the host wrote, readable from outside."""
         return self.dir / "upper"
+
+    @property
+    def console_log(self) -> Path:
+        """What the host wrote to its /dev/console: the server's console output."""
+        return self.dir / "console.log"
 
     def file(self, path: str) -> Path:
         """Where a file the host wrote (e.g. /var/log/cloud-init-output.log) lives."""
@@ -235,6 +261,8 @@ def _mount_script(host: Host, rootfs: Path) -> str:
     for dev in DEVICES:
         lines.append(f"touch {r}/dev/{dev} && mount --bind /dev/{dev} {r}/dev/{dev}")
     lines += [
+        f"touch {r}/dev/console",
+        f"{sys.executable} {host.dir / 'console.py'} {r}/dev/console {host.console_log}",
         f"mkdir -p {r}/dev/pts {r}/dev/shm",
         f"mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts {r}/dev/pts || true",
         f"ln -s pts/ptmx {r}/dev/ptmx",
@@ -316,9 +344,11 @@ def boot_host(
                 state_dir=str(hosts_dir(state_dir) / server_id))
     _prepare_upper(host, rootfs=rootfs, user_data=user_data, public_keys=public_keys)
     _setup_network(host)
+    (host.dir / "console.py").write_text(CONSOLE)
     script = host.dir / "mount.sh"
     script.write_text(_mount_script(host, rootfs))
-    with (host.dir / "console.log").open("ab") as console:
+    # The mount script's own output lands in the console too, like early boot messages.
+    with host.console_log.open("ab") as console:
         # --kill-child: if this unshare is SIGKILLed, its child (the host's PID 1) gets
         # SIGKILL too, which ends every process in the PID namespace.
         proc = subprocess.Popen(
