@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from provisioner import __version__
-from provisioner.commands import cluster, render
+from provisioner.commands import cluster, render, smoke
 from provisioner.errors import Interrupted, SparkstackError
 
 log = logging.getLogger(__name__)
@@ -52,12 +52,13 @@ def build_app() -> typer.Typer:
 
     render.register(app)
     cluster.register(app)
+    smoke.register(app)
     return app
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become a message and a stable exit code, never a traceback."""
-    err = Console(stderr=True)
+    err = Console(stderr=True, emoji=False)
     app = build_app()
     try:
         app(args=argv, prog_name="sparkstack", standalone_mode=False)

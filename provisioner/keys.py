@@ -78,3 +78,61 @@ def remove_generated_key(key_dir: Path) -> Path | None:
     with contextlib.suppress(OSError):  # not empty: something else of the user's is there
         key_dir.rmdir()
     return path
+
+
+def credentials_path(key_dir: Path) -> Path:
+    return key_dir / "credentials.toml"
+
+
+def _toml_string(value: str) -> str:
+    # JSON's string escapes are a subset TOML's basic strings accept.
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def save_credentials(
+    key_dir: Path, *, url: str, fingerprint: str, passwords: Mapping[str, str], users: list[str]
+) -> Path:
+    """Merge new initial passwords into the cluster's credentials file (0600, written
+    atomically); users no longer in the inventory are dropped from it."""
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    path = credentials_path(key_dir)
+    known: dict[str, str] = {}
+    if path.exists():
+        known = dict(tomllib.loads(path.read_text()).get("users", {}))
+    known.update(passwords)
+    lines = [
+        "# Initial passwords of the hub's users, as sparkstack set them; each user should",
+        "# change theirs after the first login. Deleted by `sparkstack down`.",
+        f"hub_url = {_toml_string(url)}",
+        f"hub_certificate_sha256 = {_toml_string(fingerprint)}",
+        "",
+        "[users]",
+        *(f"{name} = {_toml_string(known[name])}" for name in users if name in known),
+    ]
+    key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def remove_cluster_files(key_dir: Path) -> list[Path]:
+    """What `down` removes besides the key pair: credentials and recorded host keys."""
+    removed = []
+    for path in (credentials_path(key_dir), key_dir / "known_hosts"):
+        if path.exists():
+            path.unlink()
+            removed.append(path)
+    with contextlib.suppress(OSError):
+        key_dir.rmdir()
+    return removed

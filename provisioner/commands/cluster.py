@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -32,13 +32,61 @@ from provisioner.commands.output import (
     result_json,
     show_dry_run,
 )
+from provisioner.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
 
 class Until(str, Enum):
     servers = "servers"
+    ssh = "ssh"
     all = "all"
+
+
+class _NodeStage:
+    """The hook that takes ACTIVE servers on to booted nodes over SSH and, with --until
+    all, to a running hub. Imported only when a command goes past `--until servers`: it
+    loads paramiko."""
+
+    def __init__(self, inv: Any, cloud: Any, reporter: workflows.Reporter, *, hub: bool) -> None:
+        self.inv, self.cloud, self.reporter, self.hub = inv, cloud, reporter, hub
+        self.outcome: Any = None  # the hub stage's HubOutcome, for the closing lines
+
+    def __call__(self, observed: P.Observed) -> None:
+        from provisioner.workflows.ssh_stage import Access, bring_up
+
+        self.reporter.step("waiting for every node over SSH (host keys, login, boot)")
+        access = Access.from_inventory(self.inv)
+        nodes = bring_up(observed, cloud=self.cloud, access=access, reporter=self.reporter)
+        try:
+            self.reporter.step(f"all {len(observed.nodes)} node(s) booted and reachable over SSH")
+            if self.hub:
+                from provisioner.workflows.hub_stage import install_hub
+
+                self.outcome = install_hub(
+                    nodes, inv=self.inv, observed=observed, reporter=self.reporter
+                )
+        finally:
+            nodes.close()
+
+    def hooks(self) -> workflows.Hooks:
+        return workflows.Hooks(after_servers_active=self)
+
+
+def _print_hub(out: Console, inv: Any, outcome: Any) -> None:
+    out.print(f"hub: {outcome.url}", highlight=False)
+    out.print(f"  certificate SHA256 {outcome.fingerprint}", highlight=False, soft_wrap=True)
+    admins = [a for a in inv.jupyterhub.admins if a in outcome.new_passwords]
+    for name in admins[:1]:
+        # printed once, here, when the account is made; kept only in the 0600 file
+        out.print(f"  admin {name}, initial password: {outcome.new_passwords[name]}",
+                  highlight=False)  # fmt: skip
+    out.print(f"  every user's initial password: {outcome.credentials}", highlight=False)
+    out.print(
+        "  Spark master UI: http://<master fixed IP>:8080 from inside the cluster's network",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -53,7 +101,8 @@ def register(app: typer.Typer) -> None:
             Until,
             typer.Option(
                 help="Stop after this stage: 'servers' = every server ACTIVE and the "
-                "floating IP attached (no SSH stage).",
+                "floating IP attached (no SSH stage); 'ssh' = every node booted and "
+                "reachable over SSH with pinned host keys; 'all' = and the hub running.",
                 envvar="SPARKSTACK_UNTIL",
             ),
         ] = Until.all,
@@ -61,7 +110,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create the cluster, or complete a partial one. A second run creates nothing."""
         inv = load(inventory)
-        out, err = Console(), Console(stderr=True)
+        out, err = Console(emoji=False), Console(stderr=True, emoji=False)
         name = inv.cluster.name
         with session(name):
             cloud = cluster_cloud(inv)
@@ -71,12 +120,27 @@ def register(app: typer.Typer) -> None:
                 res = workflows.up(inv, cloud=cloud, user_data=render, dry_run=True)
                 show_dry_run(out, name, res, as_json=as_json)
                 return
-            with progress(err, f"up {name}", quiet=as_json) as reporter:
-                res = workflows.up(
-                    inv, cloud=cloud, user_data=render, reporter=reporter, until=stop
+            if stop == "all" and inv.jupyterhub.tls.mode == "acme":
+                raise UserInputError(
+                    'jupyterhub.tls.mode = "acme" is not supported yet; nothing was created',
+                    hint='use "self-signed", or "files" with a certificate you obtained',
                 )
+            with progress(err, f"up {name}", quiet=as_json) as reporter:
+                stage = _NodeStage(inv, cloud, reporter, hub=stop == "all")
+                res = workflows.up(
+                    inv, cloud=cloud, user_data=render, reporter=reporter, hooks=stage.hooks(),
+                    until=stop,
+                )  # fmt: skip
             if as_json:
-                emit_json(result_json(name, res, dry_run=False))
+                payload = result_json(name, res, dry_run=False)
+                if stage.outcome is not None:
+                    payload["hub"] = {
+                        "url": stage.outcome.url,
+                        "certificate_sha256": stage.outcome.fingerprint,
+                        "changed": stage.outcome.changed,
+                        "credentials_file": str(stage.outcome.credentials),
+                    }
+                emit_json(payload)
                 return
             if not res.actions:
                 out.print(f"cluster {name} is complete; nothing to create")
@@ -86,6 +150,8 @@ def register(app: typer.Typer) -> None:
                 out.print(escape(line), highlight=False)
             if res.observed:
                 out.print(nodes_table(res.observed))
+            if stage.outcome is not None:
+                _print_hub(out, inv, stage.outcome)
 
     @app.command()
     def scale(
@@ -96,10 +162,13 @@ def register(app: typer.Typer) -> None:
         dry_run: DryRunOpt = False,
         as_json: JsonOpt = False,
         yes: YesOpt = False,
+        no_ssh: Annotated[
+            bool, typer.Option("--no-ssh", help="Do not wait for new workers over SSH.")
+        ] = False,
     ) -> None:
         """Add workers, or remove the highest-numbered ones (after a graceful decommission)."""
         inv = load(inventory)
-        out, err = Console(), Console(stderr=True)
+        out, err = Console(emoji=False), Console(stderr=True, emoji=False)
         name = inv.cluster.name
         with session(name):
             cloud = cluster_cloud(inv)
@@ -117,9 +186,14 @@ def register(app: typer.Typer) -> None:
                 if removing:
                     confirm(f"Remove {', '.join(removing[0].names)}?")
             with progress(err, f"scale {name}", quiet=as_json) as reporter:
+                hooks = (
+                    workflows.Hooks() if no_ssh
+                    else _NodeStage(inv, cloud, reporter, hub=False).hooks()
+                )  # fmt: skip
                 res = workflows.scale(
-                    inv, workers=workers, cloud=cloud, user_data=user_data, reporter=reporter
-                )
+                    inv, workers=workers, cloud=cloud, user_data=user_data, reporter=reporter,
+                    hooks=hooks,
+                )  # fmt: skip
             if as_json:
                 emit_json(result_json(name, res, dry_run=False))
                 return
@@ -139,7 +213,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Delete every resource that carries the cluster's identity. Idempotent."""
         inv = load(inventory)
-        out, err = Console(), Console(stderr=True)
+        out, err = Console(emoji=False), Console(stderr=True, emoji=False)
         name = inv.cluster.name
         with session(name):
             cloud = cluster_cloud(inv)
@@ -186,7 +260,7 @@ def register(app: typer.Typer) -> None:
                 }
             )
             return
-        out = Console()
+        out = Console(emoji=False)
         if observed.empty:
             out.print(f"cluster {name} does not exist")
             return

@@ -59,7 +59,7 @@ def session(cluster: str) -> Iterator[Path]:
     old_level = root.level
     root.setLevel(logging.DEBUG)
     handler.setLevel(logging.DEBUG)
-    for noisy in ("urllib3", "keystoneauth", "stevedore", "openstack.config"):
+    for noisy in ("urllib3", "keystoneauth", "stevedore", "openstack.config", "paramiko"):
         logging.getLogger(noisy).setLevel(logging.INFO)
     root.addHandler(handler)
     log.info("sparkstack %s", " ".join(sys.argv[1:]))

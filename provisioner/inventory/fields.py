@@ -47,6 +47,7 @@ RESERVED_USERS = frozenset(
         "admin",
         "spark",
         "jupyterhub",
+        "sparkstack-smoke",
         "polkitd",
         "lxd",
     }

@@ -92,6 +92,9 @@ class SshConfig(Table):
     user: str = "debian"
     keypair: OptionalStr = None
     private_key: Path | None = None
+    # How a node's host key is trusted: read from its console log (cloud-init prints it
+    # there) or, for clouds that hide the console, recorded on first contact.
+    host_key_trust: Literal["console", "first-use"] = "console"
 
     @field_validator("user")
     @classmethod

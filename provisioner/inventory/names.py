@@ -22,6 +22,10 @@ HUB_API_PORT = 15001
 # configurable-http-proxy's REST API (its default).
 PROXY_API_PORT = 8001
 
+# The account `sparkstack smoke` creates on the master for its test, and removes again; no
+# inventory user may have this name.
+SMOKE_USER = "sparkstack-smoke"
+
 MASTER = "master"
 WORKER = "worker"
 

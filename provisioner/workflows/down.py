@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner import plan as P
-from provisioner.keys import config_dir
+from provisioner.keys import config_dir, remove_cluster_files
 from provisioner.workflows.context import Hooks, Reporter, Result, Run, Settings
 from provisioner.workflows.executor import execute
 from provisioner.workflows.guard import guard
@@ -38,7 +38,13 @@ def down(
     observed = cloud.observe()
     actions = P.plan_down(desired, observed)
     result = Result(actions=actions, observed=observed)
-    if dry_run or not actions:
+    key_dir = key_dir or config_dir(desired.cluster)
+    if dry_run:
+        return result
+    # The cluster's credentials and recorded host keys go with it (even when only they
+    # are left); a key named in the inventory is never among them.
+    result.deleted += [f"local file {p}" for p in remove_cluster_files(key_dir)]
+    if not actions:
         return result
     run = Run(
         cloud=cloud,
@@ -50,7 +56,7 @@ def down(
         settings=settings or Settings(max_parallel=inv.cluster.max_parallel_creates),
         hooks=Hooks(),
         result=result,
-        key_dir=key_dir or config_dir(desired.cluster),
+        key_dir=key_dir,
     )
     with guard(verb="down", cluster=desired.cluster):
         execute(actions, run)

@@ -1,0 +1,326 @@
+"""Pure: what the hub on the master is configured with, and the files that say so.
+
+Nothing here touches a system. :class:`HubSettings` is built from the inventory (plus the
+master's addresses, known only once it exists); :func:`render_config` and
+:func:`render_unit` turn it into the text of ``jupyterhub_config.py`` and the systemd unit.
+Secrets never appear in either text: the config names the root-only files the hub reads
+them from at start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from provisioner import inventory as inv_mod
+from provisioner.errors import UserInputError
+from provisioner.inventory import Inventory
+from provisioner.inventory.names import SMOKE_USER
+
+log = logging.getLogger(__name__)
+
+VENV = "/opt/sparkstack/venv"
+UNIT_NAME = "sparkstack-hub"
+# jupyterhub-idle-culler's --timeout must exceed the hub's activity interval (300 s, how
+# often single-user servers report activity) plus a margin, or it culls busy servers.
+HUB_ACTIVITY_INTERVAL = 300
+MIN_SERVER_IDLE_TIMEOUT = HUB_ACTIVITY_INTERVAL + 30
+_UNIX_USER_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class HubPaths:
+    """Where the hub's files live on the master. State under /var/lib, never /root."""
+
+    config_dir: str = "/etc/sparkstack-hub"
+    state_dir: str = "/var/lib/sparkstack-hub"
+    unit_dir: str = "/etc/systemd/system"
+
+    @property
+    def config(self) -> str:
+        return f"{self.config_dir}/jupyterhub_config.py"
+
+    @property
+    def tls_dir(self) -> str:
+        return f"{self.config_dir}/tls"
+
+    @property
+    def cert(self) -> str:
+        return f"{self.tls_dir}/hub.crt"
+
+    @property
+    def key(self) -> str:
+        return f"{self.tls_dir}/hub.key"
+
+    @property
+    def cookie_secret(self) -> str:
+        return f"{self.state_dir}/jupyterhub_cookie_secret"
+
+    @property
+    def proxy_token(self) -> str:
+        return f"{self.state_dir}/proxy_auth_token"
+
+    @property
+    def smoke_token(self) -> str:
+        """API token of the hub service `sparkstack smoke` acts as (read over SSH)."""
+        return f"{self.state_dir}/smoke_api_token"
+
+    @property
+    def users_record(self) -> str:
+        """Every account the hub has ever served: how removed users are recognised."""
+        return f"{self.state_dir}/users.json"
+
+    @property
+    def database(self) -> str:
+        return f"{self.state_dir}/jupyterhub.sqlite"
+
+    @property
+    def unit(self) -> str:
+        return f"{self.unit_dir}/{UNIT_NAME}.service"
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """Everything the hub's configuration depends on; invalid combinations cannot exist."""
+
+    users: tuple[str, ...]
+    admins: tuple[str, ...]
+    port: int
+    spark_master_url: str
+    # IPs the self-signed certificate must cover (fixed first, then floating).
+    addresses: tuple[str, ...]
+    tls_mode: str = "self-signed"
+    # Local files for tls_mode "files": copied to paths.cert / paths.key.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    server_idle_timeout: int = 3600
+    kernel_idle_timeout: int = 1800
+    paths: HubPaths = field(default_factory=HubPaths)
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in self.users:
+            if not _UNIX_USER_RE.match(name):
+                problems.append(f"jupyterhub.users: not a valid Unix user name: {name!r}")
+        if len(set(self.users)) != len(self.users):
+            problems.append("jupyterhub.users: a name is listed twice")
+        for name in self.admins:
+            if name not in self.users:
+                problems.append(f"jupyterhub.admins: {name!r} is not in jupyterhub.users")
+        if not 1 <= self.port <= 65535:
+            problems.append(f"jupyterhub.port: must be 1-65535, got {self.port}")
+        if self.tls_mode not in ("self-signed", "files", "acme"):
+            problems.append(f"jupyterhub.tls.mode: unknown mode {self.tls_mode!r}")
+        if self.tls_mode == "files" and (self.tls_cert_file is None or self.tls_key_file is None):
+            problems.append('jupyterhub.tls: cert_file and key_file are needed with "files"')
+        if 0 < self.server_idle_timeout < MIN_SERVER_IDLE_TIMEOUT:
+            problems.append(
+                f"jupyterhub.culling.server_idle_timeout: must be 0 (never) or at least "
+                f"{MIN_SERVER_IDLE_TIMEOUT} s (the hub learns of activity every "
+                f"{HUB_ACTIVITY_INTERVAL} s), got {self.server_idle_timeout}"
+            )
+        if self.kernel_idle_timeout < 0:
+            problems.append("jupyterhub.culling.kernel_idle_timeout: must be >= 0")
+        if not self.addresses:
+            problems.append("the master's addresses are unknown (needed for the certificate)")
+        for address in self.addresses:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                problems.append(f"not an IP address: {address!r}")
+        if problems:
+            raise UserInputError("hub settings are not valid: " + "; ".join(problems))
+
+    @classmethod
+    def from_inventory(
+        cls,
+        inv: Inventory,
+        *,
+        master_ip: str,
+        floating_ips: Iterable[str] = (),
+        paths: HubPaths | None = None,
+    ) -> HubSettings:
+        hub = inv.jupyterhub
+        addresses = tuple(dict.fromkeys([master_ip, *floating_ips]))
+        return cls(
+            users=tuple(hub.users),
+            admins=tuple(hub.admins),
+            port=hub.port,
+            spark_master_url=f"spark://{master_ip}:{inv_mod.SPARK_MASTER_PORT}",
+            addresses=addresses,
+            tls_mode=hub.tls.mode,
+            tls_cert_file=hub.tls.cert_file,
+            tls_key_file=hub.tls.key_file,
+            server_idle_timeout=hub.culling.server_idle_timeout,
+            kernel_idle_timeout=hub.culling.kernel_idle_timeout,
+            paths=paths or HubPaths(),
+        )
+
+
+def _py(value: object) -> str:
+    """A Python literal for the config: repr of str/int/list/dict/bool is valid Python."""
+    return repr(value)
+
+
+def culler_service(settings: HubSettings) -> dict | None:
+    """The idle-culler hub service, or None when server culling is off (timeout 0)."""
+    timeout = settings.server_idle_timeout
+    if timeout == 0:
+        return None
+    # Check a few times per timeout, at most every 10 minutes (the culler's default).
+    every = max(60, min(600, timeout // 3))
+    return {
+        "name": "idle-culler",
+        "command": [
+            f"{VENV}/bin/python",
+            "-m",
+            "jupyterhub_idle_culler",
+            f"--timeout={timeout}",
+            f"--cull-every={every}",
+        ],
+    }
+
+
+# The scopes jupyterhub-idle-culler documents for running as a role, not as an admin.
+CULLER_SCOPES = ("list:users", "read:users:activity", "read:servers", "delete:servers")
+
+# `sparkstack smoke` acts as this service, on its own account only (the filter): create
+# and delete it, start and stop its server, and talk to that server's kernels.
+SMOKE_SERVICE = "sparkstack-smoke"
+SMOKE_SCOPES = tuple(
+    f"{scope}!user={SMOKE_USER}" for scope in ("admin:users", "admin:servers", "access:servers")
+)
+
+
+def render_config(settings: HubSettings, *, former_users: Iterable[str] = ()) -> str:
+    """The text of jupyterhub_config.py.
+
+    ``former_users`` are accounts that were hub users once and are not any more (a fact of
+    the node): JupyterHub keeps them in its database, so leaving them out of
+    ``allowed_users`` would not end their sessions or tokens; blocking them does.
+    """
+    p = settings.paths
+    users = sorted(settings.users)
+    blocked = sorted(set(former_users) - set(users))
+    lines = [
+        "# Written by sparkstack; rewritten on every run. Holds no secrets: the proxy token",
+        "# and the cookie secret are read from root-only files when the hub starts.",
+        "from pathlib import Path",
+        "",
+        "c = get_config()  # noqa: F821",
+        "",
+        "# PAM accounts; the hub runs as root so it can check passwords and spawn as users.",
+        'c.JupyterHub.authenticator_class = "pam"',
+        f"c.Authenticator.allowed_users = set({_py(users)})",
+        # With allowed_users set, JupyterHub >= 5 also lets in every user still in its
+        # database (allow_existing_users); the inventory alone must decide.
+        "c.Authenticator.allow_existing_users = False",
+        f"c.Authenticator.blocked_users = set({_py(blocked)})",
+        "",
+        "# HTTPS on the public port, served by configurable-http-proxy.",
+        f"c.JupyterHub.ssl_cert = {_py(p.cert)}",
+        f"c.JupyterHub.ssl_key = {_py(p.key)}",
+        f'c.JupyterHub.bind_url = "https://:{settings.port}"',
+        "# The hub API defaults to 8081, the Spark worker UI's port.",
+        f'c.JupyterHub.hub_bind_url = "http://127.0.0.1:{inv_mod.HUB_API_PORT}"',
+        f'c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{inv_mod.PROXY_API_PORT}"',
+        f"c.ConfigurableHTTPProxy.auth_token = Path({_py(p.proxy_token)}).read_text().strip()",
+        f"c.ConfigurableHTTPProxy.pid_file = {_py(p.state_dir + '/proxy.pid')}",
+        f"c.JupyterHub.cookie_secret_file = {_py(p.cookie_secret)}",
+        f'c.JupyterHub.db_url = "sqlite:///{p.database}"',
+        # A config change (a user added) restarts the hub: it must not stop every
+        # running notebook and its Spark application with it.
+        "c.JupyterHub.cleanup_servers = False",
+        "",
+        "# Single-user servers: JupyterLab from the shared venv, as each user.",
+        f'c.Spawner.cmd = ["{VENV}/bin/jupyterhub-singleuser"]',
+        'c.Spawner.default_url = "/lab"',
+        "c.Spawner.start_timeout = 120",
+        "c.Spawner.http_timeout = 60",
+        # MASTER is what spark-submit falls back to: `pyspark` in a terminal and a plain
+        # SparkSession in any kernel then use the cluster, like the PySpark kernel does.
+        f"c.Spawner.environment = {_py({'MASTER': settings.spark_master_url})}",
+    ]
+    kernel_timeout = settings.kernel_idle_timeout
+    if kernel_timeout:
+        # An idle kernel keeps its Spark executors; cull it even with a browser tab open.
+        interval = max(30, min(300, kernel_timeout // 3))
+        lines += [
+            "c.Spawner.args = [",
+            f'    "--MappingKernelManager.cull_idle_timeout={kernel_timeout}",',
+            f'    "--MappingKernelManager.cull_interval={interval}",',
+            '    "--MappingKernelManager.cull_connected=True",',
+            "]",
+        ]
+    # Admins as an exact admin role: with Authenticator.admin_users, a name removed from
+    # the list keeps admin=True in the database for ever.
+    roles: list[dict] = [{"name": "admin", "users": sorted(settings.admins)}]
+    culler = culler_service(settings)
+    lines.append("")
+    roles.append(
+        {"name": SMOKE_SERVICE, "scopes": list(SMOKE_SCOPES), "services": [SMOKE_SERVICE]}
+    )
+    lines += [
+        "# `sparkstack smoke` tests the hub as this service, with its own account only;",
+        "# its token is read at start from a root-only file.",
+        "c.JupyterHub.services = [",
+        f'    {{"name": "{SMOKE_SERVICE}",',
+        f'     "api_token": Path({_py(p.smoke_token)}).read_text().strip()}},',
+        "]",
+    ]
+    if culler is not None:
+        roles.append(
+            {"name": "idle-culler", "scopes": list(CULLER_SCOPES), "services": ["idle-culler"]}
+        )
+        lines += [
+            "# Stops servers idle for longer than culling.server_idle_timeout.",
+            f"c.JupyterHub.services.append({_py(culler)})",
+        ]
+    else:
+        lines += ["# culling.server_idle_timeout = 0: servers are never culled."]
+    lines.append(f"c.JupyterHub.load_roles = {_py(roles)}")
+    return "\n".join(lines) + "\n"
+
+
+def render_unit(settings: HubSettings) -> str:
+    """The systemd unit of the hub.
+
+    Root, because PAM checks passwords and LocalProcessSpawner setuids to each user. The
+    working directory is the state dir, so nothing lands in /root.
+    """
+    p = settings.paths
+    return "\n".join(
+        [
+            "# Written by sparkstack; rewritten on every run.",
+            "[Unit]",
+            "Description=JupyterHub of the sparkstack cluster",
+            "Wants=network-online.target",
+            "After=network-online.target",
+            "",
+            "[Service]",
+            "Type=simple",
+            "User=root",
+            f"WorkingDirectory={p.state_dir}",
+            # configurable-http-proxy is a global npm package (/usr/local/bin).
+            f"Environment=PATH={VENV}/bin:/usr/local/bin:/usr/bin:/bin",
+            f"ExecStart={VENV}/bin/jupyterhub --config={p.config}",
+            # Stopping the hub must not kill the users' servers (children started in their
+            # own sessions): systemd's default control-group mode would, on every restart.
+            # The hub stops the proxy it started itself.
+            "KillMode=process",
+            # The hub itself stops in about a second. Debian's daemonless systemctl (the
+            # test bed's) also waits for those children, up to this long, before it
+            # restarts; its default of 90 s would stall every restart with a server up.
+            "TimeoutStopSec=15",
+            "Restart=on-failure",
+            "RestartSec=5",
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
+            "",
+        ]
+    )

@@ -1,0 +1,175 @@
+"""The hub's TLS certificate: self-signed on the node, or the inventory's own files.
+
+Self-signed certificates are made ON THE NODE with openssl (Debian's ca-certificates
+depends on it, so every node has it): the private key is born in a 0600 file on the
+master and never crosses the network or sits in the provisioner's memory. Only the
+public certificate comes back; it is inspected here with ``cryptography`` (SANs, expiry,
+fingerprint), which keeps the decisions in tested Python rather than in openssl output.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from provisioner.errors import RemoteError, UserInputError
+from provisioner.hub.config import HubSettings
+from provisioner.hub.shell import MASTER, Shell, Step, q
+
+log = logging.getLogger(__name__)
+
+# 825 days: the longest validity clients such as Apple's accept for a server certificate.
+CERT_DAYS = 825
+# Renew this long before expiry, so a re-run well ahead of time replaces it.
+RENEW_BEFORE = dt.timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class TlsStep(Step):
+    """The TLS step; ``fingerprint`` (SHA256 of the DER certificate) lets clients pin it."""
+
+    fingerprint: str = ""
+
+
+def fingerprint(cert_pem: bytes) -> str:
+    """SHA256 of the certificate's DER form, as colon-separated upper-case hex."""
+    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def cert_problem(
+    cert_pem: bytes | None, *, addresses: Iterable[str], now: dt.datetime | None = None
+) -> str | None:
+    """Why a self-signed certificate must be (re)made, or None if it is good to keep."""
+    if not cert_pem:
+        return "no certificate"
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        return "certificate does not parse"
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if cert.not_valid_after_utc - now < RENEW_BEFORE:
+        return f"certificate expires {cert.not_valid_after_utc:%Y-%m-%d}"
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        covered = set(san.get_values_for_type(x509.IPAddress))
+    except x509.ExtensionNotFound:
+        covered = set()
+    missing = [a for a in addresses if ipaddress.ip_address(a) not in covered]
+    if missing:
+        return "certificate does not cover " + ", ".join(missing)
+    return None
+
+
+def _public_key_pem(cert_pem: bytes) -> bytes:
+    return (
+        x509.load_pem_x509_certificate(cert_pem)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def openssl_config(addresses: Iterable[str]) -> str:
+    """An openssl req config for a server certificate for these IPs (sent on stdin)."""
+    san = ",".join(f"IP:{ipaddress.ip_address(a)}" for a in addresses)
+    return (
+        "[req]\ndistinguished_name = dn\nprompt = no\nx509_extensions = ext\n"
+        "[dn]\nCN = sparkstack-hub\n"
+        f"[ext]\nsubjectAltName = {san}\nbasicConstraints = critical,CA:FALSE\n"
+        "keyUsage = critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage = serverAuth\n"
+    )
+
+
+def _key_matches(shell: Shell, settings: HubSettings, cert_pem: bytes) -> bool:
+    key = settings.paths.key
+    status, out, _ = shell.run(
+        f"[ \"$(stat -c '%a %U' {q(key)})\" = '600 root' ] && openssl pkey -pubout -in {q(key)}",
+        check=False,
+    )
+    return status == 0 and out.strip().encode() == _public_key_pem(cert_pem).strip()
+
+
+def _make_self_signed(shell: Shell, settings: HubSettings) -> bytes:
+    p = settings.paths
+    script = "\n".join(
+        [
+            "set -e",
+            # umask first: the key file is 0600 from the moment it exists.
+            "umask 077",
+            f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+            f"-days {CERT_DAYS} -config /dev/stdin -keyout {q(p.key)}.new "
+            f"-out {q(p.cert)}.new 2>&1",
+            f"chmod 0644 {q(p.cert)}.new",
+            f"mv -f {q(p.key)}.new {q(p.key)}",
+            f"mv -f {q(p.cert)}.new {q(p.cert)}",
+        ]
+    )
+    shell.run(script, input=openssl_config(settings.addresses).encode(), timeout=60)
+    cert_pem = shell.read(p.cert)
+    if not cert_pem:
+        raise RemoteError(f"{p.cert} is missing right after openssl wrote it", resource=MASTER,
+                          step="hub tls")
+    return cert_pem
+
+
+def ensure_tls(shell: Shell, settings: HubSettings) -> TlsStep:
+    """The certificate and key the hub serves HTTPS with, for the settings' TLS mode."""
+    if settings.tls_mode == "self-signed":
+        cert_pem = shell.read(settings.paths.cert)
+        problem = cert_problem(cert_pem, addresses=settings.addresses)
+        if problem is None and cert_pem and not _key_matches(shell, settings, cert_pem):
+            problem = "key missing, not 0600 root, or not the certificate's"
+        if problem is None and cert_pem:
+            return TlsStep("tls", False, "self-signed certificate kept", fingerprint(cert_pem))
+        log.info("hub tls: new self-signed certificate (%s)", problem)
+        cert_pem = _make_self_signed(shell, settings)
+        return TlsStep("tls", True, f"new self-signed certificate ({problem})",
+                       fingerprint(cert_pem))
+    check_supported(settings)
+    return _ensure_tls_files(shell, settings)
+
+
+def check_supported(settings: HubSettings) -> None:
+    """ACME issuance is not built yet: say so before anything on the node changes."""
+    if settings.tls_mode == "acme":
+        raise UserInputError(
+            'jupyterhub.tls.mode = "acme" is not supported by the hub installer yet',
+            step="hub tls",
+            hint='use tls.mode = "self-signed", or "files" with a certificate you obtained',
+        )
+
+
+def _ensure_tls_files(shell: Shell, settings: HubSettings) -> TlsStep:
+    assert settings.tls_cert_file is not None and settings.tls_key_file is not None
+    cert_pem = settings.tls_cert_file.read_bytes()
+    key_pem = settings.tls_key_file.read_bytes()
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        x509.load_pem_x509_certificate(cert_pem)
+    except (ValueError, TypeError) as exc:
+        raise UserInputError(
+            f"jupyterhub.tls: cannot use {settings.tls_cert_file} / {settings.tls_key_file}: "
+            f"{exc}", hint="PEM files, the key without a passphrase",
+        ) from None
+    own = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if own != _public_key_pem(cert_pem):
+        raise UserInputError(
+            f"jupyterhub.tls.key_file {settings.tls_key_file} is not the key of "
+            f"{settings.tls_cert_file}"
+        )
+    p = settings.paths
+    changed = shell.put(p.key, key_pem, mode=0o600, owner="root", group="root")
+    changed = shell.put(p.cert, cert_pem, mode=0o644, owner="root", group="root") or changed
+    detail = "certificate files copied" if changed else "certificate files in place"
+    return TlsStep("tls", changed, detail, fingerprint(cert_pem))

@@ -1,0 +1,199 @@
+"""`smoke`: prove the cluster works as a user sees it, each check a line with its time.
+
+Workers ALIVE on the Spark master; the hub over HTTPS with its certificate pinned (the
+certificate is read from the master over SSH, itself pinned); a dedicated smoke account,
+created and removed here and never a person's, spawns its server, starts the PySpark
+kernel through the REST and websocket APIs and runs a job whose answer is known; the
+application had executors on the workers. Cleans up after itself whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import tenacity
+
+from provisioner import plan as P
+from provisioner.errors import RemoteError, SparkstackError
+from provisioner.hub.config import HubPaths
+from provisioner.hub.tls import fingerprint
+from provisioner.hubapi import HubApi
+from provisioner.inventory.names import SMOKE_USER, SPARK_MASTER_UI_PORT
+from provisioner.workflows.ssh_stage import Nodes
+
+log = logging.getLogger(__name__)
+
+JOB = "sc.parallelize(range(100000), 8).map(lambda x: x * x).sum()"
+JOB_ANSWER = "333328333350000"
+# Who ran the job: executor hosts as the driver's own status tracker sees them.
+EXECUTORS = (
+    "import json; print(json.dumps(sorted({e.host() for e in "
+    "sc._jsc.sc().statusTracker().getExecutorInfos()})), sc.applicationId)"
+)
+# The token of the hub service that smoke acts as (root-only on the master).
+SMOKE_TOKEN_PATH = HubPaths().smoke_token
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class SmokeReport:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [c.__dict__ for c in self.checks]}
+
+
+class _Failed(Exception):
+    """A check failed; later checks that depend on it are not attempted."""
+
+
+@dataclass
+class _Runner:
+    report: SmokeReport
+    on_check: Callable[[Check], None]
+
+    @contextmanager
+    def check(self, name: str) -> Iterator[list[str]]:
+        detail: list[str] = []
+        start = time.monotonic()
+        try:
+            yield detail
+        except (SparkstackError, AssertionError, tenacity.RetryError) as exc:
+            text = exc.render() if isinstance(exc, SparkstackError) else str(exc)
+            self._add(Check(name, False, time.monotonic() - start, text))
+            raise _Failed(name) from exc
+        self._add(Check(name, True, time.monotonic() - start, " ".join(detail)))
+
+    def _add(self, check: Check) -> None:
+        self.report.checks.append(check)
+        self.on_check(check)
+
+
+def _poll(fn: Callable[[], Any], *, timeout: float, interval: float = 1.0) -> Any:
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_result(lambda v: not v),
+        wait=tenacity.wait_fixed(interval),
+        stop=tenacity.stop_after_delay(timeout),
+    )(fn)
+
+
+def _master_json(nodes: Nodes, master_ip: str) -> dict[str, Any]:
+    url = f"http://{master_ip}:{SPARK_MASTER_UI_PORT}/json/"
+    out = nodes.master.run(f"curl -fsS --max-time 10 {url}", timeout=30)
+    return json.loads(out.stdout)
+
+
+def smoke(
+    nodes: Nodes,
+    *,
+    observed: P.Observed,
+    port: int,
+    on_check: Callable[[Check], None] = lambda c: None,
+    timeout: float = 300,
+) -> SmokeReport:
+    master = observed.master()
+    assert master is not None, "bring_up found the master"
+    workers = {w.fixed_ip for w in observed.workers()}
+    report = SmokeReport()
+    run = _Runner(report, on_check)
+    try:
+        with run.check(f"{len(workers)} Spark worker(s) ALIVE on the master") as d:
+            alive = _poll(
+                lambda: [w for w in _master_json(nodes, master.fixed_ip)["workers"]
+                         if w["state"] == "ALIVE"] if workers else [True],
+                timeout=120,
+            )  # fmt: skip
+            if workers:
+                hosts = {w["host"] for w in alive}
+                missing = workers - hosts
+                assert not missing, f"not registered: {', '.join(sorted(missing))}"
+                d.append(", ".join(sorted(hosts)))
+
+        with run.check("hub answers over HTTPS (certificate pinned)") as d:
+            cert = nodes.master.read(HubPaths().cert, sudo=True)
+            if cert is None:
+                raise RemoteError("the hub has no certificate: run `sparkstack up`", step="smoke")
+            token = (nodes.master.read(SMOKE_TOKEN_PATH, sudo=True) or b"").decode().strip()
+            api = HubApi(host=master.floating_ip or master.fixed_ip, port=port,
+                         fingerprint=fingerprint(cert), token=token)  # fmt: skip
+            d.append(f"JupyterHub {api.call('GET', '/hub/api')['version']} at {api.base}")
+
+        _as_smoke_user(run, nodes, api, workers=workers, timeout=timeout)
+    except _Failed:
+        pass
+    return report
+
+
+def _as_smoke_user(
+    run: _Runner, nodes: Nodes, api: HubApi, *, workers: set[str], timeout: float
+) -> None:
+    user = SMOKE_USER
+    try:
+        with run.check(f"smoke account {user} spawns its server") as d:
+            nodes.master.run(
+                f"id -u {user} >/dev/null 2>&1 || useradd --create-home --shell "
+                f"/usr/sbin/nologin --comment 'sparkstack smoke test' {user}",
+                sudo=True,
+            )
+            api.call("POST", f"/hub/api/users/{user}", expect=(201, 409))
+            api.call("POST", f"/hub/api/users/{user}/server", expect=(201, 202, 400))
+            _poll(
+                lambda: (api.call("GET", f"/hub/api/users/{user}").get("servers", {})
+                         .get("", {}).get("ready")),
+                timeout=timeout,
+            )  # fmt: skip
+            d.append("ready")
+
+        with run.check("PySpark kernel starts") as d:
+            kernel = api.call(
+                "POST", f"/user/{user}/api/kernels", {"name": "pyspark"}, expect=(201,)
+            )
+            d.append(kernel["id"][:8])
+
+        with run.check(f"job {JOB} = {JOB_ANSWER}") as d:
+            answer = api.execute(user, kernel["id"], JOB, timeout=timeout)
+            assert answer == JOB_ANSWER, f"the kernel answered {answer!r}"
+            d.append("correct")
+
+        with run.check("the application ran executors on the workers") as d:
+            out = api.execute(user, kernel["id"], EXECUTORS, timeout=60)
+            hosts_json, app_id = out.rsplit(" ", 1)
+            on = set(json.loads(hosts_json)) & workers
+            assert on or not workers, f"executors only on {hosts_json}"
+            d.append(f"{app_id} on {', '.join(sorted(on))}")
+    finally:
+        _remove_smoke_user(nodes, api, user)
+
+
+def _remove_smoke_user(nodes: Nodes, api: HubApi, user: str) -> None:
+    """Best effort, every part: what smoke made must not outlive it."""
+    for method, path, expect in (
+        ("DELETE", f"/hub/api/users/{user}/server", (202, 204, 400, 404)),
+        ("DELETE", f"/hub/api/users/{user}", (204, 404)),
+    ):
+        try:
+            api.call(method, path, expect=expect, timeout=60)
+        except SparkstackError as exc:
+            log.warning("smoke cleanup: %s", exc.message)
+    nodes.master.run(
+        f"if id -u {user} >/dev/null 2>&1; then userdel --force --remove {user}; fi",
+        sudo=True,
+        check=False,
+    )

@@ -1,0 +1,238 @@
+"""The SSH stage of `up`: from ACTIVE servers to nodes that answer over SSH with pinned host
+keys and have finished their boot (cloud-init's ready marker), every node at once.
+
+Per node: host keys from its console log (or first use) -> TCP 22 -> SSH login -> the ready
+or failed marker. The master is reached on its floating IP, workers through the master.
+A node that failed or timed out is a RemoteError (exit 4) naming the node, the step from
+its failed marker and the tail of its cloud-init output. Imported only when a command
+goes past `--until servers`: it loads paramiko (through provisioner.remote).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tenacity
+
+from provisioner import plan as P
+from provisioner import remote
+from provisioner.errors import RemoteError
+from provisioner.hostkeys import HostKey, parse_console
+from provisioner.keys import config_dir, generated_key_path
+from provisioner.render import FAILED_MARKER, READY_MARKER
+from provisioner.workflows.context import Reporter
+
+log = logging.getLogger(__name__)
+
+CLOUD_INIT_LOG = "/var/log/cloud-init-output.log"
+LOG_TAIL_LINES = 30
+
+_PROBE = (
+    f"if [ -e {READY_MARKER} ]; then echo ready; "
+    f"elif [ -e {FAILED_MARKER} ]; then echo failed; else echo waiting; fi"
+)
+
+
+@dataclass(frozen=True)
+class Access:
+    """How this machine logs in to the cluster's nodes."""
+
+    user: str
+    key_file: Path
+    trust: str  # "console" | "first-use"
+    known_hosts_dir: Path
+
+    @classmethod
+    def from_inventory(cls, inv: Any) -> Access:
+        cluster_dir = config_dir(inv.cluster.name)
+        key = inv.ssh.private_key or generated_key_path(cluster_dir)
+        return cls(
+            user=inv.ssh.user,
+            key_file=Path(key),
+            trust=inv.ssh.host_key_trust,
+            known_hosts_dir=cluster_dir,
+        )
+
+    def host_keys(self) -> remote.HostKeys:
+        if self.trust == "first-use":
+            return remote.HostKeys.first_use(self.known_hosts_dir)
+        return remote.HostKeys.pinned()
+
+
+@dataclass
+class Nodes:
+    """Logged-in sessions of a ready cluster, by node name; close() ends them all."""
+
+    master: remote.Session
+    workers: dict[str, remote.Session]
+
+    def all(self) -> dict[str, remote.Session]:
+        return {self.master.target.name: self.master, **self.workers}
+
+    def close(self) -> None:
+        for session in [*self.workers.values(), self.master]:
+            session.close()
+
+
+class _Phases:
+    """Each node's phase, shown live (thread-safe: nodes advance in parallel)."""
+
+    def __init__(self, reporter: Reporter, names: list[str]) -> None:
+        self.reporter = reporter
+        self.states = dict.fromkeys(names, "ACTIVE")
+        self.lock = threading.Lock()
+        reporter.nodes(dict(self.states))
+
+    def __call__(self, name: str, phase: str) -> None:
+        with self.lock:
+            self.states[name] = phase
+            snapshot = dict(self.states)
+        self.reporter.nodes(snapshot)
+
+
+def console_keys(
+    cloud: Any, node: P.Node, *, deadline: float, poll: float = 2.0
+) -> list[HostKey]:
+    """The host keys cloud-init printed to the node's console: printed late in boot (a
+    final-stage module), so poll until the block is there."""
+
+    def read() -> list[HostKey]:
+        return parse_console(cloud.console_output(node.id, name=node.name))
+
+    try:
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_result(lambda keys: not keys),
+            wait=tenacity.wait_fixed(poll),
+            stop=tenacity.stop_after_delay(max(0.0, deadline - time.monotonic())),
+        )(read)
+    except tenacity.RetryError:
+        raise RemoteError(
+            "its console log shows no SSH host keys (cloud-init's SSH HOST KEY KEYS block)",
+            resource=node.name,
+            step="host keys",
+            hint="the node may not have booted cloud-init; if this cloud never shows "
+            'console logs, set ssh.host_key_trust = "first-use"',
+        ) from None
+
+
+def boot_failure(session: remote.Session, node: str) -> RemoteError:
+    """What the node's failed marker and cloud-init log say, as one error."""
+    marker = (session.read(FAILED_MARKER, sudo=True) or b"").decode(errors="replace")
+    fields = dict(line.split("=", 1) for line in marker.splitlines() if "=" in line)
+    tail = log_tail(session)
+    return RemoteError(
+        f"boot failed in step {fields.get('step', '?')}: {fields.get('reason', marker.strip())}",
+        resource=node,
+        step="cloud-init",
+        log_tail=tail,
+        hint=f"the node's {CLOUD_INIT_LOG} has the details (`sparkstack down` removes "
+        "the cluster)",
+    )
+
+
+def log_tail(session: remote.Session) -> str:
+    out = session.run(
+        f"tail -n {LOG_TAIL_LINES} {CLOUD_INIT_LOG}", sudo=True, check=False, timeout=30
+    )
+    return out.stdout.strip()
+
+
+def wait_booted(session: remote.Session, node: str, *, deadline: float, poll: float = 1.0) -> None:
+    """Until the node's boot script wrote its ready marker; its failed marker ends the
+    wait at once with what went wrong."""
+
+    def probe() -> str:
+        return session.run(_PROBE, timeout=30).stdout.strip()
+
+    try:
+        state = tenacity.Retrying(
+            retry=tenacity.retry_if_result(lambda s: s == "waiting"),
+            wait=tenacity.wait_fixed(poll),
+            stop=tenacity.stop_after_delay(max(0.0, deadline - time.monotonic())),
+        )(probe)
+    except tenacity.RetryError:
+        raise RemoteError(
+            "boot did not finish in time (no ready or failed marker)",
+            resource=node,
+            step="cloud-init",
+            log_tail=log_tail(session),
+            hint="raise the boot timeout, or look at the log above",
+        ) from None
+    if state != "ready":
+        raise boot_failure(session, node)
+
+
+def bring_up(
+    observed: P.Observed,
+    *,
+    cloud: Any,
+    access: Access,
+    reporter: Reporter,
+    timeout: float = 1200.0,
+) -> Nodes:
+    """Every node logged in and booted, or the first failure (the others still finish
+    their own waits, so one message can name every failed node)."""
+    master = observed.master()
+    if master is None:
+        raise RemoteError("the cluster has no master", step="ssh")
+    workers = observed.workers()
+    deadline = time.monotonic() + timeout
+    phases = _Phases(reporter, [master.name, *(w.name for w in workers)])
+    host_keys = access.host_keys()
+
+    def pin(node: P.Node) -> None:
+        if access.trust == "console":
+            phases(node.name, "host keys")
+            host_keys.pin(node.name, console_keys(cloud, node, deadline=deadline))
+
+    def login(node: P.Node, address: str, via: remote.Session | None) -> remote.Session:
+        pin(node)
+        target = remote.Target(name=node.name, address=address, user=access.user)
+        remote.wait_tcp(target, deadline=deadline, via=via, on_phase=phases)
+        session = remote.wait_ssh(
+            target, key_file=access.key_file, host_keys=host_keys, deadline=deadline,
+            via=via, on_phase=phases,
+        )  # fmt: skip
+        phases(node.name, "cloud-init")
+        try:
+            wait_booted(session, node.name, deadline=deadline)
+        except BaseException:
+            session.close()
+            raise
+        phases(node.name, "ready")
+        return session
+
+    head = login(master, master.floating_ip or master.fixed_ip, None)
+    sessions: dict[str, remote.Session] = {}
+    errors: list[RemoteError] = []
+    with cf.ThreadPoolExecutor(max_workers=max(1, min(16, len(workers)))) as pool:
+        futures = {pool.submit(login, w, w.fixed_ip, head): w for w in workers}
+        for fut in cf.as_completed(futures):
+            node = futures[fut]
+            try:
+                sessions[node.name] = fut.result()
+            except RemoteError as exc:
+                phases(node.name, "failed")
+                errors.append(exc)
+    if errors:
+        for s in sessions.values():
+            s.close()
+        head.close()
+        raise _combined(errors)
+    return Nodes(master=head, workers=dict(sorted(sessions.items())))
+
+
+def _combined(errors: list[RemoteError]) -> RemoteError:
+    if len(errors) == 1:
+        return errors[0]
+    first = errors[0]
+    others = ", ".join(e.resource or "?" for e in errors[1:])
+    first.message = f"{first.message} (also failed: {others})"
+    return first
+

@@ -1,0 +1,387 @@
+"""The hub's configuration as pure functions: settings in, config and unit text out.
+
+The config text is executed against a recording stand-in for traitlets' ``c``, so each
+test reads back what JupyterHub would be configured with, not a substring of the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from provisioner.errors import UserInputError
+from provisioner.hub import HubPaths, HubSettings, Sudo, ensure_tls, render_config, render_unit
+from provisioner.hub.config import CULLER_SCOPES, MIN_SERVER_IDLE_TIMEOUT
+from provisioner.hub.tls import cert_problem, fingerprint, openssl_config
+from provisioner.inventory import HUB_API_PORT, PROXY_API_PORT, parse_inventory
+
+SMOKE_TOKEN = "c0ffee" * 10 + "beef"
+TOKEN = "4f1c0ffee5ecret0000aaaabbbbccccddddeeeeffff0000111122223333444455"
+
+
+class _Recorder:
+    """Stands in for traitlets' Config: ``c.Section.trait = value`` is recorded."""
+
+    def __init__(self) -> None:
+        self.sections: dict[str, SimpleNamespace] = {}
+
+    def __getattr__(self, name: str) -> SimpleNamespace:
+        return self.sections.setdefault(name, SimpleNamespace())
+
+
+def _settings(tmp_path: Path, **changes) -> HubSettings:
+    base = HubSettings(
+        users=("alice", "bob"),
+        admins=("alice",),
+        port=443,
+        spark_master_url="spark://10.0.0.5:7077",
+        addresses=("10.0.0.5", "203.0.113.7"),
+        paths=HubPaths(config_dir=str(tmp_path / "etc"), state_dir=str(tmp_path / "state")),
+    )
+    return replace(base, **changes)
+
+
+def _load(settings: HubSettings, **kwargs) -> _Recorder:
+    """Run the config as JupyterHub would, with the proxy token file in place."""
+    token = Path(settings.paths.proxy_token)
+    token.parent.mkdir(parents=True, exist_ok=True)
+    token.write_text(TOKEN + "\n")
+    Path(settings.paths.smoke_token).write_text(SMOKE_TOKEN + "\n")
+    c = _Recorder()
+    exec(render_config(settings, **kwargs), {"get_config": lambda: c})
+    return c
+
+
+def test_smoke_service_reads_its_token_from_a_file_and_acts_on_its_account_only(tmp_path):
+    settings = _settings(tmp_path)
+    text = render_config(settings)
+    assert SMOKE_TOKEN not in text
+    c = _load(settings)
+    smoke = next(s for s in c.JupyterHub.services if s["name"] == "sparkstack-smoke")
+    assert smoke["api_token"] == SMOKE_TOKEN
+    role = next(r for r in c.JupyterHub.load_roles if r["name"] == "sparkstack-smoke")
+    assert role["services"] == ["sparkstack-smoke"]
+    assert role["scopes"] and all(s.endswith("!user=sparkstack-smoke") for s in role["scopes"])
+
+
+def test_pam_with_explicit_users_and_exact_admins(tmp_path):
+    c = _load(_settings(tmp_path, users=("bob", "alice", "carol"), admins=("carol", "alice")))
+    assert c.JupyterHub.authenticator_class == "pam"
+    assert c.Authenticator.allowed_users == {"alice", "bob", "carol"}
+    # Without this, JupyterHub >= 5 keeps letting in everyone still in its database.
+    assert c.Authenticator.allow_existing_users is False
+    admin_role = next(r for r in c.JupyterHub.load_roles if r["name"] == "admin")
+    assert admin_role["users"] == ["alice", "carol"]
+    assert set(admin_role["users"]) <= c.Authenticator.allowed_users
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"admins": ("mallory",)}, "'mallory' is not in jupyterhub.users"),
+        ({"users": ("alice", "alice")}, "listed twice"),
+        ({"users": ("Alice",), "admins": ()}, "not a valid Unix user name"),
+        ({"port": 0}, "must be 1-65535"),
+        ({"server_idle_timeout": 300}, f"at least {MIN_SERVER_IDLE_TIMEOUT} s"),
+        ({"tls_mode": "files"}, "cert_file and key_file"),
+        ({"addresses": ()}, "addresses are unknown"),
+        ({"addresses": ("master",)}, "not an IP address"),
+    ],
+)
+def test_invalid_settings_cannot_be_built(tmp_path, changes, message):
+    with pytest.raises(UserInputError, match=message):
+        _settings(tmp_path, **changes)
+
+
+@pytest.mark.parametrize("port", [443, 8443, 9000])
+def test_https_on_the_public_port_and_internal_apis_on_loopback(tmp_path, port):
+    settings = _settings(tmp_path, port=port)
+    c = _load(settings)
+    assert c.JupyterHub.bind_url == f"https://:{port}"
+    assert c.JupyterHub.ssl_cert == settings.paths.cert
+    assert c.JupyterHub.ssl_key == settings.paths.key
+    assert c.JupyterHub.hub_bind_url == f"http://127.0.0.1:{HUB_API_PORT}"
+    assert c.ConfigurableHTTPProxy.api_url == f"http://127.0.0.1:{PROXY_API_PORT}"
+    assert c.JupyterHub.cookie_secret_file == settings.paths.cookie_secret
+
+
+def test_no_secret_in_config_or_unit_but_the_hub_reads_the_token(tmp_path):
+    settings = _settings(tmp_path)
+    c = _load(settings)
+    assert c.ConfigurableHTTPProxy.auth_token == TOKEN
+    for text in (render_config(settings), render_unit(settings)):
+        assert TOKEN not in text
+        assert "CONFIGPROXY_AUTH_TOKEN" not in text
+
+
+@pytest.mark.parametrize(
+    ("timeout", "expected_every"), [(0, None), (MIN_SERVER_IDLE_TIMEOUT, 110), (3600, 600)]
+)
+def test_idle_culler_is_a_scoped_service_or_absent(tmp_path, timeout, expected_every):
+    c = _load(_settings(tmp_path, server_idle_timeout=timeout))
+    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    others = [s for s in c.JupyterHub.services if s["name"] != "sparkstack-smoke"]
+    if expected_every is None:
+        assert others == []
+        assert "idle-culler" not in roles
+        return
+    (service,) = others
+    assert service["name"] == "idle-culler"
+    assert f"--timeout={timeout}" in service["command"]
+    assert f"--cull-every={expected_every}" in service["command"]
+    assert service["command"][:3] == ["/opt/sparkstack/venv/bin/python", "-m",
+                                      "jupyterhub_idle_culler"]
+    role = roles["idle-culler"]
+    assert role["services"] == ["idle-culler"]
+    assert sorted(role["scopes"]) == sorted(CULLER_SCOPES)
+    assert "admin" not in role["scopes"]
+
+
+@pytest.mark.parametrize(("timeout", "interval"), [(0, None), (60, 30), (1800, 300)])
+def test_kernel_culling_in_the_single_user_server(tmp_path, timeout, interval):
+    c = _load(_settings(tmp_path, kernel_idle_timeout=timeout))
+    args = getattr(c.Spawner, "args", [])
+    if interval is None:
+        assert not any("cull" in a for a in args)
+        return
+    assert f"--MappingKernelManager.cull_idle_timeout={timeout}" in args
+    assert f"--MappingKernelManager.cull_interval={interval}" in args
+    assert "--MappingKernelManager.cull_connected=True" in args
+
+
+def test_single_user_server_is_jupyterlab_from_the_venv_with_the_cluster(tmp_path):
+    c = _load(_settings(tmp_path))
+    assert c.Spawner.cmd == ["/opt/sparkstack/venv/bin/jupyterhub-singleuser"]
+    assert c.Spawner.default_url == "/lab"
+    assert c.Spawner.environment == {"MASTER": "spark://10.0.0.5:7077"}
+    # A hub restart (a user added) must not stop everybody's notebooks.
+    assert c.JupyterHub.cleanup_servers is False
+
+
+@pytest.mark.parametrize(
+    ("users", "former", "blocked"),
+    [
+        (("alice", "bob"), (), set()),
+        (("alice",), ("bob",), {"bob"}),
+        # Added back: a former user is a user again, not blocked.
+        (("alice", "bob"), ("bob", "carol"), {"carol"}),
+    ],
+)
+def test_former_users_are_blocked(tmp_path, users, former, blocked):
+    c = _load(_settings(tmp_path, users=users), former_users=former)
+    assert c.Authenticator.blocked_users == blocked
+    assert not blocked & c.Authenticator.allowed_users
+
+
+def test_config_text_does_not_depend_on_list_order(tmp_path):
+    # A re-run with the same users in another order must not rewrite it (and restart).
+    one = render_config(_settings(tmp_path, users=("alice", "bob", "carol"),
+                                  admins=("alice", "bob")), former_users=("x", "y"))
+    two = render_config(_settings(tmp_path, users=("carol", "bob", "alice"),
+                                  admins=("bob", "alice")), former_users=("y", "x"))
+    assert one == two
+
+
+def test_unit_runs_the_hub_as_root_outside_root_home(tmp_path):
+    settings = _settings(tmp_path)
+    lines = render_unit(settings).splitlines()
+    assert "User=root" in lines
+    assert f"WorkingDirectory={settings.paths.state_dir}" in lines
+    assert not any(line.startswith("WorkingDirectory=/root") for line in lines)
+    # A restart for a config change leaves the users' servers running.
+    assert "KillMode=process" in lines
+    assert (f"ExecStart=/opt/sparkstack/venv/bin/jupyterhub --config={settings.paths.config}"
+            in lines)
+
+
+def test_default_paths_keep_state_out_of_root():
+    paths = HubPaths()
+    for path in (paths.state_dir, paths.database, paths.cookie_secret, paths.proxy_token):
+        assert not path.startswith("/root")
+    assert paths.unit == "/etc/systemd/system/sparkstack-hub.service"
+
+
+def test_settings_from_the_inventory():
+    inv = parse_inventory(
+        {
+            "cluster": {"name": "demo", "image": "debian-12"},
+            "network": {"name": "private"},
+            "master": {"flavor": "m1.large"},
+            "workers": {"flavor": "m1.medium"},
+            "jupyterhub": {
+                "users": ["alice", "bob"],
+                "admins": ["bob"],
+                "port": 8443,
+                "culling": {"server_idle_timeout": 0, "kernel_idle_timeout": 600},
+            },
+        },
+        source="test",
+    )
+    settings = HubSettings.from_inventory(inv, master_ip="10.0.0.9",
+                                          floating_ips=["203.0.113.9", "10.0.0.9"])
+    assert settings.users == ("alice", "bob") and settings.admins == ("bob",)
+    assert settings.port == 8443
+    assert settings.addresses == ("10.0.0.9", "203.0.113.9")
+    assert settings.spark_master_url == "spark://10.0.0.9:7077"
+    assert (settings.server_idle_timeout, settings.kernel_idle_timeout) == (0, 600)
+    assert settings.tls_mode == "self-signed"
+
+
+# --- The self-signed certificate's checks (the certificate itself is made on the node) ---
+
+
+def _cert(addresses: list[str], *, days: int = 825) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sparkstack-hub")])
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+    )
+    if addresses:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+            ),
+            critical=False,
+        )
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.parametrize(
+    ("cert", "wanted", "problem"),
+    [
+        (None, ["10.0.0.5"], "no certificate"),
+        (b"not a certificate", ["10.0.0.5"], "does not parse"),
+        (_cert(["10.0.0.5", "203.0.113.7"]), ["10.0.0.5", "203.0.113.7"], None),
+        (_cert(["10.0.0.5"]), ["10.0.0.5", "203.0.113.7"], "does not cover 203.0.113.7"),
+        (_cert([]), ["10.0.0.5"], "does not cover 10.0.0.5"),
+        (_cert(["10.0.0.5"], days=10), ["10.0.0.5"], "expires"),
+    ],
+)
+def test_when_a_self_signed_certificate_is_remade(cert, wanted, problem):
+    found = cert_problem(cert, addresses=wanted)
+    assert (found is None) if problem is None else (problem in found)
+
+
+def test_fingerprint_is_sha256_of_the_der_certificate():
+    pem = _cert(["10.0.0.5"])
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    expected = x509.load_der_x509_certificate(der).fingerprint(hashes.SHA256()).hex().upper()
+    assert fingerprint(pem).replace(":", "") == expected
+    assert len(fingerprint(pem).split(":")) == 32
+
+
+def test_openssl_config_names_every_address_as_an_ip_san():
+    text = openssl_config(["10.0.0.5", "2001:db8::1"])
+    assert "subjectAltName = IP:10.0.0.5,IP:2001:db8::1" in text
+    assert "CA:FALSE" in text
+    with pytest.raises(ValueError):
+        openssl_config(["master.example.org"])
+
+
+# --- TLS from the inventory's files, against an in-memory node ---------------------------
+
+
+class _Files:
+    """A node that only stores files: enough for steps that run no command."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[bytes, int, str]] = {}
+
+    def run(self, command, *, input=None, timeout=None, check=True):
+        raise AssertionError(f"unexpected command: {command}")
+
+    def put(self, path, data, *, mode, owner, group):
+        new = (data, mode, f"{owner}:{group}")
+        changed = self.files.get(path) != new
+        self.files[path] = new
+        return changed
+
+    def read(self, path):
+        return self.files[path][0] if path in self.files else None
+
+
+def _key_and_cert(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hub.example.org")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=90))
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = tmp_path / f"{name}.key", tmp_path / f"{name}.crt"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def test_tls_files_are_copied_once_with_a_root_only_key(tmp_path):
+    key, cert = _key_and_cert(tmp_path, "hub")
+    settings = _settings(tmp_path, tls_mode="files", tls_cert_file=cert, tls_key_file=key)
+    node = _Files()
+    first = ensure_tls(node, settings)
+    assert first.changed
+    assert node.files[settings.paths.key][1:] == (0o600, "root:root")
+    assert node.files[settings.paths.cert][1:] == (0o644, "root:root")
+    assert first.fingerprint == fingerprint(cert.read_bytes())
+    second = ensure_tls(node, settings)
+    assert not second.changed and second.fingerprint == first.fingerprint
+
+
+def test_tls_files_whose_key_is_not_the_certificates_are_refused(tmp_path):
+    key, _ = _key_and_cert(tmp_path, "one")
+    _, cert = _key_and_cert(tmp_path, "two")
+    settings = _settings(tmp_path, tls_mode="files", tls_cert_file=cert, tls_key_file=key)
+    node = _Files()
+    with pytest.raises(UserInputError, match="is not the key of"):
+        ensure_tls(node, settings)
+    assert node.files == {}
+
+
+def test_acme_is_refused_before_anything_is_written(tmp_path):
+    node = _Files()
+    with pytest.raises(UserInputError, match="acme"):
+        ensure_tls(node, _settings(tmp_path, tls_mode="acme"))
+    assert node.files == {}
+
+
+def test_sudo_makes_every_call_of_a_login_session_as_root():
+    calls = []
+
+    class Session:
+        def run(self, command, **kwargs):
+            calls.append(("run", kwargs["sudo"]))
+            return 0, "out", ""
+
+        def put(self, path, data, **kwargs):
+            calls.append(("put", kwargs["sudo"]))
+            return True
+
+        def read(self, path, **kwargs):
+            calls.append(("read", kwargs["sudo"]))
+            return b"x"
+
+    shell = Sudo(Session())
+    assert shell.run("id -u") == (0, "out", "")
+    assert shell.put("/etc/x", b"x", mode=0o600, owner="root", group="root")
+    assert shell.read("/etc/x") == b"x"
+    assert calls == [("run", True), ("put", True), ("read", True)]
