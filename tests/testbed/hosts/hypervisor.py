@@ -78,7 +78,6 @@ class Hypervisor:
         self.project_id = project_id
         self.rootfs = rootfs
         self.network = network
-        self._keys: dict[tuple[str, str], str] = {}
         # Killing a host full of JVMs can take many seconds on a loaded machine: kills
         # run beside the loop so one slow kill delays no other boot or kill.
         self._killer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kill")
@@ -109,18 +108,17 @@ class Hypervisor:
     def _public_key(self, spec: ServerSpec) -> list[str]:
         if not spec.key_name:
             return []
-        cache_key = (spec.user_id, spec.key_name)
-        if cache_key not in self._keys:
-            resp = self.conn.compute.get(
-                f"/os-keypairs/{spec.key_name}?user_id={spec.user_id}",
-                microversion=KEYPAIR_MICROVERSION,
-            )
-            if resp.status_code == 404:
-                log.warning("server %s: keypair %s not found", spec.server_id, spec.key_name)
-                return []
-            resp.raise_for_status()
-            self._keys[cache_key] = resp.json()["keypair"]["public_key"].strip()
-        return [self._keys[cache_key]]
+        # Read at every boot, never cached: a keypair deleted and made again under the same
+        # name (`down`, then `up` of the same cluster) has a new key, as Nova would inject.
+        resp = self.conn.compute.get(
+            f"/os-keypairs/{spec.key_name}?user_id={spec.user_id}",
+            microversion=KEYPAIR_MICROVERSION,
+        )
+        if resp.status_code == 404:
+            log.warning("server %s: keypair %s not found", spec.server_id, spec.key_name)
+            return []
+        resp.raise_for_status()
+        return [resp.json()["keypair"]["public_key"].strip()]
 
     def _kill(self, server_id: str) -> None:
         try:
