@@ -66,8 +66,23 @@ class _NodeStage:
                 self.outcome = install_hub(
                     nodes, inv=self.inv, observed=observed, reporter=self.reporter
                 )
+            self._spark(nodes, observed)
         finally:
             nodes.close()
+
+    def _spark(self, nodes: Any, observed: P.Observed) -> None:
+        """After the hub: its users must exist to join the group that reads the secret."""
+        from provisioner.workflows.spark_auth import ensure_spark_auth, wait_workers
+
+        restarted = ensure_spark_auth(nodes, users=list(self.inv.jupyterhub.users))
+        if restarted:
+            self.reporter.step(f"Spark authentication on; restarted {', '.join(restarted)}")
+        master = observed.master()
+        workers = {w.fixed_ip for w in observed.workers()}
+        if master is not None and workers:
+            self.reporter.step(f"waiting for {len(workers)} worker(s) to register")
+            wait_workers(nodes, master_ip=master.fixed_ip, workers=workers, timeout=300)
+            self.reporter.step("every worker is ALIVE on the Spark master")
 
     def hooks(self) -> workflows.Hooks:
         return workflows.Hooks(after_servers_active=self)

@@ -48,6 +48,7 @@ RESERVED_USERS = frozenset(
         "spark",
         "jupyterhub",
         "sparkstack-smoke",
+        "sparkstack-spark",
         "polkitd",
         "lxd",
     }

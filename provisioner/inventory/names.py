@@ -25,6 +25,9 @@ PROXY_API_PORT = 8001
 # The account `sparkstack smoke` creates on the master for its test, and removes again; no
 # inventory user may have this name.
 SMOKE_USER = "sparkstack-smoke"
+# The group on the master whose members may read Spark's config there, authentication
+# secret included: the spark user, the hub's users and the smoke account.
+SPARK_CLIENT_GROUP = "sparkstack-spark"
 
 MASTER = "master"
 WORKER = "worker"

@@ -24,7 +24,8 @@ from provisioner.errors import RemoteError, SparkstackError
 from provisioner.hub.config import HubPaths
 from provisioner.hub.tls import fingerprint
 from provisioner.hubapi import HubApi
-from provisioner.inventory.names import SMOKE_USER, SPARK_MASTER_UI_PORT
+from provisioner.inventory.names import SMOKE_USER, SPARK_CLIENT_GROUP
+from provisioner.workflows.spark_auth import wait_workers
 from provisioner.workflows.ssh_stage import Nodes
 
 log = logging.getLogger(__name__)
@@ -94,12 +95,6 @@ def _poll(fn: Callable[[], Any], *, timeout: float, interval: float = 1.0) -> An
     )(fn)
 
 
-def _master_json(nodes: Nodes, master_ip: str) -> dict[str, Any]:
-    url = f"http://{master_ip}:{SPARK_MASTER_UI_PORT}/json/"
-    out = nodes.master.run(f"curl -fsS --max-time 10 {url}", timeout=30)
-    return json.loads(out.stdout)
-
-
 def smoke(
     nodes: Nodes,
     *,
@@ -115,16 +110,8 @@ def smoke(
     run = _Runner(report, on_check)
     try:
         with run.check(f"{len(workers)} Spark worker(s) ALIVE on the master") as d:
-            alive = _poll(
-                lambda: [w for w in _master_json(nodes, master.fixed_ip)["workers"]
-                         if w["state"] == "ALIVE"] if workers else [True],
-                timeout=120,
-            )  # fmt: skip
-            if workers:
-                hosts = {w["host"] for w in alive}
-                missing = workers - hosts
-                assert not missing, f"not registered: {', '.join(sorted(missing))}"
-                d.append(", ".join(sorted(hosts)))
+            alive = wait_workers(nodes, master_ip=master.fixed_ip, workers=workers, timeout=120)
+            d.append(", ".join(sorted(alive & workers)))
 
         with run.check("hub answers over HTTPS (certificate pinned)") as d:
             cert = nodes.master.read(HubPaths().cert, sudo=True)
@@ -148,8 +135,10 @@ def _as_smoke_user(
     try:
         with run.check(f"smoke account {user} spawns its server") as d:
             nodes.master.run(
+                # in the Spark client group: its kernel's driver needs the cluster's secret
                 f"id -u {user} >/dev/null 2>&1 || useradd --create-home --shell "
-                f"/usr/sbin/nologin --comment 'sparkstack smoke test' {user}",
+                f"/usr/sbin/nologin --groups {SPARK_CLIENT_GROUP} "
+                f"--comment 'sparkstack smoke test' {user}",
                 sudo=True,
             )
             api.call("POST", f"/hub/api/users/{user}", expect=(201, 409))

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # "Try it without a cloud": on a fresh Debian 12 machine, as root, stand up the local
 # OpenStack control plane and the namespace hosts, then run sparkstack against them as a
-# user would against a real cloud: up, status, wait until the Spark workers register with
-# the master, and down (unless KEEP=1). Every step prints how long it took.
+# user would against a real cloud: up (servers, SSH, JupyterHub; it prints the hub's URL),
+# status, the Spark workers registered, smoke (a PySpark job through the hub), and down
+# (unless KEEP=1). Every step prints how long it took.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -52,6 +53,7 @@ step "node image, Spark mirror, hypervisor" bash tests/testbed/hosts/up.sh
 step "sparkstack up" sparkstack up -i "$inventory"
 step "sparkstack status" sparkstack status -i "$inventory"
 step "Spark workers register" wait_for_workers
+step "sparkstack smoke" sparkstack smoke -i "$inventory"
 if [ "${KEEP:-0}" = 1 ]; then
     echo "Cluster kept. Remove it with: OS_CLIENT_CONFIG_FILE=$OS_CLIENT_CONFIG_FILE sparkstack down -i $inventory --yes"
     echo "Stop the beds with: bash tests/testbed/hosts/down.sh && bash tests/testbed/controlplane/down.sh"

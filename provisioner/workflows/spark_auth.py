@@ -1,0 +1,153 @@
+"""Spark authentication: one secret per cluster on every node and in the drivers' config,
+so the master's port 7077 refuses any client without it (spark.authenticate).
+
+Standalone Spark takes the secret from its configuration (not from a file of its own), so
+it goes into a managed block of spark-defaults.conf: 0640 root:spark on workers (the
+daemon hands it to its executors), and root:<client group> on the master, whose members
+are the spark user and the hub's users (their notebooks' drivers read it). The secret is
+made on the master once and copied to the workers over SSH, never through user_data.
+It keeps outsiders off the cluster, not hub users from each other: they all share it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import logging
+import shlex
+
+import tenacity
+
+from provisioner.errors import RemoteError
+from provisioner.inventory.names import SMOKE_USER, SPARK_CLIENT_GROUP, SPARK_MASTER_UI_PORT
+from provisioner.remote import Session
+from provisioner.render import SPARK_HOME
+from provisioner.workflows.ssh_stage import Nodes
+
+log = logging.getLogger(__name__)
+
+SECRET_PATH = "/etc/sparkstack/spark-auth-secret"
+DEFAULTS = f"{SPARK_HOME}/conf/spark-defaults.conf"
+BEGIN = "# --- sparkstack: authentication (written over SSH; do not edit) ---"
+END = "# --- end of sparkstack authentication ---"
+_PORTS = {"master": "SPARK_MASTER_PORT", "worker": "SPARK_WORKER_PORT"}
+
+
+def with_auth(defaults: str, secret: str) -> str:
+    """spark-defaults.conf text with the managed block (replaced if there, else added)."""
+    lines, inside = [], False
+    for line in defaults.splitlines():
+        if line == BEGIN:
+            inside = True
+        elif line == END:
+            inside = False
+        elif not inside:
+            lines.append(line)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    block = [BEGIN, "spark.authenticate true", f"spark.authenticate.secret {secret}", END]
+    return "\n".join([*lines, "", *block]) + "\n"
+
+
+def _master_secret(master: Session) -> str:
+    """The cluster's secret, made on the master the first time (64 hex digits, 0600)."""
+    path = shlex.quote(SECRET_PATH)
+    master.run(
+        f"if ! grep -qxE '[0-9a-f]{{64}}' {path} 2>/dev/null; then mkdir -p /etc/sparkstack && "
+        f"(umask 077; openssl rand -hex 32 >{path}.new) && mv -f {path}.new {path}; fi",
+        sudo=True,
+    )
+    return (master.read(SECRET_PATH, sudo=True) or b"").decode().strip()
+
+
+def _client_group(master: Session, users: list[str]) -> None:
+    """The group that may read the master's Spark config: spark, the hub's users and the
+    smoke account; a user removed from the inventory leaves it."""
+    group = shlex.quote(SPARK_CLIENT_GROUP)
+    wanted = " ".join(shlex.quote(u) for u in ["spark", SMOKE_USER, *users])
+    script = f"""
+getent group {group} >/dev/null || groupadd --system {group}
+for u in {wanted}; do
+  id -u "$u" >/dev/null 2>&1 || continue
+  id -nG "$u" | tr ' ' '\\n' | grep -qx {group} || usermod -aG {group} "$u"
+done
+for u in $(getent group {group} | cut -d: -f4 | tr ',' ' '); do
+  case " {wanted} " in *" $u "*) ;; *) gpasswd -d "$u" {group} >/dev/null;; esac
+done
+"""
+    master.run(script, sudo=True)
+
+
+def _configure(session: Session, role: str, secret: str, group: str) -> bool:
+    """Write the block; restart the daemon only when the file changed. True if it did."""
+    current = session.read(DEFAULTS, sudo=True)
+    if current is None:
+        raise RemoteError(f"{DEFAULTS} is missing", resource=session.target.name, step="spark auth")
+    text = with_auth(current.decode(), secret)
+    changed = session.put(DEFAULTS, text, mode=0o640, owner="root", group=group, sudo=True)
+    if changed:
+        port = _PORTS[role]
+        # bash for /dev/tcp: wait until the restarted daemon listens again
+        script = (
+            f"systemctl restart spark-{role}\n"
+            f". /etc/sparkstack/sparkstack.conf; ip=$(sed -n 's/^private_ip=//p' "
+            f"/var/lib/sparkstack/node)\n"
+            f"for _ in $(seq 120); do (exec 3<>/dev/tcp/$ip/${port}) 2>/dev/null && exit 0; "
+            f"sleep 1; done; tail -n 30 /var/log/spark/*.out >&2; exit 1"
+        )
+        session.run(f"bash -c {shlex.quote(script)}", sudo=True, timeout=180)
+    return changed
+
+
+def master_status(nodes: Nodes, master_ip: str) -> dict:
+    """The Spark master's /json/ status, read on the master (its UI is private)."""
+    url = f"http://{master_ip}:{SPARK_MASTER_UI_PORT}/json/"
+    return json.loads(nodes.master.run(f"curl -fsS --max-time 10 {url}", timeout=30).stdout)
+
+
+def wait_workers(nodes: Nodes, *, master_ip: str, workers: set[str], timeout: float) -> set[str]:
+    """Until every worker (by private IP) is ALIVE on the master; the ALIVE ones."""
+
+    def alive() -> set[str]:
+        status = master_status(nodes, master_ip)
+        return {w["host"] for w in status.get("workers", []) if w.get("state") == "ALIVE"}
+
+    try:
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_result(lambda up: not workers <= up),
+            wait=tenacity.wait_fixed(1),
+            stop=tenacity.stop_after_delay(timeout),
+        )(alive)
+    except tenacity.RetryError:
+        missing = ", ".join(sorted(workers - alive()))
+        raise RemoteError(
+            f"workers not registered with the master after {timeout:.0f} s: {missing}",
+            resource=nodes.master.target.name,
+            step="spark",
+            hint="see /var/log/spark/*.out on those workers (`sparkstack logs` is coming)",
+        ) from None
+
+
+def ensure_spark_auth(nodes: Nodes, *, users: list[str]) -> list[str]:
+    """Every node authenticating with the cluster's secret; the names of the nodes whose
+    daemon was restarted for it (the master first, so workers re-register with it)."""
+    secret = _master_secret(nodes.master)
+    if len(secret) != 64:
+        raise RemoteError(
+            f"{SECRET_PATH} on the master holds no secret",
+            resource=nodes.master.target.name,
+            step="spark auth",
+        )
+    _client_group(nodes.master, users)
+    restarted = []
+    if _configure(nodes.master, "master", secret, SPARK_CLIENT_GROUP):
+        restarted.append(nodes.master.target.name)
+    with cf.ThreadPoolExecutor(max_workers=max(1, min(16, len(nodes.workers)))) as pool:
+        futures = {
+            pool.submit(_configure, s, "worker", secret, "spark"): name
+            for name, s in nodes.workers.items()
+        }
+        for fut in cf.as_completed(futures):
+            if fut.result():
+                restarted.append(futures[fut])
+    return restarted
