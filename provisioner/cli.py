@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from provisioner import __version__
-from provisioner.commands import cluster, render, smoke
+from provisioner.commands import cluster, hub, render, smoke
 from provisioner.errors import Interrupted, SparkstackError
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ def build_app() -> typer.Typer:
     render.register(app)
     cluster.register(app)
     smoke.register(app)
+    hub.register(app)
     return app
 
 

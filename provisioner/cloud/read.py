@@ -273,6 +273,32 @@ class CloudReader(CloudBase):
             )
             raise
 
+    def nodes_at(self, addresses: list[str], *, role: str) -> list[P.Node]:
+        """Servers of the project with one of these fixed or floating addresses, in the
+        order given (servers launched by hand carry no cluster identity: found by IP)."""
+        wanted = set(addresses)
+        if not wanted:
+            return []
+        servers = self._list("list servers", lambda: self.conn.compute.servers(details=True))
+        found: dict[str, P.Node] = {}
+        for s in servers:
+            addrs = [a.get("addr", "") for net in (s.addresses or {}).values() for a in net]
+            hit = next((a for a in addresses if a in addrs), None)
+            if hit is None:
+                continue
+            fixed = next((a["addr"] for net in s.addresses.values() for a in net
+                          if a.get("OS-EXT-IPS:type") != "floating" and "." in a["addr"]), "")
+            floating = next((a["addr"] for net in s.addresses.values() for a in net
+                             if a.get("OS-EXT-IPS:type") == "floating"), "")  # fmt: skip
+            found[hit] = P.Node(
+                name=s.name, role=role, index=0, id=s.id, status=s.status or "",
+                fixed_ip=fixed, floating_ip=floating, created=s.created_at or "",
+            )  # fmt: skip
+        nodes = [found[a] for a in addresses if a in found]
+        if role == P.WORKER:  # indices by the order the master lists them
+            nodes = [dataclasses.replace(n, index=i) for i, n in enumerate(nodes, 1)]
+        return nodes
+
     def find_keypair(self, name: str) -> bool:
         """Whether a keypair of that name exists for the user."""
         kp = self.call(

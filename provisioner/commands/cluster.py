@@ -66,29 +66,31 @@ class _NodeStage:
                 self.outcome = install_hub(
                     nodes, inv=self.inv, observed=observed, reporter=self.reporter
                 )
-            self._spark(nodes, observed)
+            spark_stage(nodes, observed, inv=self.inv, reporter=self.reporter)
         finally:
             nodes.close()
-
-    def _spark(self, nodes: Any, observed: P.Observed) -> None:
-        """After the hub: its users must exist to join the group that reads the secret."""
-        from provisioner.workflows.spark_auth import ensure_spark_auth, wait_workers
-
-        restarted = ensure_spark_auth(nodes, users=list(self.inv.jupyterhub.users))
-        if restarted:
-            self.reporter.step(f"Spark authentication on; restarted {', '.join(restarted)}")
-        master = observed.master()
-        workers = {w.fixed_ip for w in observed.workers()}
-        if master is not None and workers:
-            self.reporter.step(f"waiting for {len(workers)} worker(s) to register")
-            wait_workers(nodes, master_ip=master.fixed_ip, workers=workers, timeout=300)
-            self.reporter.step("every worker is ALIVE on the Spark master")
 
     def hooks(self) -> workflows.Hooks:
         return workflows.Hooks(after_servers_active=self)
 
 
-def _print_hub(out: Console, inv: Any, outcome: Any) -> None:
+def spark_stage(nodes: Any, observed: P.Observed, *, inv: Any, reporter: Any) -> None:
+    """Spark authentication, then every worker ALIVE. After the hub: its users must exist
+    to join the group that reads the secret."""
+    from provisioner.workflows.spark_auth import ensure_spark_auth, wait_workers
+
+    restarted = ensure_spark_auth(nodes, users=list(inv.jupyterhub.users))
+    if restarted:
+        reporter.step(f"Spark authentication on; restarted {', '.join(restarted)}")
+    master = observed.master()
+    workers = {w.fixed_ip for w in observed.workers()}
+    if master is not None and workers:
+        reporter.step(f"waiting for {len(workers)} worker(s) to register")
+        wait_workers(nodes, master_ip=master.fixed_ip, workers=workers, timeout=300)
+        reporter.step("every worker is ALIVE on the Spark master")
+
+
+def print_hub(out: Console, inv: Any, outcome: Any) -> None:
     out.print(f"hub: {outcome.url}", highlight=False)
     out.print(f"  certificate SHA256 {outcome.fingerprint}", highlight=False, soft_wrap=True)
     admins = [a for a in inv.jupyterhub.admins if a in outcome.new_passwords]
@@ -166,7 +168,7 @@ def register(app: typer.Typer) -> None:
             if res.observed:
                 out.print(nodes_table(res.observed))
             if stage.outcome is not None:
-                _print_hub(out, inv, stage.outcome)
+                print_hub(out, inv, stage.outcome)
 
     @app.command()
     def scale(

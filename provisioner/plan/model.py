@@ -27,6 +27,7 @@ class Desired:
     keypair: str = ""  # existing keypair name; empty: sparkstack-<cluster>, managed by us
     key_source: str = "generate"  # generate | import (public key of ssh.private_key)
     public_key_file: str = ""  # for import: the .pub beside ssh.private_key
+    private_key_file: str = ""  # ssh.private_key: the SSH stage logs in with it
 
     @property
     def keypair_managed(self) -> bool:
@@ -66,6 +67,7 @@ def desired_from_inventory(inv: Any, *, workers: int | None = None) -> Desired:
         keypair=inv.ssh.keypair or "",
         key_source="import" if inv.ssh.private_key else "generate",
         public_key_file=str(public_key_path(inv.ssh.private_key)) if inv.ssh.private_key else "",
+        private_key_file=str(inv.ssh.private_key or ""),
     )
 
 

@@ -68,6 +68,8 @@ def preflight(
         pub = Path(desired.public_key_file)
         if not pub.is_file():
             problems.append(f"public key {pub} (for ssh.private_key) not found")
+    if desired.private_key_file and not Path(desired.private_key_file).is_file():
+        problems.append(f"private key {desired.private_key_file} (ssh.private_key) not found")
     if desired.keypair and not cloud.find_keypair(desired.keypair):
         problems.append(f"keypair {desired.keypair!r} (ssh.keypair) not found")
     if resolved is not None and any(isinstance(a, _CREATING) for a in actions):

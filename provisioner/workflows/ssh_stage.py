@@ -22,7 +22,7 @@ import tenacity
 
 from provisioner import plan as P
 from provisioner import remote
-from provisioner.errors import RemoteError
+from provisioner.errors import RemoteError, UserInputError
 from provisioner.hostkeys import HostKey, parse_console
 from provisioner.keys import config_dir, generated_key_path
 from provisioner.render import FAILED_MARKER, READY_MARKER
@@ -52,6 +52,14 @@ class Access:
     def from_inventory(cls, inv: Any) -> Access:
         cluster_dir = config_dir(inv.cluster.name)
         key = inv.ssh.private_key or generated_key_path(cluster_dir)
+        if not Path(key).is_file():
+            raise UserInputError(
+                f"the cluster's private key {key} is not there",
+                resource=inv.cluster.name,
+                step="ssh",
+                hint="set ssh.private_key to the key of the keypair the servers were "
+                "launched with, or run `sparkstack up` to make the cluster's own",
+            )
         return cls(
             user=inv.ssh.user,
             key_file=Path(key),

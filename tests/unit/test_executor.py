@@ -84,3 +84,13 @@ def test_a_bug_is_an_unexpected_error_not_a_cloud_failure(inv, tmp_path):
     assert err.value.message.startswith("unexpected error, please report")
     assert "ValueError: scripted bug in create_master_port" in err.value.message
     assert "`sparkstack down` to remove it" in (err.value.hint or "")
+
+
+def test_a_missing_private_key_is_refused_before_anything_exists(inv, tmp_path):
+    missing = tmp_path / "nope"
+    inv = inv.model_copy(update={"ssh": inv.ssh.model_copy(update={"private_key": missing})})
+    cloud = ScriptedProject(cluster=inv.cluster.name)
+    with pytest.raises(PreflightError) as err:
+        workflows.up(inv, cloud=cloud, user_data=render(inv), settings=FAST)
+    assert f"private key {missing} (ssh.private_key) not found" in err.value.message
+    assert [c for c in cloud.calls if c[0] != "list_nodes"] == []

@@ -1,0 +1,80 @@
+"""`sparkstack hub --master-ip IP`: the SSH stage, the hub and Spark authentication for a
+master someone launched from Horizon with `render`'s documents, so that path ends in the
+same cluster `up` makes. Its workers are found on the Spark master itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from provisioner import plan as P
+from provisioner.commands.common import InventoryOpt, JsonOpt, cluster_cloud, load, session
+from provisioner.commands.output import emit_json, progress
+from provisioner.errors import UserInputError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def hub(
+        master_ip: Annotated[
+            str,
+            typer.Option("--master-ip", help="The master's floating or private IP address."),
+        ],
+        inventory: InventoryOpt = Path("inventory.toml"),
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Install or reconcile JupyterHub and Spark authentication on a master launched
+        from Horizon (and on the workers registered with it)."""
+        from provisioner.commands.cluster import print_hub, spark_stage
+        from provisioner.workflows.hub_stage import install_hub
+        from provisioner.workflows.spark_auth import master_status
+        from provisioner.workflows.ssh_stage import Access, bring_up
+
+        inv = load(inventory)
+        out, err = Console(emoji=False), Console(stderr=True, emoji=False)
+        name = inv.cluster.name
+        if inv.jupyterhub.tls.mode == "acme":
+            raise UserInputError('jupyterhub.tls.mode = "acme" is not supported yet')
+        with session(name):
+            cloud = cluster_cloud(inv)
+            access = Access.from_inventory(inv)
+            found = cloud.nodes_at([master_ip], role=P.MASTER)
+            if not found:
+                raise UserInputError(
+                    f"no server with the address {master_ip} in this project",
+                    hint="pass the master's floating or private IP as Horizon shows it",
+                )
+            master = found[0]
+            with progress(err, f"hub {name}", quiet=as_json) as reporter:
+                alone = P.Observed(cluster=name, nodes=(master,))
+                first = bring_up(alone, cloud=cloud, access=access, reporter=reporter)
+                try:
+                    status = master_status(first, master.fixed_ip)
+                finally:
+                    first.close()
+                hosts = sorted({w["host"] for w in status.get("workers", [])})
+                workers = cloud.nodes_at(hosts, role=P.WORKER)
+                reporter.step(f"{len(workers)} worker(s) registered with the Spark master")
+                observed = P.Observed(cluster=name, nodes=(master, *workers))
+                nodes = bring_up(observed, cloud=cloud, access=access, reporter=reporter)
+                try:
+                    outcome = install_hub(nodes, inv=inv, observed=observed, reporter=reporter)
+                    spark_stage(nodes, observed, inv=inv, reporter=reporter)
+                finally:
+                    nodes.close()
+            if as_json:
+                emit_json(
+                    {
+                        "cluster": name,
+                        "url": outcome.url,
+                        "certificate_sha256": outcome.fingerprint,
+                        "changed": outcome.changed,
+                        "credentials_file": str(outcome.credentials),
+                        "nodes": [n.to_json() for n in observed.nodes],
+                    }
+                )
+                return
+            print_hub(out, inv, outcome)

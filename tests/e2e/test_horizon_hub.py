@@ -1,0 +1,69 @@
+"""The Horizon path: servers launched by hand with `render`'s documents and a keypair of
+the user's own, then `sparkstack hub --master-ip` installs the same hub and Spark
+authentication, finding the workers on the Spark master; a user logs in and runs a job."""
+
+from __future__ import annotations
+
+import pytest
+import tomllib
+
+from provisioner.inventory import load_inventory
+from provisioner.render import render_cloud_init
+from tests.cloud.test_workflows import cli_env, run_cli
+
+from .conftest import create_server, wait_for
+from .test_cluster import run_job, write_inventory
+from .test_hub import PinnedClient
+
+pytestmark = [pytest.mark.hosts, pytest.mark.slow]
+
+
+def test_hub_for_a_master_launched_from_horizon(hostbed, clean_project, keypair, tmp_path):
+    conn = clean_project.user()
+    key_name, key = keypair
+    key_file = tmp_path / "id_rsa"
+    key.write_private_key_file(str(key_file))
+    inv_path = write_inventory(tmp_path / "inv.toml", name="hz", users=["alice"])
+    text = inv_path.read_text().replace(
+        '[ssh]\n', f'[ssh]\nkeypair = "{key_name}"\nprivate_key = "{key_file}"\n', 1
+    )
+    inv_path.write_text(text)
+    inv = load_inventory(inv_path)
+    env = cli_env(tmp_path, clean_project.clouds_yaml)
+    servers = []
+    try:
+        master = create_server(conn, name="hz-master", key_name=key_name, flavor="m1.large",
+                               user_data=render_cloud_init(inv, role="master"))  # fmt: skip
+        servers.append(master)
+        master = conn.compute.wait_for_server(master, status="ACTIVE", wait=120, interval=1)
+        ip = next(a["addr"] for net in master.addresses.values() for a in net)
+        worker = create_server(conn, name="hz-worker", key_name=key_name, flavor="m1.medium",
+                               user_data=render_cloud_init(inv, role="worker", master_ip=ip))
+        servers.append(worker)
+        conn.compute.wait_for_server(worker, status="ACTIVE", wait=120, interval=1)
+
+        # the worker must have registered before hub looks for it on the Spark master
+        proc = None
+
+        def hub_finds_the_worker() -> bool:
+            nonlocal proc
+            proc = run_cli("hub", "-i", str(inv_path), "--master-ip", ip, env=env,
+                           check=False, timeout=600)  # fmt: skip
+            return proc.returncode == 0 and "1 worker(s) registered" in proc.stderr
+
+        wait_for(hub_finds_the_worker, timeout=400, interval=5,
+                 what="hub to find the worker", on_timeout=lambda: proc and proc.stderr[-3000:])
+        assert "every worker is ALIVE on the Spark master" in proc.stderr
+        assert "hub: https://" in proc.stdout
+        creds = tomllib.loads(
+            (tmp_path / "config" / "sparkstack" / "hz" / "credentials.toml").read_text()
+        )
+        fingerprint = creds["hub_certificate_sha256"]
+        answer, _ = run_job(PinnedClient(ip, 443, fingerprint), ip, 443, fingerprint, "alice",
+                            creds["users"]["alice"])  # fmt: skip
+        assert answer == "333328333350000"
+    finally:
+        for server in servers:
+            conn.compute.delete_server(server.id, ignore_missing=True)
+        for server in servers:
+            conn.compute.wait_for_delete(server, wait=120, interval=1)
