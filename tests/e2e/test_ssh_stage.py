@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.hostkeys import fingerprint
 from provisioner.render import READY_MARKER
 from tests.cloud.test_workflows import cli_env, cluster_resources, run_cli
 from tests.testbed.hosts import hosts
 
 from .conftest import wait_for
+from .test_hub import HostShell, _init_pid
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 
@@ -89,3 +91,32 @@ def test_a_failed_boot_exits_4_naming_the_node_step_and_log(hostbed, clean_proje
     assert len(booted) == 1
     wait_for(lambda: all(hosts.get_host(h.server_id) is None for h in booted), timeout=60,
              what="the failed node's host to go with its server")
+
+
+def test_a_host_key_that_differs_from_the_console_is_refused(hostbed, clean_project, tmp_path):
+    """As if someone answered on the master's address: the node's keys change after its
+    console printed them; the next SSH stage refuses it, naming both fingerprints."""
+    admin = clean_project.admin()
+    inv = inventory(tmp_path / "inv.toml", name="sshkey", workers=0)
+    env = cli_env(tmp_path, clean_project.clouds_yaml)
+    try:
+        first = run_cli("up", "-i", str(inv), "--until", "ssh", env=env, check=False, timeout=900)
+        assert first.returncode == 0, first.stderr
+        (host,) = hosts_of(admin, "sshkey")
+        shell = HostShell(host, _init_pid(host))
+        old = host.file("/etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[1]
+        shell.run(
+            "rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub && ssh-keygen -A >/dev/null"
+            " && kill -HUP \"$(cat /run/sshd.pid)\""
+        )
+        new = [p.read_text().split()[1] for p in host.file("/etc/ssh").glob("ssh_host_*.pub")]
+        assert new and old not in new
+        again = run_cli("up", "-i", str(inv), "--until", "ssh", env=env, check=False)
+        err = " ".join(again.stderr.split())
+        assert again.returncode == 4, again.stderr
+        assert "host key of sshkey-master" in err and "does not match" in err, again.stderr
+        assert fingerprint(old) in err, again.stderr  # what the console said
+        assert any(fingerprint(k) in err for k in new), again.stderr  # what was offered
+    finally:
+        run_cli("down", "-i", str(inv), "--yes", env=env, check=False)
+    assert cluster_resources(admin, "sshkey") == {}
