@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from tenacity import (
     before_sleep_log,
     retry_if_exception_type,
     stop_after_delay,
+    stop_when_event_set,
     wait_exponential,
 )
 
@@ -39,7 +41,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _retry(attempt: Callable[[float], T], *, deadline: float) -> T:
+def _retry(attempt: Callable[[float], T], *, deadline: float,
+           cancel: threading.Event | None = None) -> T:
     """Call attempt(timeout) until it stops raising a transient error or `deadline` passes.
 
     Each attempt's timeout and each pause are cut to what is left, so the caller hears back
@@ -51,7 +54,9 @@ def _retry(attempt: Callable[[float], T], *, deadline: float) -> T:
         return max(0.0, min(backoff(state), deadline - time.monotonic()))
 
     retrying = Retrying(
-        stop=stop_after_delay(max(0.0, deadline - time.monotonic())),
+        # `cancel` (Ctrl-C in the caller's thread) ends the wait at the next pause.
+        stop=stop_after_delay(max(0.0, deadline - time.monotonic()))
+        | stop_when_event_set(cancel or threading.Event()),
         wait=pause,
         retry=retry_if_exception_type(_TRANSIENT),
         before_sleep=before_sleep_log(log, logging.DEBUG),
@@ -61,6 +66,7 @@ def _retry(attempt: Callable[[float], T], *, deadline: float) -> T:
 
 
 def wait_tcp(target: Target, *, deadline: float, via: Session | None = None,
+             cancel: threading.Event | None = None,
              on_phase: PhaseCallback | None = None) -> None:
     """Wait until the target's SSH port accepts a connection (from here, or from `via`).
 
@@ -78,7 +84,7 @@ def wait_tcp(target: Target, *, deadline: float, via: Session | None = None,
             socket.create_connection((target.address, target.port), timeout=timeout).close()
 
     try:
-        _retry(attempt, deadline=deadline)
+        _retry(attempt, deadline=deadline, cancel=cancel)
     except _TRANSIENT as e:
         raise RemoteError(
             f"port {target.port} of {target.name} ({target.address}){_via(via)} did not open "
@@ -91,6 +97,7 @@ def wait_tcp(target: Target, *, deadline: float, via: Session | None = None,
 
 
 def wait_ssh(target: Target, *, key_file: Path, host_keys: HostKeys, deadline: float,
+             cancel: threading.Event | None = None,
              via: Session | None = None, on_phase: PhaseCallback | None = None) -> Session:
     """Wait until we can log in (sshd may restart while cloud-init sets up) and return
     the session.
@@ -103,7 +110,8 @@ def wait_ssh(target: Target, *, key_file: Path, host_keys: HostKeys, deadline: f
     started = time.monotonic()
     try:
         session = _retry(lambda timeout: _attempt(target, pkey=pkey, host_keys=host_keys,
-                                                  via=via, timeout=timeout), deadline=deadline)
+                                                  via=via, timeout=timeout), deadline=deadline,
+                         cancel=cancel)
     except _TRANSIENT as e:
         raise RemoteError(
             f"could not log in to {target.user}@{target.name} ({target.lookup_name}){_via(via)} "

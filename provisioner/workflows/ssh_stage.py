@@ -104,8 +104,19 @@ class _Phases:
         self.reporter.nodes(snapshot)
 
 
+def _stop(deadline: float, cancel: threading.Event | None) -> Any:
+    return tenacity.stop_after_delay(max(0.0, deadline - time.monotonic())) | (
+        tenacity.stop_when_event_set(cancel or threading.Event())
+    )
+
+
 def console_keys(
-    cloud: Any, node: P.Node, *, deadline: float, poll: float = 2.0
+    cloud: Any,
+    node: P.Node,
+    *,
+    deadline: float,
+    poll: float = 2.0,
+    cancel: threading.Event | None = None,
 ) -> list[HostKey]:
     """The host keys cloud-init printed to the node's console: printed late in boot (a
     final-stage module), so poll until the block is there."""
@@ -117,7 +128,7 @@ def console_keys(
         return tenacity.Retrying(
             retry=tenacity.retry_if_result(lambda keys: not keys),
             wait=tenacity.wait_fixed(poll),
-            stop=tenacity.stop_after_delay(max(0.0, deadline - time.monotonic())),
+            stop=_stop(deadline, cancel),
         )(read)
     except tenacity.RetryError:
         raise RemoteError(
@@ -151,7 +162,14 @@ def log_tail(session: remote.Session) -> str:
     return out.stdout.strip()
 
 
-def wait_booted(session: remote.Session, node: str, *, deadline: float, poll: float = 1.0) -> None:
+def wait_booted(
+    session: remote.Session,
+    node: str,
+    *,
+    deadline: float,
+    poll: float = 1.0,
+    cancel: threading.Event | None = None,
+) -> None:
     """Until the node's boot script wrote its ready marker; its failed marker ends the
     wait at once with what went wrong."""
 
@@ -162,7 +180,7 @@ def wait_booted(session: remote.Session, node: str, *, deadline: float, poll: fl
         state = tenacity.Retrying(
             retry=tenacity.retry_if_result(lambda s: s == "waiting"),
             wait=tenacity.wait_fixed(poll),
-            stop=tenacity.stop_after_delay(max(0.0, deadline - time.monotonic())),
+            stop=_stop(deadline, cancel),
         )(probe)
     except tenacity.RetryError:
         raise RemoteError(
@@ -193,23 +211,26 @@ def bring_up(
     deadline = time.monotonic() + timeout
     phases = _Phases(reporter, [master.name, *(w.name for w in workers)])
     host_keys = access.host_keys()
+    # Set when this thread is interrupted (Ctrl-C) or fails: the workers' waits end at
+    # their next pause instead of running on to the deadline.
+    cancel = threading.Event()
 
     def pin(node: P.Node) -> None:
         if access.trust == "console":
             phases(node.name, "host keys")
-            host_keys.pin(node.name, console_keys(cloud, node, deadline=deadline))
+            host_keys.pin(node.name, console_keys(cloud, node, deadline=deadline, cancel=cancel))
 
     def login(node: P.Node, address: str, via: remote.Session | None) -> remote.Session:
         pin(node)
         target = remote.Target(name=node.name, address=address, user=access.user)
-        remote.wait_tcp(target, deadline=deadline, via=via, on_phase=phases)
+        remote.wait_tcp(target, deadline=deadline, via=via, cancel=cancel, on_phase=phases)
         session = remote.wait_ssh(
             target, key_file=access.key_file, host_keys=host_keys, deadline=deadline,
-            via=via, on_phase=phases,
+            via=via, cancel=cancel, on_phase=phases,
         )  # fmt: skip
         phases(node.name, "cloud-init")
         try:
-            wait_booted(session, node.name, deadline=deadline)
+            wait_booted(session, node.name, deadline=deadline, cancel=cancel)
         except BaseException:
             session.close()
             raise
@@ -219,7 +240,8 @@ def bring_up(
     head = login(master, master.floating_ip or master.fixed_ip, None)
     sessions: dict[str, remote.Session] = {}
     errors: list[RemoteError] = []
-    with cf.ThreadPoolExecutor(max_workers=max(1, min(16, len(workers)))) as pool:
+    pool = cf.ThreadPoolExecutor(max_workers=max(1, min(16, len(workers))))
+    try:
         futures = {pool.submit(login, w, w.fixed_ip, head): w for w in workers}
         for fut in cf.as_completed(futures):
             node = futures[fut]
@@ -228,6 +250,14 @@ def bring_up(
             except RemoteError as exc:
                 phases(node.name, "failed")
                 errors.append(exc)
+    except BaseException:
+        cancel.set()
+        for s in sessions.values():
+            s.close()
+        head.close()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     if errors:
         for s in sessions.values():
             s.close()

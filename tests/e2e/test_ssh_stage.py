@@ -6,6 +6,9 @@ still removes everything."""
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -120,3 +123,42 @@ def test_a_host_key_that_differs_from_the_console_is_refused(hostbed, clean_proj
     finally:
         run_cli("down", "-i", str(inv), "--yes", env=env, check=False)
     assert cluster_resources(admin, "sshkey") == {}
+
+
+def test_ctrl_c_in_the_ssh_stage_exits_130_at_once_and_up_completes(
+    hostbed, clean_project, tmp_path
+):
+    admin = clean_project.admin()
+    inv = inventory(tmp_path / "inv.toml", name="sshint", workers=1)
+    env = cli_env(tmp_path, clean_project.clouds_yaml)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "provisioner.cli", "up", "-i", str(inv), "--until", "ssh"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        seen = []
+        for line in proc.stderr:  # progress lines, one per phase change (not a terminal)
+            seen.append(line)
+            if "sshint-worker-1: host keys" in line:
+                break
+        else:
+            pytest.fail("up ended before the SSH stage: " + "".join(seen))
+        interrupted = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=60)
+        took = time.monotonic() - interrupted
+        assert proc.returncode == 130, "".join(seen) + rest
+        err = " ".join(rest.split())
+        assert "up interrupted" in err and "`sparkstack up` to complete it" in err, rest
+        assert "Traceback" not in rest
+        assert took < 20, f"{took:.1f} s from Ctrl-C to exit"  # the waits stop, not time out
+
+        done = run_cli("up", "-i", str(inv), "--until", "ssh", env=env, check=False, timeout=900)
+        assert done.returncode == 0, done.stderr
+        assert "all 2 node(s) booted and reachable over SSH" in done.stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        run_cli("down", "-i", str(inv), "--yes", env=env, check=False)
+    assert cluster_resources(admin, "sshint") == {}
