@@ -30,7 +30,12 @@ log = logging.getLogger(__name__)
 
 class CloudWriter(CloudBase):
     def create_security_group(
-        self, *, name: str, cidrs: Iterable[str], ports: Iterable[int]
+        self,
+        *,
+        name: str,
+        cidrs: Iterable[str],
+        ports: Iterable[int],
+        world_ports: Iterable[int] = (),
     ) -> str:
         def find() -> Any:
             found = [s for s in self.conn.network.security_groups(name=name) if self._ours(s)]
@@ -54,21 +59,25 @@ class CloudWriter(CloudBase):
             }
             for eth in ("IPv4", "IPv6")
         ]
-        for cidr in cidrs:
+        ports = tuple(ports)
+        access = [(cidr, port) for cidr in cidrs for port in ports]
+        access += [(cidr, port) for port in world_ports for cidr in ("0.0.0.0/0", "::/0")]
+        # Neutron answers 409 to a duplicate rule (a world-open port that allowed_cidrs
+        # also opens to 0.0.0.0/0): each pair once.
+        for cidr, port in dict.fromkeys(access):
             eth = "IPv6" if ":" in cidr else "IPv4"
-            for port in ports:
-                rules.append(
-                    {
-                        "security_group_id": sg.id,
-                        "direction": "ingress",
-                        "ethertype": eth,
-                        "protocol": "tcp",
-                        "port_range_min": port,
-                        "port_range_max": port,
-                        "remote_ip_prefix": cidr,
-                        "description": self.description,
-                    }
-                )
+            rules.append(
+                {
+                    "security_group_id": sg.id,
+                    "direction": "ingress",
+                    "ethertype": eth,
+                    "protocol": "tcp",
+                    "port_range_min": port,
+                    "port_range_max": port,
+                    "remote_ip_prefix": cidr,
+                    "description": self.description,
+                }
+            )
 
         def add_rules() -> None:
             try:

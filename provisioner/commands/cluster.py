@@ -32,7 +32,6 @@ from provisioner.commands.output import (
     result_json,
     show_dry_run,
 )
-from provisioner.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +136,6 @@ def register(app: typer.Typer) -> None:
                 res = workflows.up(inv, cloud=cloud, user_data=render, dry_run=True)
                 show_dry_run(out, name, res, as_json=as_json)
                 return
-            if stop == "all" and inv.jupyterhub.tls.mode == "acme":
-                raise UserInputError(
-                    'jupyterhub.tls.mode = "acme" is not supported yet; nothing was created',
-                    hint='use "self-signed", or "files" with a certificate you obtained',
-                )
             with progress(err, f"up {name}", quiet=as_json) as reporter:
                 stage = _NodeStage(inv, cloud, reporter, hub=stop == "all")
                 res = workflows.up(

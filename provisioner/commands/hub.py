@@ -36,8 +36,6 @@ def register(app: typer.Typer) -> None:
         inv = load(inventory)
         out, err = Console(emoji=False), Console(stderr=True, emoji=False)
         name = inv.cluster.name
-        if inv.jupyterhub.tls.mode == "acme":
-            raise UserInputError('jupyterhub.tls.mode = "acme" is not supported yet')
         with session(name):
             cloud = cluster_cloud(inv)
             access = Access.from_inventory(inv)

@@ -6,6 +6,7 @@ implementation must guarantee.
 
 from __future__ import annotations
 
+from provisioner.hub.acme import ensure_acme_certificate, ensure_acme_client
 from provisioner.hub.config import HubPaths, HubSettings, render_config, render_unit
 from provisioner.hub.shell import Shell, Step, Sudo
 from provisioner.hub.steps import (
@@ -31,6 +32,8 @@ __all__ = [
     "Sudo",
     "TlsStep",
     "UsersStep",
+    "ensure_acme_certificate",
+    "ensure_acme_client",
     "ensure_config",
     "ensure_dirs",
     "ensure_hub",

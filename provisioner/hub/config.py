@@ -20,11 +20,14 @@ from provisioner import inventory as inv_mod
 from provisioner.errors import UserInputError
 from provisioner.inventory import Inventory
 from provisioner.inventory.names import SMOKE_USER
+from provisioner.inventory.services import LETSENCRYPT_DIRECTORY
 
 log = logging.getLogger(__name__)
 
 VENV = "/opt/sparkstack/venv"
 UNIT_NAME = "sparkstack-hub"
+# The certificate's renewal (tls.mode = "acme"): a oneshot service and its timer.
+ACME_UNIT_NAME = "sparkstack-hub-acme"
 # jupyterhub-idle-culler's --timeout must exceed the hub's activity interval (300 s, how
 # often single-user servers report activity) plus a margin, or it culls busy servers.
 HUB_ACTIVITY_INTERVAL = 300
@@ -82,6 +85,36 @@ class HubPaths:
     def unit(self) -> str:
         return f"{self.unit_dir}/{UNIT_NAME}.service"
 
+    # --- tls.mode = "acme" ---
+
+    @property
+    def acme_dir(self) -> str:
+        """lego's --path: the ACME account key and the certificates it obtained."""
+        return f"{self.state_dir}/acme"
+
+    @property
+    def acme_ca(self) -> str:
+        """The CA bundle lego trusts for the directory's HTTPS (tls.acme_ca_file)."""
+        return f"{self.tls_dir}/acme-ca.pem"
+
+    @property
+    def acme_install(self) -> str:
+        """Copies lego's certificate and key to cert / key."""
+        return f"{self.config_dir}/acme-install"
+
+    @property
+    def acme_hook(self) -> str:
+        """lego's --renew-hook: install, then restart the hub."""
+        return f"{self.config_dir}/acme-renewed"
+
+    @property
+    def acme_service(self) -> str:
+        return f"{self.unit_dir}/{ACME_UNIT_NAME}.service"
+
+    @property
+    def acme_timer(self) -> str:
+        return f"{self.unit_dir}/{ACME_UNIT_NAME}.timer"
+
 
 @dataclass(frozen=True)
 class HubSettings:
@@ -97,6 +130,12 @@ class HubSettings:
     # Local files for tls_mode "files": copied to paths.cert / paths.key.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # tls_mode "acme": the certificate's DNS name, the account's e-mail, the CA's
+    # directory and a local CA bundle for the directory's own HTTPS (private CAs only).
+    tls_domain: str | None = None
+    tls_email: str | None = None
+    acme_directory: str = LETSENCRYPT_DIRECTORY
+    acme_ca_file: Path | None = None
     server_idle_timeout: int = 3600
     kernel_idle_timeout: int = 1800
     paths: HubPaths = field(default_factory=HubPaths)
@@ -117,6 +156,8 @@ class HubSettings:
             problems.append(f"jupyterhub.tls.mode: unknown mode {self.tls_mode!r}")
         if self.tls_mode == "files" and (self.tls_cert_file is None or self.tls_key_file is None):
             problems.append('jupyterhub.tls: cert_file and key_file are needed with "files"')
+        if self.tls_mode == "acme" and not (self.tls_domain and self.tls_email):
+            problems.append('jupyterhub.tls: domain and email are needed with "acme"')
         if 0 < self.server_idle_timeout < MIN_SERVER_IDLE_TIMEOUT:
             problems.append(
                 f"jupyterhub.culling.server_idle_timeout: must be 0 (never) or at least "
@@ -155,6 +196,10 @@ class HubSettings:
             tls_mode=hub.tls.mode,
             tls_cert_file=hub.tls.cert_file,
             tls_key_file=hub.tls.key_file,
+            tls_domain=hub.tls.domain,
+            tls_email=hub.tls.email,
+            acme_directory=hub.tls.acme_directory,
+            acme_ca_file=hub.tls.acme_ca_file,
             server_idle_timeout=hub.culling.server_idle_timeout,
             kernel_idle_timeout=hub.culling.kernel_idle_timeout,
             paths=paths or HubPaths(),

@@ -25,9 +25,10 @@ from tenacity import (
 
 from provisioner import render
 from provisioner.errors import RemoteError
+from provisioner.hub.acme import ensure_acme_client
 from provisioner.hub.config import UNIT_NAME, VENV, HubSettings, render_config, render_unit
 from provisioner.hub.shell import MASTER, Shell, Step, q
-from provisioner.hub.tls import TlsStep, check_supported, ensure_tls
+from provisioner.hub.tls import TlsStep, ensure_tls
 from provisioner.inventory import Inventory
 
 log = logging.getLogger(__name__)
@@ -288,9 +289,10 @@ def ensure_hub(
     the first of ``settings.addresses``.
     """
     start = time.monotonic()
-    check_supported(settings)
     dirs = ensure_dirs(shell, settings)
     secret = ensure_secrets(shell, settings)
+    # ACME: lego and its renewal timer first; the certificate step uses them.
+    acme = [ensure_acme_client(shell, settings)] if settings.tls_mode == "acme" else []
     tls: TlsStep = ensure_tls(shell, settings)
     users = ensure_users(shell, settings)
     kernel = ensure_kernel(shell, inv=inv, master_ip=settings.addresses[0])
@@ -300,13 +302,14 @@ def ensure_hub(
     restart = any(s.changed for s in (dirs, secret, tls, config))
     service = ensure_service(shell, restart=restart)
     wait_for_hub(shell, settings, timeout=ready_timeout)
-    steps = (dirs, secret, tls, users, kernel, config, service)
+    steps = (dirs, secret, *acme, tls, users, kernel, config, service)
     for step in steps:
         log.info("hub: %s", step)
     return HubReport(
         steps=steps,
         fingerprint=tls.fingerprint,
         passwords=dict(users.passwords),
-        url=f"https://{settings.addresses[-1]}:{settings.port}/",
+        # An ACME certificate is for the domain, not for the address.
+        url=f"https://{settings.tls_domain if acme else settings.addresses[-1]}:{settings.port}/",
         seconds=time.monotonic() - start,
     )

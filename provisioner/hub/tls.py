@@ -1,4 +1,5 @@
-"""The hub's TLS certificate: self-signed on the node, or the inventory's own files.
+"""The hub's TLS certificate: self-signed on the node, the inventory's own files, or ACME
+(provisioner.hub.acme).
 
 Self-signed certificates are made ON THE NODE with openssl (Debian's ca-certificates
 depends on it, so every node has it): the private key is born in a 0600 file on the
@@ -45,6 +46,14 @@ def fingerprint(cert_pem: bytes) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
+def expiry_problem(cert: x509.Certificate, *, now: dt.datetime | None = None) -> str | None:
+    """Why a certificate is due for renewal (within RENEW_BEFORE of expiry), or None."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if cert.not_valid_after_utc - now < RENEW_BEFORE:
+        return f"certificate expires {cert.not_valid_after_utc:%Y-%m-%d}"
+    return None
+
+
 def cert_problem(
     cert_pem: bytes | None, *, addresses: Iterable[str], now: dt.datetime | None = None
 ) -> str | None:
@@ -55,9 +64,9 @@ def cert_problem(
         cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError:
         return "certificate does not parse"
-    now = now or dt.datetime.now(dt.timezone.utc)
-    if cert.not_valid_after_utc - now < RENEW_BEFORE:
-        return f"certificate expires {cert.not_valid_after_utc:%Y-%m-%d}"
+    expiring = expiry_problem(cert, now=now)
+    if expiring:
+        return expiring
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         covered = set(san.get_values_for_type(x509.IPAddress))
@@ -89,8 +98,8 @@ def openssl_config(addresses: Iterable[str]) -> str:
     )
 
 
-def _key_matches(shell: Shell, settings: HubSettings, cert_pem: bytes) -> bool:
-    key = settings.paths.key
+def key_matches(shell: Shell, key: str, cert_pem: bytes) -> bool:
+    """Whether the node's file ``key`` is 0600 root and the private key of ``cert_pem``."""
     status, out, _ = shell.run(
         f"[ \"$(stat -c '%a %U' {q(key)})\" = '600 root' ] && openssl pkey -pubout -in {q(key)}",
         check=False,
@@ -126,7 +135,8 @@ def ensure_tls(shell: Shell, settings: HubSettings) -> TlsStep:
     if settings.tls_mode == "self-signed":
         cert_pem = shell.read(settings.paths.cert)
         problem = cert_problem(cert_pem, addresses=settings.addresses)
-        if problem is None and cert_pem and not _key_matches(shell, settings, cert_pem):
+        if problem is None and cert_pem and not key_matches(shell, settings.paths.key,
+                                                          cert_pem):
             problem = "key missing, not 0600 root, or not the certificate's"
         if problem is None and cert_pem:
             return TlsStep("tls", False, "self-signed certificate kept", fingerprint(cert_pem))
@@ -134,18 +144,12 @@ def ensure_tls(shell: Shell, settings: HubSettings) -> TlsStep:
         cert_pem = _make_self_signed(shell, settings)
         return TlsStep("tls", True, f"new self-signed certificate ({problem})",
                        fingerprint(cert_pem))
-    check_supported(settings)
-    return _ensure_tls_files(shell, settings)
-
-
-def check_supported(settings: HubSettings) -> None:
-    """ACME issuance is not built yet: say so before anything on the node changes."""
     if settings.tls_mode == "acme":
-        raise UserInputError(
-            'jupyterhub.tls.mode = "acme" is not supported by the hub installer yet',
-            step="hub tls",
-            hint='use tls.mode = "self-signed", or "files" with a certificate you obtained',
-        )
+        # Imported here: acme builds on this module's checks.
+        from provisioner.hub.acme import ensure_acme_certificate
+
+        return ensure_acme_certificate(shell, settings)
+    return _ensure_tls_files(shell, settings)
 
 
 def _ensure_tls_files(shell: Shell, settings: HubSettings) -> TlsStep:

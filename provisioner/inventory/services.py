@@ -104,14 +104,22 @@ class SparkConfig(Table):
         return f"{self.mirror}/spark-{self.version}/{self.tarball_name()}"
 
 
+# RFC 8555 directory of Let's Encrypt's production CA.
+LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+
+
 class TlsConfig(Table):
     mode: Literal["self-signed", "files", "acme"] = "self-signed"
     cert_file: Path | None = None
     key_file: Path | None = None
     domain: OptionalStr = None
     email: OptionalStr = None
+    acme_directory: str = LETSENCRYPT_DIRECTORY
+    # A CA bundle the master's ACME client trusts for the directory's own HTTPS: only for
+    # private CAs (a test CA such as pebble); public ones are in the system's store.
+    acme_ca_file: Path | None = None
 
-    @field_validator("cert_file", "key_file", mode="before")
+    @field_validator("cert_file", "key_file", "acme_ca_file", mode="before")
     @classmethod
     def _paths(cls, value: Any, info: ValidationInfo) -> Any:
         return path_value(value, info)
@@ -134,6 +142,15 @@ class TlsConfig(Table):
             raise ValueError(f"not an e-mail address: {show(value)}")
         return None if value is None else value.strip()
 
+    @field_validator("acme_directory")
+    @classmethod
+    def _check_directory(cls, value: str) -> str:
+        text = value.strip()
+        # RFC 8555 section 6.1: ACME is spoken over HTTPS only.
+        if not re.match(r"^https://[^\s/?#]+(/[^\s#]*)?$", text):
+            raise ValueError(f"must be an https:// URL, got {show(value)}")
+        return text
+
     @model_validator(mode="after")
     def _mode_keys(self) -> TlsConfig:
         needs = {"files": ("cert_file", "key_file"), "acme": ("domain", "email")}
@@ -152,11 +169,30 @@ class TlsConfig(Table):
                             f'(mode is "{self.mode}"); remove it or change mode',
                         )
                     )
-        if self.mode == "files":
-            for key in ("cert_file", "key_file"):
-                path = getattr(self, key)
-                if path is not None and not path.is_file():
-                    problems.append((key, f"no such file: {path}"))
+        # The directory has a default, which any mode may carry; another value is a choice
+        # that only acme uses, like the CA file.
+        acme_only = [
+            key
+            for key, unset in (
+                ("acme_directory", self.acme_directory == LETSENCRYPT_DIRECTORY),
+                ("acme_ca_file", self.acme_ca_file is None),
+            )
+            if not unset
+        ]
+        if self.mode != "acme":
+            problems += [
+                (
+                    key,
+                    f'only used when jupyterhub.tls.mode = "acme" (mode is "{self.mode}"); '
+                    "remove it or change mode",
+                )
+                for key in acme_only
+            ]
+        files = {"files": ("cert_file", "key_file"), "acme": ("acme_ca_file",)}
+        for key in files.get(self.mode, ()):
+            path = getattr(self, key)
+            if path is not None and not path.is_file():
+                problems.append((key, f"no such file: {path}"))
         if problems:
             raise KeyProblems(problems)
         return self

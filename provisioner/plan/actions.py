@@ -36,10 +36,13 @@ class CreateSecurityGroup(Action):
     name: str
     allowed_cidrs: tuple[str, ...] = ()
     ports: tuple[int, ...] = ()
+    # Open to 0.0.0.0/0 and ::/0 whatever allowed_cidrs says (80 for ACME validation).
+    world_ports: tuple[int, ...] = ()
 
     def rule_count(self) -> int:
-        # all traffic from the group itself (IPv4 + IPv6), one rule per port and CIDR
-        return 2 + len(self.allowed_cidrs) * len(self.ports)
+        # all traffic from the group itself (IPv4 + IPv6), one rule per port and CIDR, and
+        # an IPv4 and an IPv6 rule per world-open port
+        return 2 + len(self.allowed_cidrs) * len(self.ports) + 2 * len(self.world_ports)
 
     def describe(self) -> str:
         outside = (
@@ -47,6 +50,8 @@ class CreateSecurityGroup(Action):
             if self.allowed_cidrs
             else "nothing from outside"
         )
+        if self.world_ports:
+            outside += f", tcp {','.join(map(str, self.world_ports))} from anywhere"
         return f"create security group {self.name}: all traffic between nodes, {outside}"
 
 

@@ -22,7 +22,9 @@ class Desired:
     floating_ip_pool: str = ""
     floating_ip: str = ""  # an existing address to use; never released
     allowed_cidrs: tuple[str, ...] = ()
-    open_ports: tuple[int, ...] = (22, 443)
+    open_ports: tuple[int, ...] = (22, 443)  # to allowed_cidrs only
+    # To every address (0.0.0.0/0 and ::/0): 80 with ACME, whose CA validates from anywhere.
+    world_ports: tuple[int, ...] = ()
     anti_affinity: str = "soft"  # soft | hard | none
     keypair: str = ""  # existing keypair name; empty: sparkstack-<cluster>, managed by us
     key_source: str = "generate"  # generate | import (public key of ssh.private_key)
@@ -50,8 +52,10 @@ class Desired:
 def desired_from_inventory(inv: Any, *, workers: int | None = None) -> Desired:
     """Read the inventory model into a Desired; `workers` overrides the count (scale)."""
     ports = [22, int(inv.jupyterhub.port)]
-    if inv.jupyterhub.tls.mode == "acme":
-        ports.append(80)
+    # HTTP-01 validation comes from the CA's servers, from anywhere on the internet
+    # (RFC 8555 section 8.3, and Let's Encrypt validates from several places), so 80 cannot
+    # be limited to allowed_cidrs; 22 and the hub's port stay limited.
+    world = (80,) if inv.jupyterhub.tls.mode == "acme" else ()
     return Desired(
         cluster=inv.cluster.name,
         workers=inv.workers.count if workers is None else workers,
@@ -63,6 +67,7 @@ def desired_from_inventory(inv: Any, *, workers: int | None = None) -> Desired:
         floating_ip=inv.network.floating_ip or "",
         allowed_cidrs=tuple(inv.network.allowed_cidrs),
         open_ports=tuple(sorted(set(ports))),
+        world_ports=world,
         anti_affinity=inv.workers.anti_affinity,
         keypair=inv.ssh.keypair or "",
         key_source="import" if inv.ssh.private_key else "generate",

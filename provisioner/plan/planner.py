@@ -94,6 +94,7 @@ def plan_up(desired: Desired, observed: Observed) -> list[Action]:
                 name=security_group_name(c),
                 allowed_cidrs=desired.allowed_cidrs,
                 ports=desired.open_ports,
+                world_ports=desired.world_ports,
             )
         )
     if desired.keypair_managed and observed.keypair is None:

@@ -94,7 +94,7 @@ def _one(fn: Callable[[Run, P.Action], None]) -> Handler:
 
 def _security_group(run: Run, a: P.CreateSecurityGroup) -> None:
     run.security_group_id = run.cloud.create_security_group(
-        name=a.name, cidrs=a.allowed_cidrs, ports=a.ports
+        name=a.name, cidrs=a.allowed_cidrs, ports=a.ports, world_ports=a.world_ports
     )
     run.result.created.append(f"security group {a.name}")
 

@@ -324,3 +324,29 @@ def test_preflight_lists_every_shortfall_and_creates_nothing(clean_project, tmp_
     ):
         assert expected in err, err
     assert cluster_resources(admin, "tight") == {}
+
+
+def test_acme_opens_80_to_everyone_and_the_rest_only_to_allowed_cidrs(clean_project, tmp_path):
+    """Read back through the admin API: HTTP-01 validation comes from anywhere, SSH and the
+    hub stay behind network.allowed_cidrs."""
+    admin = clean_project.admin()
+    inv = load_inventory(write_inventory(tmp_path / "inv.toml", name="acmesg"))
+    cloud = cluster_cloud(inv)
+    sg_id = cloud.create_security_group(
+        name="sparkstack-acmesg", cidrs=["203.0.113.0/24"], ports=(22, 443),
+        world_ports=(80,),
+    )  # fmt: skip
+    try:
+        rules = {
+            (r.remote_ip_prefix, r.port_range_min, r.ether_type)
+            for r in admin.network.security_group_rules(security_group_id=sg_id)
+            if r.protocol == "tcp"
+        }
+        assert rules == {
+            ("203.0.113.0/24", 22, "IPv4"),
+            ("203.0.113.0/24", 443, "IPv4"),
+            ("0.0.0.0/0", 80, "IPv4"),
+            ("::/0", 80, "IPv6"),
+        }
+    finally:
+        cloud.delete_security_group(sg_id, name="sparkstack-acmesg")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import shlex
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,6 +21,14 @@ from cryptography.x509.oid import NameOID
 
 from provisioner.errors import UserInputError
 from provisioner.hub import HubPaths, HubSettings, Sudo, ensure_tls, render_config, render_unit
+from provisioner.hub.acme import (
+    acme_cert_problem,
+    lego_args,
+    render_hook,
+    render_install,
+    render_renew_service,
+    render_renew_timer,
+)
 from provisioner.hub.config import CULLER_SCOPES, MIN_SERVER_IDLE_TIMEOUT
 from provisioner.hub.tls import cert_problem, fingerprint, openssl_config
 from provisioner.inventory import HUB_API_PORT, PROXY_API_PORT, parse_inventory
@@ -357,11 +366,86 @@ def test_tls_files_whose_key_is_not_the_certificates_are_refused(tmp_path):
     assert node.files == {}
 
 
-def test_acme_is_refused_before_anything_is_written(tmp_path):
-    node = _Files()
-    with pytest.raises(UserInputError, match="acme"):
-        ensure_tls(node, _settings(tmp_path, tls_mode="acme"))
-    assert node.files == {}
+def test_acme_without_domain_or_email_cannot_be_built(tmp_path):
+    with pytest.raises(UserInputError, match='domain and email are needed with "acme"'):
+        _settings(tmp_path, tls_mode="acme", tls_email="me@example.org")
+
+
+# --- ACME: the certificate's checks and the renewal's files ------------------------------
+
+
+def _issued(names: list[str], *, days: int = 90, self_signed: bool = False) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "x")])
+    issuer = subject if self_signed else x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "Test Intermediate")])
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+    )
+    if names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.parametrize(
+    ("cert", "problem"),
+    [
+        (None, "no certificate"),
+        (b"junk", "does not parse"),
+        (_issued(["hub.example.org"]), None),
+        (_issued(["www.example.org", "hub.example.org"]), None),
+        (_issued(["hub.example.org"], days=29), "expires"),
+        (_issued(["other.example.org"]), "does not cover hub.example.org"),
+        (_issued([]), "does not cover hub.example.org"),
+        (_issued(["hub.example.org"], self_signed=True), "self-signed"),
+        # What the hub had in self-signed mode: IPs only.
+        (_cert(["10.0.0.5"]), "self-signed"),
+    ],
+)
+def test_when_an_acme_certificate_is_obtained_again(cert, problem):
+    found = acme_cert_problem(cert, domain="hub.example.org")
+    assert (found is None) if problem is None else (problem in found), found
+
+
+def _acme(tmp_path: Path, **changes) -> HubSettings:
+    acme = {"tls_mode": "acme", "tls_domain": "hub.example.org", "tls_email": "me@example.org"}
+    return _settings(tmp_path, **{**acme, **changes})
+
+
+def test_renewal_runs_lego_with_the_same_account_and_a_restarting_hook(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("pem")
+    settings = _acme(tmp_path, acme_directory="https://ca.test:14000/dir", acme_ca_file=ca)
+    p = settings.paths
+    unit = render_renew_service(settings, lego="/usr/bin/lego")
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    argv = shlex.split(exec_start.removeprefix("ExecStart="))
+    assert argv == ["/usr/bin/lego", *lego_args(settings), "renew", "--days=30",
+                    f"--renew-hook={p.acme_hook}"]
+    assert "--server=https://ca.test:14000/dir" in argv and f"--path={p.acme_dir}" in argv
+    assert "--http.port=:80" in argv and "--domains=hub.example.org" in argv
+    assert f'Environment="LEGO_CA_CERTIFICATES={p.acme_ca}"' in unit
+    assert "Type=oneshot" in unit
+    timer = render_renew_timer(settings)
+    assert "OnCalendar=daily" in timer and "WantedBy=timers.target" in timer
+    hook = render_hook(settings)
+    assert hook.splitlines()[-2:] == [p.acme_install, "systemctl restart sparkstack-hub"]
+    install = render_install(settings)
+    assert install.index("umask 077") < install.index("cp ")
+    assert f"mv -f {p.key}.new {p.key}" in install
+
+
+def test_renewal_unit_escapes_what_systemd_would_expand(tmp_path):
+    settings = _acme(tmp_path, tls_email="100%$me@example.org")
+    unit = render_renew_service(settings, lego="/usr/bin/lego")
+    assert '"--email=100%%$$me@example.org"' in unit
+    # Without a CA file lego trusts the system store: no environment at all.
+    assert "Environment=" not in unit
 
 
 def test_sudo_makes_every_call_of_a_login_session_as_root():

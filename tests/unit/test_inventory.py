@@ -234,6 +234,47 @@ BAD = [
         ],
     ),
     (
+        {
+            "jupyterhub.tls.acme_directory": "https://acme.example.org/directory",
+            "jupyterhub.tls.acme_ca_file": "/etc/hostname",
+        },
+        (),
+        [
+            'jupyterhub.tls.acme_directory: only used when jupyterhub.tls.mode = "acme" (mode '
+            'is "self-signed"); remove it or change mode',
+            'jupyterhub.tls.acme_ca_file: only used when jupyterhub.tls.mode = "acme" (mode '
+            'is "self-signed"); remove it or change mode',
+        ],
+    ),
+    (
+        {
+            "jupyterhub.tls.mode": "acme",
+            "jupyterhub.tls.domain": "hub.example.org",
+            "jupyterhub.tls.email": "me@example.org",
+            "jupyterhub.tls.acme_directory": "http://acme.example.org/directory",
+        },
+        (),
+        [
+            "jupyterhub.tls.acme_directory: must be an https:// URL, got "
+            '"http://acme.example.org/directory"',
+        ],
+    ),
+    (
+        {
+            "jupyterhub.tls.mode": "acme",
+            "jupyterhub.tls.domain": "hub.example.org",
+            "jupyterhub.tls.email": "me@example.org",
+            "jupyterhub.tls.acme_ca_file": "/nonexistent/ca.pem",
+        },
+        (),
+        ["jupyterhub.tls.acme_ca_file: no such file: /nonexistent/ca.pem"],
+    ),
+    (
+        {"jupyterhub.tls.acme_ca_file": 3},
+        (),
+        ["jupyterhub.tls.acme_ca_file: must be a string (a file path), got integer 3"],
+    ),
+    (
         {"jupyterhub.tls.cert_file": 3},
         (),
         ["jupyterhub.tls.cert_file: must be a string (a file path), got integer 3"],

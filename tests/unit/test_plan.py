@@ -353,8 +353,57 @@ def test_desired_from_the_example_inventory():
     assert P.desired_from_inventory(inv, workers=7).workers == 7
 
 
+def test_acme_opens_80_to_everyone_and_the_rest_to_allowed_cidrs_only():
+    inv = load_inventory(Path(__file__).resolve().parents[2] / "inventory.example.toml")
+    tls = inv.jupyterhub.tls.model_copy(
+        update={"mode": "acme", "domain": "hub.example.org", "email": "me@example.org"}
+    )
+    acme = inv.model_copy(
+        update={"jupyterhub": inv.jupyterhub.model_copy(update={"tls": tls})}
+    )
+    d = P.desired_from_inventory(acme)
+    assert (d.open_ports, d.world_ports) == ((22, 443), (80,))
+    assert P.desired_from_inventory(inv).world_ports == ()
+
+
+SECURITY_GROUP_CASES = [
+    # (allowed_cidrs, world_ports, rules, what the dry run says about outside traffic)
+    (("203.0.113.0/24",), (), 4, "tcp 22,443 from 203.0.113.0/24"),
+    (
+        ("203.0.113.0/24", "2001:db8::/48"),
+        (80,),
+        8,
+        "tcp 22,443 from 203.0.113.0/24, 2001:db8::/48, tcp 80 from anywhere",
+    ),
+    ((), (80,), 4, "nothing from outside, tcp 80 from anywhere"),
+]
+
+
+@pytest.mark.parametrize(("cidrs", "world", "rules", "outside"), SECURITY_GROUP_CASES)
+def test_security_group_rules_and_description(cidrs, world, rules, outside):
+    sg = P.CreateSecurityGroup(
+        name="sparkstack-c1", allowed_cidrs=cidrs, ports=(22, 443), world_ports=world
+    )
+    assert sg.rule_count() == rules
+    assert sg.describe() == (
+        f"create security group sparkstack-c1: all traffic between nodes, {outside}"
+    )
+    assert sg.to_json()["world_ports"] == list(world)
+    need = P.needs([sg], flavors=FLAVORS, observed=EMPTY, desired=D)
+    assert need.security_group_rules == rules
+
+
 def test_identity_names_match_the_inventory_contract():
     assert P.server_name("c1", "master", 0) == "c1-master"
     assert P.server_name("c1", "worker", 3) == "c1-worker-3"
     assert P.identity_tags("c1") == ["sparkstack", "sparkstack:c1"]
     assert all(len(t) <= 60 and "/" not in t and "," not in t for t in P.identity_tags("a" * 40))
+
+
+def test_plan_up_opens_the_desired_world_ports_in_the_security_group():
+    from dataclasses import replace
+
+    sg = P.plan_up(replace(D, world_ports=(80,)), EMPTY)[0]
+    assert sg.kind == "create_security_group"
+    assert sg.world_ports == (80,)
+    assert P.plan_up(D, EMPTY)[0].world_ports == ()
