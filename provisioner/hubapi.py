@@ -126,7 +126,9 @@ class HubApi:
             url,
             ssl=self.context,
             additional_headers={"Authorization": f"token {self.token}"},
-            open_timeout=30,
+            # The server answers the upgrade only once the kernel is up, and the PySpark
+            # kernel starts a driver JVM first: on a busy master that takes a while.
+            open_timeout=min(timeout, 180),
             max_size=None,
         ) as ws:
             ws.send(json.dumps(request))

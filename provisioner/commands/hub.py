@@ -23,6 +23,16 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option("--master-ip", help="The master's floating or private IP address."),
         ],
+        worker_ip: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--worker-ip",
+                help="A worker's private IP (repeat for each). Workers already registered "
+                "with the Spark master are found there; a worker launched after "
+                "authentication was turned on cannot register until it gets the secret, "
+                "so name it here.",
+            ),
+        ] = None,
         inventory: InventoryOpt = Path("inventory.toml"),
         as_json: JsonOpt = False,
     ) -> None:
@@ -53,9 +63,19 @@ def register(app: typer.Typer) -> None:
                     status = master_status(first, master.fixed_ip)
                 finally:
                     first.close()
-                hosts = sorted({w["host"] for w in status.get("workers", [])})
-                workers = cloud.nodes_at(hosts, role=P.WORKER)
-                reporter.step(f"{len(workers)} worker(s) registered with the Spark master")
+                registered = {w["host"] for w in status.get("workers", [])}
+                named = set(worker_ip or [])
+                workers = cloud.nodes_at(sorted(registered | named), role=P.WORKER)
+                missing = named - {w.fixed_ip for w in workers} - {w.floating_ip for w in workers}
+                if missing:
+                    raise UserInputError(
+                        f"no server with the address {', '.join(sorted(missing))} in this "
+                        "project (--worker-ip)",
+                    )
+                reporter.step(
+                    f"{len(workers)} worker(s): {len(registered)} registered with the Spark "
+                    f"master, {len(named - registered)} more named with --worker-ip"
+                )
                 observed = P.Observed(cluster=name, nodes=(master, *workers))
                 nodes = bring_up(observed, cloud=cloud, access=access, reporter=reporter)
                 try:
