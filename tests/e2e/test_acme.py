@@ -49,7 +49,22 @@ log = logging.getLogger(__name__)
 
 DOMAIN = "hub.sparkstack.test"
 GATEWAY = "10.77.0.1"  # the bridge's address on the hosts' subnet
-ACME_PORT, MANAGEMENT_PORT, DNS_PORT, DNS_MANAGEMENT_PORT = 14000, 15000, 18053, 18055
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports no socket of this machine holds on any address (bound together, so distinct):
+    pebble's usual fixed ports can be taken by something else on a shared machine."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+ACME_PORT, MANAGEMENT_PORT, DNS_PORT, DNS_MANAGEMENT_PORT = _free_ports(4)
 
 
 # --- pebble and its DNS, as processes of this test -------------------------------------
