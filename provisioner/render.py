@@ -36,6 +36,7 @@ SPARK_HOME = "/opt/spark"
 VENV = "/opt/sparkstack/venv"
 VENV_PYTHON = f"{VENV}/bin/python"
 STATE_DIR = "/var/lib/sparkstack"
+SPARK_PID_DIR = "/var/lib/spark/run"
 READY_MARKER = f"{STATE_DIR}/ready"
 FAILED_MARKER = f"{STATE_DIR}/failed"
 CONF_PATH = "/etc/sparkstack/sparkstack.conf"
@@ -129,7 +130,7 @@ def _paths() -> dict[str, str]:
         "failed": FAILED_MARKER,
         "conf": CONF_PATH,
         "kernel_dir": KERNEL_DIR,
-        "pid_dir": "/var/lib/spark/run",
+        "pid_dir": SPARK_PID_DIR,
     }
 
 

@@ -174,10 +174,24 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
         yes: YesOpt = False,
         no_ssh: Annotated[
-            bool, typer.Option("--no-ssh", help="Do not wait for new workers over SSH.")
+            bool,
+            typer.Option(
+                "--no-ssh",
+                help="No SSH stage: new workers are not waited for, and removed ones are "
+                "deleted at once, without a graceful decommission.",
+            ),
+        ] = False,
+        force: Annotated[
+            bool,
+            typer.Option(
+                "--force",
+                help="Remove workers even if their executors have not finished within "
+                "workers.decommission_timeout, or if they cannot be reached.",
+            ),
         ] = False,
     ) -> None:
-        """Add workers, or remove the highest-numbered ones (after a graceful decommission)."""
+        """Add workers, or remove the highest-numbered ones after a graceful decommission:
+        their executors finish their running tasks and leave before the servers go."""
         inv = load(inventory)
         out, err = Console(emoji=False), Console(stderr=True, emoji=False)
         name = inv.cluster.name
@@ -197,19 +211,26 @@ def register(app: typer.Typer) -> None:
                 if removing:
                     confirm(f"Remove {', '.join(removing[0].names)}?")
             with progress(err, f"scale {name}", quiet=as_json) as reporter:
-                hooks = (
-                    workflows.Hooks() if no_ssh
-                    else _NodeStage(inv, cloud, reporter, hub=False).hooks()
-                )  # fmt: skip
+                hooks, drainer = workflows.Hooks(), None
+                if not no_ssh:
+                    from provisioner.workflows.decommission import Decommissioner
+
+                    drainer = Decommissioner(inv, cloud, reporter, force=force)
+                    hooks = _NodeStage(inv, cloud, reporter, hub=False).hooks()
+                    hooks.decommission = drainer
                 res = workflows.scale(
                     inv, workers=workers, cloud=cloud, user_data=user_data, reporter=reporter,
                     hooks=hooks,
                 )  # fmt: skip
+            if drainer is not None:
+                res.notes.extend(drainer.notes)
             if as_json:
                 emit_json(result_json(name, res, dry_run=False))
                 return
             if not res.actions:
                 out.print(f"cluster {name} already has {workers} worker(s)")
+            for line in res.notes:
+                out.print(escape(line), highlight=False)
             for line in res.created:
                 out.print(f"created {escape(line)}", highlight=False)
             for line in res.deleted:

@@ -136,6 +136,8 @@ class WorkersConfig(Table):
     flavor: str
     count: int = Field(default=2, ge=0, le=1000)
     anti_affinity: Literal["soft", "hard", "none"] = "soft"
+    # Seconds `scale` waits for a removed worker's executors to finish and leave.
+    decommission_timeout: float = Field(default=300.0, ge=0, le=86400)
 
     @field_validator("flavor")
     @classmethod

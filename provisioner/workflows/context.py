@@ -36,7 +36,8 @@ class Hooks:
     attached), and before workers are removed (graceful decommission)."""
 
     after_servers_active: Callable[[P.Observed], None] = _noop
-    decommission: Callable[[Sequence[P.Node]], None] = _noop
+    # (the cluster as observed, the workers about to be removed)
+    decommission: Callable[[P.Observed, Sequence[P.Node]], None] = _noop
 
 
 @dataclass

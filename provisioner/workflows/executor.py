@@ -123,7 +123,7 @@ def _master_port(run: Run, a: P.CreateMasterPort) -> None:
 
 def _decommission(run: Run, a: P.Decommission) -> None:
     by_name = {n.name: n for n in run.observed.nodes}
-    run.hooks.decommission([by_name[n] for n in a.names if n in by_name])
+    run.hooks.decommission(run.observed, [by_name[n] for n in a.names if n in by_name])
 
 
 def _floating_ip(run: Run, a: P.AttachFloatingIP) -> None:

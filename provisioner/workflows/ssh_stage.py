@@ -14,6 +14,7 @@ import concurrent.futures as cf
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,52 +195,44 @@ def wait_booted(
         raise boot_failure(session, node)
 
 
-def bring_up(
-    observed: P.Observed,
-    *,
-    cloud: Any,
-    access: Access,
-    reporter: Reporter,
-    timeout: float = 1200.0,
-) -> Nodes:
-    """Every node logged in and booted, or the first failure (the others still finish
-    their own waits, so one message can name every failed node)."""
-    master = observed.master()
-    if master is None:
-        raise RemoteError("the cluster has no master", step="ssh")
-    workers = observed.workers()
-    deadline = time.monotonic() + timeout
-    phases = _Phases(reporter, [master.name, *(w.name for w in workers)])
-    host_keys = access.host_keys()
-    # Set when this thread is interrupted (Ctrl-C) or fails: the workers' waits end at
-    # their next pause instead of running on to the deadline.
-    cancel = threading.Event()
+class _Login:
+    """Logs in to one node: pin its host keys, wait for TCP and SSH, then for its boot."""
 
-    def pin(node: P.Node) -> None:
-        if access.trust == "console":
-            phases(node.name, "host keys")
-            host_keys.pin(node.name, console_keys(cloud, node, deadline=deadline, cancel=cancel))
+    def __init__(self, *, cloud: Any, access: Access, phases: _Phases, deadline: float,
+                 cancel: threading.Event) -> None:  # fmt: skip
+        self.cloud, self.access, self.phases = cloud, access, phases
+        self.deadline, self.cancel = deadline, cancel
+        self.host_keys = access.host_keys()
 
-    def login(node: P.Node, address: str, via: remote.Session | None) -> remote.Session:
-        pin(node)
-        target = remote.Target(name=node.name, address=address, user=access.user)
-        remote.wait_tcp(target, deadline=deadline, via=via, cancel=cancel, on_phase=phases)
+    def __call__(self, node: P.Node, address: str, via: remote.Session | None) -> remote.Session:
+        if self.access.trust == "console":
+            self.phases(node.name, "host keys")
+            keys = console_keys(self.cloud, node, deadline=self.deadline, cancel=self.cancel)
+            self.host_keys.pin(node.name, keys)
+        target = remote.Target(name=node.name, address=address, user=self.access.user)
+        remote.wait_tcp(target, deadline=self.deadline, via=via, cancel=self.cancel,
+                        on_phase=self.phases)  # fmt: skip
         session = remote.wait_ssh(
-            target, key_file=access.key_file, host_keys=host_keys, deadline=deadline,
-            via=via, cancel=cancel, on_phase=phases,
+            target, key_file=self.access.key_file, host_keys=self.host_keys,
+            deadline=self.deadline, via=via, cancel=self.cancel, on_phase=self.phases,
         )  # fmt: skip
-        phases(node.name, "cloud-init")
+        self.phases(node.name, "cloud-init")
         try:
-            wait_booted(session, node.name, deadline=deadline, cancel=cancel)
+            wait_booted(session, node.name, deadline=self.deadline, cancel=self.cancel)
         except BaseException:
             session.close()
             raise
-        phases(node.name, "ready")
+        self.phases(node.name, "ready")
         return session
 
-    head = login(master, master.floating_ip or master.fixed_ip, None)
+
+def _login_workers(login: _Login, head: remote.Session, workers: Sequence[P.Node]
+                   ) -> tuple[dict[str, remote.Session], list[RemoteError]]:  # fmt: skip
+    """Every worker at once through the master: their sessions and their failures."""
     sessions: dict[str, remote.Session] = {}
     errors: list[RemoteError] = []
+    if not workers:
+        return sessions, errors
     pool = cf.ThreadPoolExecutor(max_workers=max(1, min(16, len(workers))))
     try:
         futures = {pool.submit(login, w, w.fixed_ip, head): w for w in workers}
@@ -248,22 +241,63 @@ def bring_up(
             try:
                 sessions[node.name] = fut.result()
             except RemoteError as exc:
-                phases(node.name, "failed")
+                login.phases(node.name, "failed")
                 errors.append(exc)
     except BaseException:
-        cancel.set()
+        # Interrupted: the other workers' waits end at their next pause, not the deadline.
+        login.cancel.set()
         for s in sessions.values():
             s.close()
-        head.close()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    if errors:
-        for s in sessions.values():
-            s.close()
+    return sessions, errors
+
+
+def reach(
+    observed: P.Observed,
+    *,
+    cloud: Any,
+    access: Access,
+    reporter: Reporter,
+    timeout: float = 1200.0,
+    workers: Sequence[P.Node] | None = None,
+) -> tuple[Nodes, list[RemoteError]]:
+    """The master (or its failure, raised) and every worker it can reach: the sessions and
+    the workers' failures. `workers` narrows the workers to log in to."""
+    master = observed.master()
+    if master is None:
+        raise RemoteError("the cluster has no master", step="ssh")
+    workers = observed.workers() if workers is None else list(workers)
+    phases = _Phases(reporter, [master.name, *(w.name for w in workers)])
+    login = _Login(cloud=cloud, access=access, phases=phases,
+                   deadline=time.monotonic() + timeout, cancel=threading.Event())  # fmt: skip
+    head = login(master, master.floating_ip or master.fixed_ip, None)
+    try:
+        sessions, errors = _login_workers(login, head, workers)
+    except BaseException:
         head.close()
+        raise
+    return Nodes(master=head, workers=dict(sorted(sessions.items()))), errors
+
+
+def bring_up(
+    observed: P.Observed,
+    *,
+    cloud: Any,
+    access: Access,
+    reporter: Reporter,
+    timeout: float = 1200.0,
+    workers: Sequence[P.Node] | None = None,
+) -> Nodes:
+    """Every node logged in and booted, or the first failure (the others still finish
+    their own waits, so one message can name every failed node)."""
+    nodes, errors = reach(observed, cloud=cloud, access=access, reporter=reporter,
+                          timeout=timeout, workers=workers)  # fmt: skip
+    if errors:
+        nodes.close()
         raise _combined(errors)
-    return Nodes(master=head, workers=dict(sorted(sessions.items())))
+    return nodes
 
 
 def _combined(errors: list[RemoteError]) -> RemoteError:
@@ -273,4 +307,3 @@ def _combined(errors: list[RemoteError]) -> RemoteError:
     others = ", ".join(e.resource or "?" for e in errors[1:])
     first.message = f"{first.message} (also failed: {others})"
     return first
-

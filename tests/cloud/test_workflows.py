@@ -152,7 +152,7 @@ def test_lifecycle_up_status_scale_down(clean_project, tmp_path, keys):
     handed_over: list[int] = []
     hooks = workflows.Hooks(
         after_servers_active=lambda obs: handed_over.append(len(obs.nodes)),
-        decommission=lambda nodes: decommissioned.append([n.name for n in nodes]),
+        decommission=lambda _observed, nodes: decommissioned.append([n.name for n in nodes]),
     )
 
     res = workflows.up(inv, cloud=cloud, user_data=user_data_for(inv), hooks=hooks, settings=FAST)
