@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from provisioner import __version__
-from provisioner.commands import cluster, hub, render, smoke
+from provisioner.commands import cluster, hub, nodes, render, smoke
 from provisioner.errors import Interrupted, SparkstackError
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ def build_app() -> typer.Typer:
     cluster.register(app)
     smoke.register(app)
     hub.register(app)
+    nodes.register(app)
     return app
 
 
@@ -62,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True, emoji=False)
     app = build_app()
     try:
-        app(args=argv, prog_name="sparkstack", standalone_mode=False)
+        # Outside standalone mode click hands back a typer.Exit's code instead of raising it.
+        code = app(args=argv, prog_name="sparkstack", standalone_mode=False)
+        if isinstance(code, int):
+            return code
     except SparkstackError as exc:
         err.print(f"[bold red]error:[/] {escape(exc.render())}", highlight=False, soft_wrap=True)
         return exc.exit_code

@@ -31,6 +31,7 @@ from provisioner.commands.output import (
     progress,
     result_json,
     show_dry_run,
+    spark_table,
 )
 
 log = logging.getLogger(__name__)
@@ -276,24 +277,52 @@ def register(app: typer.Typer) -> None:
     def status(
         inventory: InventoryOpt = Path("inventory.toml"),
         as_json: JsonOpt = False,
+        no_ssh: Annotated[
+            bool, typer.Option("--no-ssh", help="The cloud's view only (no Spark, no hub).")
+        ] = False,
     ) -> None:
-        """The cluster's nodes: name, role, state, IPs, flavor, age."""
+        """The cluster's nodes (name, role, state, IPs, flavor, age) and, over SSH to the
+        master, each node's Spark state and the hub's."""
         inv = load(inventory)
         name = inv.cluster.name
+        live = None
         with session(name):
-            observed = workflows.status(cluster_cloud(inv))
+            cloud = cluster_cloud(inv)
+            observed = workflows.status(cloud)
+            if not no_ssh and observed.master() is not None:
+                from provisioner.workflows.live import live_state
+
+                live = live_state(inv, cloud=cloud, observed=observed)
         if as_json:
-            emit_json(
-                {
-                    "cluster": name,
-                    "nodes": [n.to_json() for n in observed.nodes],
-                    "floating_ip": observed.attached_ip,
-                    "exists": not observed.empty,
-                }
-            )
+            payload: dict[str, Any] = {
+                "cluster": name,
+                "nodes": [n.to_json() for n in observed.nodes],
+                "floating_ip": observed.attached_ip,
+                "exists": not observed.empty,
+            }
+            if live is not None:
+                for node in payload["nodes"]:
+                    node["spark"] = live.spark.get(node["name"])
+                payload["hub"] = {"state": live.hub, "url": _hub_url(inv, observed)}
+                payload["remote_error"] = live.error or None
+            emit_json(payload)
             return
         out = Console(emoji=False)
         if observed.empty:
             out.print(f"cluster {name} does not exist")
             return
         out.print(nodes_table(observed))
+        if live is not None:
+            if live.spark:
+                out.print(spark_table(observed, live.spark))
+            out.print(f"hub: {live.hub}  {_hub_url(inv, observed)}", highlight=False)
+            if live.error:
+                out.print(f"[yellow]{escape(live.error)}[/]", highlight=False, soft_wrap=True)
+
+
+def _hub_url(inv: Any, observed: P.Observed) -> str:
+    master = observed.master()
+    address = (master.floating_ip or master.fixed_ip) if master else ""
+    host = inv.jupyterhub.tls.domain if getattr(inv.jupyterhub.tls, "domain", "") else address
+    port = inv.jupyterhub.port
+    return f"https://{host}/" if port == 443 else f"https://{host}:{port}/"

@@ -56,6 +56,22 @@ def nodes_table(observed: P.Observed) -> Group:
     return Group(table, *faults)
 
 
+def spark_table(observed: P.Observed, spark: dict[str, dict[str, Any]]) -> Table:
+    """Each node's Spark state as the master sees it: cores and memory in use of what the
+    worker offers."""
+    table = Table(title="spark", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)  # fmt: skip
+    for col in ("name", "spark", "cores used", "memory used"):
+        table.add_column(col, no_wrap=True)
+    for n in sorted(observed.nodes, key=lambda n: (n.role != P.MASTER, n.index)):
+        s = spark.get(n.name) or {}
+        cores = f"{s['cores_used']}/{s['cores']}" if s.get("cores") is not None else ""
+        mem = (f"{s['memory_used_mb'] / 1024:.1f}/{s['memory_mb'] / 1024:.1f} GiB"
+               if s.get("memory_mb") is not None else "")  # fmt: skip
+        table.add_row(n.name, s.get("state", ""), cores, mem)
+    return table
+
+
 def print_plan(out: Console, res: Result) -> None:
     out.print("plan:", highlight=False)
     out.print(escape(P.describe(res.actions)), highlight=False, soft_wrap=True)

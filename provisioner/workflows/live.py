@@ -1,0 +1,101 @@
+"""What `status` adds to the cloud's view once the nodes are up: each node's Spark state as
+the master sees it, and whether the hub answers. One SSH login (the master), two reads.
+
+Imported only when `status` goes past the cloud: it loads paramiko.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from provisioner import plan as P
+from provisioner.errors import SparkstackError
+from provisioner.hub.config import UNIT_NAME, VENV
+from provisioner.workflows.context import Reporter
+from provisioner.workflows.spark_auth import master_status
+from provisioner.workflows.ssh_stage import Access, bring_up
+
+log = logging.getLogger(__name__)
+
+# The node's own Python (the hub's venv) asks the hub on loopback; the certificate is not
+# checked: this is the node talking to itself.
+_HUB_PROBE = """
+import ssl, sys, urllib.request
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+try:
+    r = urllib.request.urlopen("https://127.0.0.1:%d/hub/health", context=ctx, timeout=5)
+    print("running" if r.status == 200 else "not answering")
+except Exception:
+    print("not answering")
+"""
+
+
+@dataclass
+class Live:
+    """Spark state by node name ({"state", "cores", "cores_used", "memory_mb",
+    "memory_used_mb"}), the hub's state, and why they are unknown if they are."""
+
+    spark: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hub: str = "unknown"
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"spark": self.spark, "hub": self.hub, "error": self.error or None}
+
+
+def _hub_state(master: Any, port: int) -> str:
+    unit = shlex.quote(UNIT_NAME)
+    state = master.run(f"systemctl is-active {unit}", sudo=True, check=False, timeout=30)
+    if state.stdout.strip() != "active":
+        known = master.run(f"test -x {VENV}/bin/jupyterhub", check=False, timeout=30)
+        return "not installed" if known.status != 0 else "stopped"
+    probe = master.run(f"{VENV}/bin/python -", input=_HUB_PROBE % port, check=False,
+                       timeout=30)  # fmt: skip
+    return probe.stdout.strip() or "not answering"
+
+
+def spark_states(status: dict[str, Any], observed: P.Observed) -> dict[str, dict[str, Any]]:
+    """The master's /json/ status per node of `observed` (a worker it does not list: absent)."""
+    master = observed.master()
+    states: dict[str, dict[str, Any]] = {}
+    if master is not None:
+        states[master.name] = {"state": str(status.get("status", "?"))}
+    entries: dict[str, dict[str, Any]] = {}
+    # A worker that restarted is listed once per registration: the newest counts.
+    for entry in sorted(status.get("workers", []), key=lambda e: str(e.get("id", ""))):
+        entries[str(entry.get("host"))] = entry
+    for w in observed.workers():
+        e = entries.get(w.fixed_ip)
+        states[w.name] = {"state": "absent"} if e is None else {
+            "state": str(e.get("state", "?")),
+            "cores": e.get("cores"),
+            "cores_used": e.get("coresused"),
+            "memory_mb": e.get("memory"),
+            "memory_used_mb": e.get("memoryused"),
+        }  # fmt: skip
+    return states
+
+
+def live_state(inv: Any, *, cloud: Any, observed: P.Observed, timeout: float = 30) -> Live:
+    """Never raises for an unreachable or half-booted cluster: `error` says why instead."""
+    master = observed.master()
+    if master is None or master.status != "ACTIVE":
+        return Live(error="the master is not ACTIVE")
+    try:
+        nodes = bring_up(observed, cloud=cloud, access=Access.from_inventory(inv),
+                         reporter=Reporter(), timeout=timeout, workers=[])  # fmt: skip
+    except SparkstackError as exc:
+        log.info("status: master not reachable: %s", exc.render())
+        return Live(error=f"master not reachable over SSH: {exc.message}")
+    try:
+        live = Live(hub=_hub_state(nodes.master, inv.jupyterhub.port))
+        try:
+            live.spark = spark_states(master_status(nodes, master.fixed_ip), observed)
+        except (SparkstackError, ValueError) as exc:
+            live.error = f"the Spark master's status page does not answer: {exc}"
+        return live
+    finally:
+        nodes.close()
