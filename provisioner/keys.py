@@ -127,9 +127,10 @@ def save_credentials(
 
 
 def remove_cluster_files(key_dir: Path) -> list[Path]:
-    """What `down` removes besides the key pair: credentials and recorded host keys."""
+    """What `down` removes besides the key pair: credentials and recorded host keys (the
+    first-use record, and the file `sparkstack ssh` hands to OpenSSH)."""
     removed = []
-    for path in (credentials_path(key_dir), key_dir / "known_hosts"):
+    for path in (credentials_path(key_dir), key_dir / "known_hosts", key_dir / "ssh_known_hosts"):
         if path.exists():
             path.unlink()
             removed.append(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,10 +84,20 @@ def session(cluster: str) -> Iterator[Path]:
         handler.close()
 
 
+# One cluster per CI pipeline run from one inventory file: the run's id names the cluster.
+CLUSTER_NAME_ENV = "SPARKSTACK_CLUSTER_NAME"
+
+
 def load(path: Path) -> Any:
     from provisioner.inventory import load_inventory
 
-    return load_inventory(path)
+    name = os.environ.get(CLUSTER_NAME_ENV) or None
+    try:
+        return load_inventory(path, cluster_name=name)
+    except UserInputError as exc:
+        if name is not None and "cluster.name" in exc.message:
+            exc.hint = f"cluster.name comes from ${CLUSTER_NAME_ENV} ({name!r})"
+        raise
 
 
 def cluster_cloud(inv: Any) -> Any:

@@ -47,7 +47,7 @@ class ClusterSSH:
 
     def __init__(self, inv: Any) -> None:
         from provisioner import openssh
-        from provisioner.keys import state_dir
+        from provisioner.keys import config_dir
         from provisioner.workflows.ssh_stage import Access
 
         self.inv = inv
@@ -60,7 +60,7 @@ class ClusterSSH:
             )
         self.master = master
         self.access = Access.from_inventory(inv)
-        self.known_hosts = state_dir(inv.cluster.name) / openssh.KNOWN_HOSTS
+        self.known_hosts = config_dir(inv.cluster.name) / openssh.KNOWN_HOSTS
         self.hops = {master.name: openssh.Hop(master.name, master.floating_ip or master.fixed_ip)}
         self.client = openssh.Client(
             user=self.access.user, key_file=self.access.key_file, known_hosts=self.known_hosts,

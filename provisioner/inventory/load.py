@@ -23,8 +23,9 @@ else:  # pragma: no cover - exercised only on Python 3.10
 log = logging.getLogger(__name__)
 
 
-def load_inventory(path: str | Path) -> Inventory:
-    """Read and validate an inventory file; relative paths in it are relative to the file."""
+def load_inventory(path: str | Path, *, cluster_name: str | None = None) -> Inventory:
+    """Read and validate an inventory file; relative paths in it are relative to the file.
+    `cluster_name` replaces cluster.name (validated the same way)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -52,6 +53,8 @@ def load_inventory(path: str | Path) -> Inventory:
         raise InventoryError(_toml_error(exc), resource=str(path)) from None
     except RecursionError:
         raise InventoryError("invalid TOML: nested too deeply", resource=str(path)) from None
+    if cluster_name is not None and isinstance(data.get("cluster", {}), dict):
+        data.setdefault("cluster", {})["name"] = cluster_name
     return parse_inventory(data, source=str(path), base_dir=path.resolve().parent)
 
 
