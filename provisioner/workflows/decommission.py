@@ -3,7 +3,8 @@
 Each worker leaving is told to decommission (SIGPWR to its JVM: the worker runs with
 spark.decommission.enabled, so it tells the master, which stops giving it work and tells
 each driver to decommission its executors there; they finish their running tasks, hand
-their blocks on and exit). Only when the master no longer lists the worker ALIVE and the
+their blocks on and exit). Its executors get SIGPWR too, and again while they run: one
+started just before the worker was told is otherwise never told at all. Only when the master no longer lists the worker ALIVE and the
 worker itself runs no executor is its daemon stopped and its server free to go.
 
 "Runs no executor" is read from the worker's own UI, not the master's: the master keeps
@@ -35,6 +36,8 @@ from provisioner.workflows.ssh_stage import Access, reach
 
 log = logging.getLogger(__name__)
 
+SPARK_WORKER_DIR = "/var/lib/spark/work"
+RESIGNAL_EVERY = 10.0  # seconds between SIGPWRs to executors still running on a leaving worker
 WORKER_PID_FILE = f"{SPARK_PID_DIR}/spark-spark-org.apache.spark.deploy.worker.Worker-1.pid"
 _MARK = "@@sparkstack@@ "
 
@@ -110,11 +113,31 @@ def observe(master: Session, master_ip: str, leaving: Sequence[P.Node]) -> list[
     return drains
 
 
+_EXECUTOR = "org.apache.spark.executor.CoarseGrainedExecutorBackend"
+# Executors as the spark user: not the root shell running this, whose command line holds
+# the pattern too.
+_SIGNAL_EXECUTORS = f"for e in $(pgrep -u spark -f {_EXECUTOR}); do kill -PWR \"$e\"; done; true"
+
+
 def _signal(session: Session) -> None:
     # The unit runs Spark's own start script, which keeps this pid file (see _spark.service).
-    session.run(
-        f'pid=$(cat {WORKER_PID_FILE}) && kill -PWR "$pid"', sudo=True, timeout=30
-    )
+    session.run(f'pid=$(cat {WORKER_PID_FILE}) && kill -PWR "$pid"; {_SIGNAL_EXECUTORS}',
+                sudo=True, timeout=30)  # fmt: skip
+
+
+def _signal_executors(session: Session) -> None:
+    """Executors decommission themselves on SIGPWR too. Needed for one the worker started
+    just before it was told: the master's word reached the driver before that executor
+    had registered, so nobody tells it, and a notebook's driver lives on for hours."""
+    session.run(_SIGNAL_EXECUTORS, sudo=True, check=False, timeout=30)
+
+
+def executor_log_tail(session: Session, lines: int = 20) -> str:
+    out = session.run(
+        f"tail -q -n {lines} $(ls -t {SPARK_WORKER_DIR}/app-*/*/stderr 2>/dev/null | head -1) "
+        "</dev/null 2>/dev/null", sudo=True, check=False, timeout=30,
+    )  # fmt: skip
+    return out.stdout.strip()
 
 
 def _stop(session: Session) -> None:
@@ -154,6 +177,7 @@ def drain(
             log.info("decommissioning %s", d.name)
             _signal(session)
     notes: list[str] = []
+    signalled = time.monotonic()
     while True:
         on_states({d.name: d.describe() for d in drains})
         if all(d.drained for d in drains):
@@ -161,16 +185,23 @@ def drain(
         if time.monotonic() - started > timeout:
             busy = [d.name for d in drains if not d.drained]
             if not force:
+                tail = executor_log_tail(workers[busy[0]]) if busy[0] in workers else ""
                 raise RemoteError(
                     f"{', '.join(busy)} still running executors after {timeout:.0f} s",
                     resource=busy[0],
                     step="decommission",
+                    log_tail=tail,
                     hint="they take no new work now; run the same `scale` again once their "
                     "jobs end, raise workers.decommission_timeout, or pass --force to remove "
                     "them anyway (their running tasks are then lost)",
                 )
             notes.append(f"removed {', '.join(busy)} before their executors finished (--force)")
             break
+        if time.monotonic() - signalled >= RESIGNAL_EVERY:
+            signalled = time.monotonic()
+            for d in drains:
+                if not d.drained and d.master_state != "ALIVE" and d.name in workers:
+                    _signal_executors(workers[d.name])
         time.sleep(poll)
         drains = observe(master, master_ip, leaving)
     waited = time.monotonic() - started
