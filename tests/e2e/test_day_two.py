@@ -157,7 +157,10 @@ def test_ssh_logs_tunnel_status_and_graceful_scale_down(hostbed, clean_project, 
         drained = re.search(r"decommissioned \S+, \S+ in (\d+) s", scale.stdout)
         assert drained, scale.stdout
         timings["decommission waited"] = float(drained.group(1))
-        assert "draining" in scale.stderr  # each worker's state was shown while it drained
+        # each leaving worker's state was shown while it drained
+        for leaving_worker in (f"{NAME}-worker-2", f"{NAME}-worker-3"):
+            assert re.search(rf"{leaving_worker}: (decommissioning|draining)", scale.stderr)
+            assert f"{leaving_worker}: drained" in scale.stderr
         leaving = {f"{NAME}-worker-2", f"{NAME}-worker-3"}
         removed = {n["fixed_ip"] for n in status["nodes"] if n["name"] in leaving}
         after = _master_json(master_ip)
