@@ -202,11 +202,25 @@ def running_pid() -> int | None:
     return pid if hostlib._pid_alive(pid, start) else None
 
 
+def _serving_file() -> Path:
+    return _pid_file().with_name("hypervisor.rootfs")
+
+
 def start() -> int:
-    """Start `run` in the background with a pid file; idempotent."""
+    """Start `run` in the background with a pid file; idempotent. A hypervisor serving
+    another recipe's rootfs (the image changed since it started; the old tree is gone or
+    going) is restarted: it could boot nothing."""
+    wanted = str(rootfs_path())
     pid = running_pid()
     if pid is not None:
-        return pid
+        try:
+            serving = _serving_file().read_text().strip()
+        except OSError:
+            serving = ""
+        if serving == wanted:
+            return pid
+        log.info("hypervisor serves %s, not %s: restarting it", serving or "?", wanted)
+        stop(kill_hosts=True)
     state = hostlib.default_state_dir()
     state.mkdir(parents=True, exist_ok=True)
     repo = Path(__file__).resolve().parents[3]
@@ -217,6 +231,7 @@ def start() -> int:
             start_new_session=True,
         )
     _pid_file().write_text(f"{proc.pid} {hostlib._pid_start(proc.pid)}\n")
+    _serving_file().write_text(wanted + "\n")
     return proc.pid
 
 
