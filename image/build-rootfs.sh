@@ -53,7 +53,7 @@ mkdir -p "$work/etc/cloud/cloud.cfg.d"
 printf 'manage_etc_hosts: true\n' > "$work/etc/cloud/cloud.cfg.d/01_debian_cloud.cfg"
 
 mkdir -p "$work/tmp/sparkstack-image"
-cp "$here"/provision.sh "$here"/*.txt "$work/tmp/sparkstack-image/"
+cp -r "$here"/provision.sh "$here"/*.txt "$here"/npm "$work/tmp/sparkstack-image/"
 # pip and npm inside the chroot trust what this machine trusts (a TLS-inspecting proxy's
 # CA, for one), for the build only: the bundle is not left in the image.
 ca_env=""

@@ -6,12 +6,15 @@
 #     --run), then snapshot it;
 #   * the test bed's rootfs: build-rootfs.sh runs it inside a debootstrap chroot with
 #     --no-systemd.
-# Package lists live beside this script (packages*.txt, requirements.txt,
-# npm-packages.txt); change them there, never here.
+# Package lists live beside this script (packages*.txt; requirements.txt, locked from
+# requirements.in by ./lock-requirements; npm/package-lock.json); change them there, never
+# here. Everything from PyPI and npm is installed at exact versions and checked against the
+# hashes those files hold.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 venv=/opt/sparkstack/venv
+npm_dir=/opt/sparkstack/npm
 no_systemd=0
 for arg in "$@"; do
     case "$arg" in
@@ -36,11 +39,19 @@ apt-get install -y --no-install-recommends $pkgs
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --no-cache-dir --upgrade pip
-"$venv/bin/pip" install --no-cache-dir -r "$here/requirements.txt"
+# Into the venv only, never the system Python; the venv's own pip (the distribution's) is
+# kept: upgrading it would be one more unpinned download.
+"$venv/bin/pip" install --no-cache-dir --no-input --require-hashes --only-binary=:all: \
+    -r "$here/requirements.txt"
+# Kept in the image: a master's boot installs from it again (a no-op when nothing changed).
+install -m 0644 "$here/requirements.txt" /opt/sparkstack/requirements.txt
 
-# shellcheck disable=SC2046 # one argument per package is intended
-npm install --global --no-fund --no-audit $(list "$here/npm-packages.txt")
+# configurable-http-proxy and its dependencies exactly as package-lock.json says (npm ci
+# checks each tarball's integrity hash), without running any package's install scripts.
+mkdir -p "$npm_dir"
+cp "$here/npm/package.json" "$here/npm/package-lock.json" "$npm_dir/"
+(cd "$npm_dir" && npm ci --omit=dev --ignore-scripts --no-fund --no-audit)
+ln -sf "$npm_dir/node_modules/.bin/configurable-http-proxy" /usr/local/bin/configurable-http-proxy
 
 # pam_loginuid fails where there is no audit subsystem (containers, namespaces) and
 # would then refuse every SSH login; a missing loginuid costs nothing on a node.

@@ -1,35 +1,59 @@
 """The `sparkstack` command: parse, call a workflow, print, map errors to exit codes.
 
 Command groups live in their own modules and register themselves on the one app here;
-this module decides exit codes, in one place, from the error class.
+this module decides exit codes, in one place, from the error class. typer, rich and the
+commands are imported inside main(), after the signal handlers are in place, so a Ctrl-C
+while the program loads ends like any other: a message and 130, not a traceback.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated
-
-import typer
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING, Any
 
 from provisioner import __version__
-from provisioner.commands import cluster, hub, nodes, render, smoke
-from provisioner.errors import Interrupted, SparkstackError
+from provisioner.errors import Interrupted, SparkstackError, UnexpectedError
+from provisioner.interrupts import Handler, handled_signals, interrupted, signum_of
+
+if TYPE_CHECKING:
+    import typer
 
 log = logging.getLogger(__name__)
 
 
+def unchanged(signum: int) -> Interrupted:
+    """Stopped before any command changed anything (loading, parsing, a question)."""
+    return Interrupted(f"{interrupted(signum)} before anything was changed", signum=signum)
+
+
 def _print_version(value: bool) -> None:
+    import typer
+
     if value:
         typer.echo(__version__)
         raise typer.Exit(0)
 
 
 def build_app() -> typer.Typer:
+    import typer
+    import typer.core
+
+    from provisioner.commands import cluster, hub, nodes, render, smoke
+
+    class Group(typer.core.TyperGroup):
+        """typer turns a KeyboardInterrupt that leaves a command into a bare exit 130 (and
+        SIGTERM's into 130 too): make it the message and exit code of every other one."""
+
+        def invoke(self, ctx: Any) -> Any:
+            try:
+                return super().invoke(ctx)
+            except KeyboardInterrupt as exc:
+                raise unchanged(signum_of(exc)) from None
+
     app = typer.Typer(
         name="sparkstack",
+        cls=Group,
         help="An OpenStack project to a Spark cluster with a multi-user JupyterHub.",
         no_args_is_help=True,
         add_completion=False,
@@ -38,15 +62,15 @@ def build_app() -> typer.Typer:
 
     @app.callback()
     def _root(
-        version: Annotated[
-            bool,
-            typer.Option(
-                "--version",
-                help="Print the version and exit.",
-                callback=_print_version,
-                is_eager=True,
-            ),
-        ] = False,
+        # typer.Option as the default, not in Annotated: this module imports typer only
+        # here, and a string annotation would be resolved in the module's globals.
+        version: bool = typer.Option(
+            False,
+            "--version",
+            help="Print the version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
     ) -> None:
         """Root options; each command lives in its own module."""
 
@@ -58,43 +82,89 @@ def build_app() -> typer.Typer:
     return app
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors become a message and a stable exit code, never a traceback."""
-    err = Console(stderr=True, emoji=False)
+def _run(argv: list[str] | None) -> int:
+    """The command's exit code; its SparkstackError, or a bug as one, raised."""
+    import typer
+
     app = build_app()
     try:
         # Outside standalone mode click hands back a typer.Exit's code instead of raising it.
         code = app(args=argv, prog_name="sparkstack", standalone_mode=False)
-        if isinstance(code, int):
-            return code
-    except SparkstackError as exc:
-        err.print(f"[bold red]error:[/] {escape(exc.render())}", highlight=False, soft_wrap=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        err.print("[bold red]interrupted[/]")
-        return Interrupted.exit_code
-    except typer.Exit as exc:
-        return exc.exit_code
+    except SparkstackError:
+        raise
     except typer.Abort:
-        err.print("aborted")
-        return 1
+        raise
     except Exception as exc:
         # typer vendors its own click, so usage errors are not click.ClickException: match
         # the interface (show + exit_code) rather than a class from one or the other.
-        code = getattr(exc, "exit_code", None)
-        if callable(getattr(exc, "show", None)) and isinstance(code, int):
+        usage = getattr(exc, "exit_code", None)
+        if callable(getattr(exc, "show", None)) and isinstance(usage, int):
             exc.show()
-            return code
+            return usage
         # A bug outside any command's session: still no traceback on the terminal.
         log.debug("unexpected error", exc_info=True)
-        err.print(
-            f"[bold red]error:[/] unexpected error, please report: "
-            f"{escape(type(exc).__name__)}: {escape(str(exc))}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        return 1
-    return 0
+        raise UnexpectedError(f"{type(exc).__name__}: {exc}") from exc
+    return code if isinstance(code, int) else 0
+
+
+def _outcome(argv: list[str] | None, signals: Handler) -> tuple[int, BaseException | None]:
+    """(exit code, what to report): every way out of a command, interruptions included."""
+    try:
+        return _run(argv), None
+    except KeyboardInterrupt as exc:  # loading the program, before a command ran
+        failure: BaseException = unchanged(signum_of(exc))
+    except SparkstackError as exc:
+        failure = exc
+    except Exception as exc:
+        import typer
+
+        if not isinstance(exc, typer.Abort):
+            raise
+        if signals.received is None:
+            return 1, exc
+        # click's prompt turns Ctrl-C into Abort
+        failure = unchanged(signals.received)
+    assert isinstance(failure, SparkstackError)
+    return failure.exit_code, failure
+
+
+def _report(failure: BaseException) -> None:
+    text = failure.render() if isinstance(failure, SparkstackError) else "aborted"
+    try:
+        from rich.console import Console
+        from rich.markup import escape
+
+        err = Console(stderr=True, emoji=False)
+        if isinstance(failure, SparkstackError):
+            err.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+        else:
+            err.print(text, highlight=False)
+    except ImportError:  # interrupted while rich itself was loading
+        sys.stderr.write(f"error: {text}\n")
+    except OSError:  # SIGHUP: the terminal is gone; the log has the details
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors become a message and a stable exit code, never a traceback.
+    Ctrl-C, SIGTERM and SIGHUP end in 128 + the signal's number, never 0, with the state
+    the cluster is left in, whatever the command was doing."""
+    with handled_signals() as signals:
+        code, failure = _outcome(argv, signals)
+        signals.armed = False  # a second Ctrl-C must not cut the report short
+        if failure is not None:
+            _report(failure)
+        if signals.dropped is not None and not isinstance(failure, Interrupted):
+            # The signal came while Python could not raise it (a finalizer ran) and the
+            # command went on to its end: still not a success.
+            late = Interrupted(
+                f"{interrupted(signals.dropped)}, but where the signal could not stop the "
+                "command, which went on to its end: what it printed above is what it did",
+                signum=signals.dropped,
+            )
+            _report(late)
+            code = late.exit_code
+        return code
 
 
 if __name__ == "__main__":

@@ -76,6 +76,11 @@ class UnexpectedError(SparkstackError):
 
 
 class Interrupted(SparkstackError):
-    """The user pressed Ctrl-C; the message says how to finish or undo."""
+    """Ctrl-C, SIGTERM or SIGHUP; the message says what state the cluster is in and how
+    to finish or undo. The exit code is 128 + the signal's number, as a shell reports it."""
 
     exit_code = 130
+
+    def __init__(self, message: str, *, signum: int = 2, **kwargs: str | None) -> None:
+        super().__init__(message, **kwargs)
+        self.exit_code = 128 + signum

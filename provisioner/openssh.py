@@ -21,6 +21,7 @@ from pathlib import Path
 
 from provisioner.errors import UserInputError
 from provisioner.hostkeys import HostKey, lookup_name
+from provisioner.interrupts import signum_of
 
 KNOWN_HOSTS = "ssh_known_hosts"
 
@@ -99,13 +100,16 @@ def exit_status(returncode: int) -> int:
 
 def run(argv: list[str]) -> int:
     """Run ssh in the foreground and give back its exit status. Ctrl-C reaches ssh from
-    the terminal (same process group); here it only means: wait for ssh to finish."""
+    the terminal (same process group); here it only means: wait for ssh to finish. A
+    SIGTERM or SIGHUP sent to sparkstack alone (a CI runner cancelling) is passed on."""
     proc = subprocess.Popen(argv)
     try:
         while True:
             try:
                 return exit_status(proc.wait())
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
+                if signum_of(exc) != signal.SIGINT:
+                    proc.send_signal(signum_of(exc))
                 continue
     except BaseException:
         proc.send_signal(signal.SIGTERM)

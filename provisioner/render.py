@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import shlex
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import Literal
 
@@ -22,6 +23,7 @@ import jinja2
 from provisioner import inventory as inv_mod
 from provisioner.errors import UserInputError
 from provisioner.inventory import Inventory
+from provisioner.inventory.services import SparkConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,9 @@ SPARK_PID_DIR = "/var/lib/spark/run"
 READY_MARKER = f"{STATE_DIR}/ready"
 FAILED_MARKER = f"{STATE_DIR}/failed"
 CONF_PATH = "/etc/sparkstack/sparkstack.conf"
+# image/requirements.txt (exact versions, hashes) as the pre-baked image keeps it: the
+# master's boot installs the venv from it, so nothing unpinned comes from the index.
+REQUIREMENTS_PATH = "/opt/sparkstack/requirements.txt"
 KERNEL_DIR = "/usr/local/share/jupyter/kernels/pyspark"
 KERNEL_PATH = f"{KERNEL_DIR}/kernel.json"
 # Java of Debian 12 / Ubuntu 22.04+ on amd64; the node finds its own, this is for
@@ -52,9 +57,34 @@ _BOOT_PY4J_ZIP = "@PY4J_ZIP@"
 _BOOT_JAVA_HOME = "@JAVA_HOME@"
 
 _STEPS = {
-    "master": ("packages", "python", "user", "spark", "configure", "kernel", "service", "ready"),
-    "worker": ("packages", "python", "user", "spark", "configure", "service", "ready"),
-}
+    "master": (
+        "packages", "harden", "python", "user", "spark", "configure", "kernel", "service",
+        "ready",
+    ),
+    "worker": ("packages", "harden", "python", "user", "spark", "configure", "service", "ready"),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SparkHash:
+    """The sha512 every node checks the Spark tarball against, and where it came from (the
+    node's settings and log say so). ``sha512`` None: the node reads the mirror's own
+    .sha512, which the inventory allowed with spark.trust_mirror_checksum."""
+
+    sha512: str | None
+    source: str
+
+    @classmethod
+    def of_inventory(cls, spark: SparkConfig) -> SparkHash | None:
+        """The hash the inventory itself decides; None when it must be fetched first."""
+        if spark.sha512 is not None:
+            return cls(sha512=spark.sha512, source="pinned in the inventory (spark.sha512)")
+        if spark.trust_mirror_checksum:
+            return cls(
+                sha512=None,
+                source="published by the mirror beside the tarball (spark.trust_mirror_checksum)",
+            )
+        return None
 
 
 def bootstrap_steps(role: Role) -> tuple[str, ...]:
@@ -131,20 +161,36 @@ def _paths() -> dict[str, str]:
         "conf": CONF_PATH,
         "kernel_dir": KERNEL_DIR,
         "pid_dir": SPARK_PID_DIR,
+        "requirements": REQUIREMENTS_PATH,
     }
 
 
-def render_cloud_init(inv: Inventory, *, role: Role, master_ip: str | None = None) -> str:
+def render_cloud_init(
+    inv: Inventory,
+    *,
+    role: Role,
+    master_ip: str | None = None,
+    spark_hash: SparkHash | None = None,
+) -> str:
     """The ``#cloud-config`` user_data for one node of ``role``.
 
     A worker needs the master's private IP, and nothing else that differs per node, so one
     document serves every worker. A master finds its own address at boot; when
     ``master_ip`` is given it refuses to come up under another address.
+
+    ``spark_hash`` is the tarball's sha512 fetched by the caller (provisioner.checksums);
+    it may be left out only when the inventory pins the hash or trusts the mirror's.
     """
     if role not in ROLES:
         raise UserInputError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     if role == "worker" or master_ip is not None:
         master_ip = _ipv4(master_ip, option="--master-ip")
+    spark_hash = spark_hash or SparkHash.of_inventory(inv.spark)
+    if spark_hash is None:
+        raise UserInputError(
+            "the Spark tarball's sha512 is neither pinned (spark.sha512) nor fetched from "
+            "spark.checksums; a node would have nothing to check the download against"
+        )
     context = {
         "inv": inv,
         "role": role,
@@ -152,6 +198,7 @@ def render_cloud_init(inv: Inventory, *, role: Role, master_ip: str | None = Non
         "ports": _ports(),
         "paths": _paths(),
         "steps": bootstrap_steps(role),
+        "spark_hash": spark_hash,
     }
     if role == "master":
         context["kernel_json"] = _kernel_json(

@@ -44,7 +44,12 @@ def status_of(exc: BaseException) -> int | None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """5xx answers and broken connections: worth another try. Never a 4xx."""
+    """5xx answers and broken connections: worth another try. Never a 4xx, and never a
+    Ctrl-C: keystoneauth sleeps between its own retries inside an `except`, so an
+    interrupt there carries a connection error as its context, and tenacity (which sees
+    every BaseException) would try again."""
+    if not isinstance(exc, Exception):
+        return False
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -78,7 +83,6 @@ def connect(cloud: str = "") -> openstack.connection.Connection:
             hint="set cluster.cloud to an entry of clouds.yaml, or OS_CLOUD, or source an "
             "openrc file",
         ) from exc
-
 
 
 class CloudBase:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -194,28 +195,51 @@ class CloudReader(CloudBase):
         )
         return [n for n in (self._node(s) for s in servers) if n is not None]
 
+    def lookalike_servers(self, nodes: list[P.Node]) -> list[str]:
+        """Servers named like the cluster's that are not among its nodes (no tag, or
+        another cluster's metadata): one list, of names and ids only."""
+        pattern = f"^{self.cluster}-(master|worker-[0-9]+)$"  # names are [a-z0-9-]: no escaping
+        ours = {n.id for n in nodes}
+        # Nova matches `name` as a regular expression, but on a Zed bed an alternation
+        # matched nothing: ask for the prefix, match the rest here.
+        servers = self._list(
+            "list servers by name",
+            lambda: self.conn.compute.servers(details=False, name=f"^{self.cluster}-"),
+        )
+        return [
+            f"server {s.name} ({s.id})"
+            for s in servers
+            if s.id not in ours and re.match(pattern, s.name or "")
+        ]
+
     def observe(self) -> P.Observed:
         c = self.cluster
         nodes = self.list_nodes()
-        sgs = [
-            s
-            for s in self._list(
-                "list security groups",
-                lambda: self.conn.network.security_groups(name=names.security_group_name(c)),
-            )
-            if self._ours(s)
-        ]
-        ports = [
-            p
-            for p in self._list(
-                "list ports", lambda: self.conn.network.ports(name=names.master_port_name(c))
-            )
-            if self._ours(p)
-        ]
-        groups = [
+        lookalikes = self.lookalike_servers(nodes)
+        named_sgs = self._list(
+            "list security groups",
+            lambda: self.conn.network.security_groups(name=names.security_group_name(c)),
+        )
+        sgs = [s for s in named_sgs if self._ours(s)]
+        named_ports = self._list(
+            "list ports", lambda: self.conn.network.ports(name=names.master_port_name(c))
+        )
+        ports = [p for p in named_ports if self._ours(p)]
+        lookalikes += [f"security group {s.name} ({s.id})" for s in named_sgs if s not in sgs]
+        lookalikes += [f"port {p.name} ({p.id})" for p in named_ports if p not in ports]
+        # A server group can carry no identity; one whose members are not the cluster's
+        # servers is someone else's.
+        ids = {n.id for n in nodes}
+        named_groups = [
             g
             for g in self._list("list server groups", lambda: self.conn.compute.server_groups())
             if g.name == names.server_group_name(c)
+        ]
+        groups = [g for g in named_groups if set(g.member_ids or []) <= ids]
+        lookalikes += [
+            f"server group {g.name} ({g.id}), whose members are other servers"
+            for g in named_groups
+            if g not in groups
         ]
         port = ports[0] if ports else None
         fips = self._list("list floating IPs", lambda: self.conn.network.ips())
@@ -248,7 +272,8 @@ class CloudReader(CloudBase):
             master_port=P.Ref(port.id, port.name, port_ip(port)) if port else None,
             floating_ip=P.Ref(ours[0].id, "", ours[0].floating_ip_address) if ours else None,
             attached_ip=attached,
-            keypair=P.Ref(kp.name, kp.name) if kp is not None else None,
+            keypair=P.Ref(kp.name, kp.name, kp.public_key or "") if kp is not None else None,
+            lookalikes=tuple(lookalikes),
         )
 
     def console_output(self, server_id: str, *, name: str = "") -> str:

@@ -90,6 +90,11 @@ def spark_stage(nodes: Any, observed: P.Observed, *, inv: Any, reporter: Any) ->
         reporter.step("every worker is ALIVE on the Spark master")
 
 
+def warn(err: Console, text: str) -> None:
+    log.warning("%s", text)
+    err.print(f"[bold yellow]WARNING:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
 def print_hub(out: Console, inv: Any, outcome: Any) -> None:
     out.print(f"hub: {outcome.url}", highlight=False)
     out.print(f"  certificate SHA256 {outcome.fingerprint}", highlight=False, soft_wrap=True)
@@ -129,7 +134,10 @@ def register(app: typer.Typer) -> None:
         inv = load(inventory)
         out, err = Console(emoji=False), Console(stderr=True, emoji=False)
         name = inv.cluster.name
-        with session(name):
+        for cidr in inv.network.open_to_everyone():
+            warn(err, f"network.allowed_cidrs has {cidr}: SSH (22) and the hub (port "
+                      f"{inv.jupyterhub.port}) are open to the whole internet")  # fmt: skip
+        with session(name) as current:
             cloud = cluster_cloud(inv)
             render = user_data_renderer(inv)
             stop = "servers" if no_ssh else until.value
@@ -143,6 +151,7 @@ def register(app: typer.Typer) -> None:
                     inv, cloud=cloud, user_data=render, reporter=reporter, hooks=stage.hooks(),
                     until=stop,
                 )  # fmt: skip
+                current.state = f"after up had finished: cluster {name} is up ({stop})"
             if as_json:
                 payload = result_json(name, res, dry_run=False)
                 if stage.outcome is not None:
@@ -196,7 +205,7 @@ def register(app: typer.Typer) -> None:
         inv = load(inventory)
         out, err = Console(emoji=False), Console(stderr=True, emoji=False)
         name = inv.cluster.name
-        with session(name):
+        with session(name) as current:
             cloud = cluster_cloud(inv)
             user_data = user_data_renderer(inv)
             # The preview serves only the dry run and the question: with --yes the real
@@ -223,6 +232,7 @@ def register(app: typer.Typer) -> None:
                     inv, workers=workers, cloud=cloud, user_data=user_data, reporter=reporter,
                     hooks=hooks,
                 )  # fmt: skip
+                current.state = f"after scale had finished: cluster {name} has {workers} worker(s)"
             if drainer is not None:
                 res.notes.extend(drainer.notes)
             if as_json:
@@ -248,7 +258,7 @@ def register(app: typer.Typer) -> None:
         inv = load(inventory)
         out, err = Console(emoji=False), Console(stderr=True, emoji=False)
         name = inv.cluster.name
-        with session(name):
+        with session(name) as current:
             cloud = cluster_cloud(inv)
             # As in scale: with --yes the real run alone observes the cloud.
             if dry_run or not yes:
@@ -256,15 +266,19 @@ def register(app: typer.Typer) -> None:
                 if dry_run or not preview.actions:
                     if as_json:
                         emit_json(result_json(name, preview, dry_run=dry_run))
-                    elif not preview.actions:
+                        return
+                    if not preview.actions:
                         out.print(f"nothing left of cluster {name}")
                     else:
                         print_plan(out, preview)
+                    for line in preview.notes:  # what only looks like the cluster's
+                        out.print(escape(line), highlight=False, soft_wrap=True)
                     return
                 out.print(escape(P.describe(preview.actions)), highlight=False, soft_wrap=True)
                 confirm(f"Delete cluster {name}?")
             with progress(err, f"down {name}", quiet=as_json) as reporter:
                 res = workflows.down(inv, cloud=cloud, reporter=reporter)
+                current.state = f"after down had finished: nothing is left of cluster {name}"
             if as_json:
                 emit_json(result_json(name, res, dry_run=False))
                 return
@@ -272,6 +286,8 @@ def register(app: typer.Typer) -> None:
                 out.print(f"nothing left of cluster {name}")
             for line in res.deleted:
                 out.print(f"deleted {escape(line)}", highlight=False)
+            for line in res.notes:
+                out.print(escape(line), highlight=False, soft_wrap=True)
 
     @app.command()
     def status(

@@ -8,12 +8,14 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from provisioner.errors import SparkstackError, UnexpectedError, UserInputError
+from provisioner.errors import Interrupted, SparkstackError, UnexpectedError, UserInputError
+from provisioner.interrupts import checkpoint, interrupted, signum_of
 from provisioner.keys import state_dir
 from provisioner.workflows import UserData
 
@@ -46,10 +48,21 @@ def is_cli_exit(exc: BaseException) -> bool:
     return callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int)
 
 
+@dataclass
+class Session:
+    """One command's log file, and the state of the cluster if it were stopped now: the
+    command moves it on as it goes (before an apply nothing was changed; an apply's own
+    guard says what it leaves; after it, the outcome)."""
+
+    log: Path
+    state: str
+
+
 @contextlib.contextmanager
-def session(cluster: str) -> Iterator[Path]:
+def session(cluster: str) -> Iterator[Session]:
     """A log file for this cluster for the duration of one command; on failure the
-    error's hint points at it, and a bug becomes "unexpected error, please report"."""
+    error's hint points at it, a bug becomes "unexpected error, please report", and an
+    interruption a message with the session's state."""
     path = state_dir(cluster) / "sparkstack.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
@@ -64,15 +77,23 @@ def session(cluster: str) -> Iterator[Path]:
         logging.getLogger(noisy).setLevel(logging.INFO)
     root.addHandler(handler)
     log.info("sparkstack %s", " ".join(sys.argv[1:]))
+    current = Session(
+        log=path, state=f"before anything was changed: cluster {cluster} is as it was"
+    )
     try:
-        yield path
+        checkpoint()
+        yield current
+        checkpoint()
     except SparkstackError as exc:
         log.error("%s", exc.render())
         exc.hint = f"{exc.hint}\ndetails: {path}" if exc.hint else f"details: {path}"
         raise
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        raise
+    except KeyboardInterrupt as exc:
+        log.error("interrupted %s", current.state)
+        signum = signum_of(exc)
+        raise Interrupted(
+            f"{interrupted(signum)} {current.state}", signum=signum, hint=f"details: {path}"
+        ) from None
     except Exception as exc:
         if is_cli_exit(exc):
             raise
@@ -107,10 +128,25 @@ def cluster_cloud(inv: Any) -> Any:
 
 
 def user_data_renderer(inv: Any) -> UserData:
+    """Renders each role's user_data. The Spark tarball's sha512 is resolved at the first
+    render, which preflight does: a checksum source that cannot be reached is then one of
+    preflight's problems, before anything exists. Resolved once per command."""
+    known: list[Any] = []
+
     def render(role: str, master_ip: str) -> str:
+        from provisioner.checksums import spark_hash
         from provisioner.render import render_cloud_init
 
-        return render_cloud_init(inv, role=role, master_ip=master_ip)
+        if not known:
+            try:
+                known.append(spark_hash(inv.spark))
+            except UserInputError as exc:
+                known.append(exc)
+            if not isinstance(known[0], Exception):
+                log.info("spark tarball sha512 %s", known[0].source)
+        if isinstance(known[0], Exception):
+            raise known[0]
+        return render_cloud_init(inv, role=role, master_ip=master_ip, spark_hash=known[0])
 
     return render
 

@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         inv = load(inventory)
         out, err = Console(emoji=False), Console(stderr=True, emoji=False)
         name = inv.cluster.name
-        with session(name):
+        with session(name) as current:
             cloud = cluster_cloud(inv)
             access = Access.from_inventory(inv)
             found = cloud.nodes_at([master_ip], role=P.MASTER)
@@ -56,6 +56,10 @@ def register(app: typer.Typer) -> None:
                     hint="pass the master's floating or private IP as Horizon shows it",
                 )
             master = found[0]
+            current.state = (
+                f"while setting up cluster {name}'s nodes: its servers are unchanged; run "
+                "`sparkstack hub` again to finish"
+            )
             with progress(err, f"hub {name}", quiet=as_json) as reporter:
                 alone = P.Observed(cluster=name, nodes=(master,))
                 first = bring_up(alone, cloud=cloud, access=access, reporter=reporter)
@@ -83,6 +87,7 @@ def register(app: typer.Typer) -> None:
                     spark_stage(nodes, observed, inv=inv, reporter=reporter)
                 finally:
                     nodes.close()
+            current.state = f"after hub had finished: the hub of cluster {name} is running"
             if as_json:
                 emit_json(
                     {

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from provisioner.checksums import spark_hash
 from provisioner.errors import UserInputError
 from provisioner.inventory import load_inventory
 from provisioner.render import (
@@ -111,7 +112,11 @@ def register(app: typer.Typer) -> None:
                     hint="launch the master first and use its private IP "
                     "(Horizon: Project > Compute > Instances)",
                 )
-            text = render_cloud_init(inv, role=role.value, master_ip=master_ip)
+            # The hash every node checks Spark against: pinned, or fetched now from Apache's
+            # site (spark.checksums); said on stderr, so a pasted document stays whole.
+            spark = spark_hash(inv.spark)
+            text = render_cloud_init(inv, role=role.value, master_ip=master_ip, spark_hash=spark)
+            typer.echo(f"spark tarball sha512: {spark.source}", err=True)
         if output is None:
             typer.echo(text, nl=False)
         else:

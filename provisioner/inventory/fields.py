@@ -3,7 +3,9 @@ in an error message (the way it looks in the TOML file)."""
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -111,11 +113,38 @@ def memory(value: str) -> str:
 def resolve_path(value: str | None, info: ValidationInfo) -> Path | None:
     if value is None:
         return None
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # "~name/..." where this machine has no user "name"
+        user = value.split("/", 1)[0]
+        raise ValueError(f"cannot expand {show(user)}: no such user on this machine") from None
     if not path.is_absolute():
         base = (info.context or {}).get("base_dir") or Path.cwd()
         path = Path(base) / path
     return path
+
+
+def unusable_file(path: Path) -> str | None:
+    """Why a file the inventory names cannot be used, or None. Found by opening and
+    reading it: root reads a file whatever its mode bits, so only a read tells."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not hang the check
+    except FileNotFoundError:
+        return "not found"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            return "is a directory"
+        if not stat.S_ISREG(mode):
+            return "is not a regular file"
+        os.read(fd, 1)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    finally:
+        os.close(fd)
+    return None
 
 
 def path_value(value: Any, info: ValidationInfo) -> Path | None:
@@ -123,7 +152,10 @@ def path_value(value: Any, info: ValidationInfo) -> Path | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"must be a string (a file path), got {typed(value)}")
+    if "\0" in value:
+        raise ValueError(f"a file path cannot contain a NUL character, got {show(value)}")
     return resolve_path(value, info)
+
 
 class Table(BaseModel):
     # strict: TOML has real types, so "2" where a number belongs is a mistake worth naming.
@@ -140,12 +172,39 @@ TOML_TYPE = {
 }
 
 
+_ESCAPES = {
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+    '"': '\\"',
+    "\\": "\\\\",
+}
+BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string. Characters that do not print (newlines, NUL, zero-width
+    spaces, line separators) are escaped too: a message stays one line per problem, and
+    a look-alike value shows what it really holds."""
+    out = []
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif not ch.isprintable():
+            out.append(f"\\u{ord(ch):04X}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 def show(value: Any) -> str:
     """A value the way it would look in the TOML file, shortened."""
     if isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, str):
-        text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        text = toml_string(value)
     elif isinstance(value, dict):
         text = "{...}" if value else "{}"
     elif isinstance(value, list):
@@ -160,4 +219,3 @@ def typed(value: Any) -> str:
     if kind is None:
         kind = "date/time" if hasattr(value, "isoformat") else type(value).__name__
     return f"{kind} {show(value)}"
-

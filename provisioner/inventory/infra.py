@@ -87,6 +87,10 @@ class NetworkConfig(Table):
             raise KeyProblems(problems)
         return seen
 
+    def open_to_everyone(self) -> list[str]:
+        """The allowed_cidrs that are the whole internet: allowed, and worth a warning."""
+        return [c for c in self.allowed_cidrs if ipaddress.ip_network(c).prefixlen == 0]
+
 
 class SshConfig(Table):
     user: str = "debian"
@@ -143,4 +147,3 @@ class WorkersConfig(Table):
     @classmethod
     def _check_flavor(cls, value: str) -> str:
         return not_empty(value)
-

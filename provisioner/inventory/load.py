@@ -22,13 +22,18 @@ else:  # pragma: no cover - exercised only on Python 3.10
 
 log = logging.getLogger(__name__)
 
+# An inventory of hundreds of users is a few KiB; a file a thousand times that is the
+# wrong file, and reading on would take the memory of a device or a disk image.
+MAX_BYTES = 1024 * 1024
+
 
 def load_inventory(path: str | Path, *, cluster_name: str | None = None) -> Inventory:
     """Read and validate an inventory file; relative paths in it are relative to the file.
     `cluster_name` replaces cluster.name (validated the same way)."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_BYTES + 1)  # /dev/zero or a disk image is never all read
     except FileNotFoundError:
         raise InventoryError(
             "no such file",
@@ -39,6 +44,12 @@ def load_inventory(path: str | Path, *, cluster_name: str | None = None) -> Inve
         raise InventoryError("is a directory, not an inventory file", resource=str(path)) from None
     except OSError as exc:
         raise InventoryError(f"cannot read: {exc.strerror or exc}", resource=str(path)) from None
+    if len(raw) > MAX_BYTES:
+        raise InventoryError(
+            f"larger than {MAX_BYTES // 1024 // 1024} MiB: not an inventory file",
+            resource=str(path),
+            hint="pass the inventory (a few KiB of TOML) with -i",
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -85,4 +96,3 @@ def _toml_error(exc: tomllib.TOMLDecodeError) -> str:
     if match:
         return f"invalid TOML at end of document: {match.group(1)}"
     return f"invalid TOML: {text}"
-

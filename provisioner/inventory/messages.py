@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from provisioner.inventory.fields import KeyProblems, show, typed
+from provisioner.inventory.fields import BARE_KEY_RE, KeyProblems, show, toml_string, typed
 
 
 def _key_path(loc: tuple[str | int, ...]) -> str:
@@ -16,7 +16,10 @@ def _key_path(loc: tuple[str | int, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            # quoted as in TOML when it is not a bare key (a newline in a key must not
+            # start a new line of the message)
+            key = part if BARE_KEY_RE.match(part) else toml_string(part)
+            out += f".{key}" if out else key
     return out or "(top level)"
 
 

@@ -24,6 +24,7 @@ from provisioner.inventory.fields import (
     memory,
     path_value,
     show,
+    unusable_file,
 )
 from provisioner.inventory.names import reserved_ports
 
@@ -56,10 +57,28 @@ class SparkLimits(Table):
         return self
 
 
+# Apache's own release areas: the download area has current releases only, the archive
+# every release ever. Tried in this order for the tarball's .sha512.
+APACHE_CHECKSUMS = ("https://downloads.apache.org/spark", "https://archive.apache.org/dist/spark")
+_URL_RE = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+
+
+def _base_url(value: str) -> str:
+    text = value.strip()
+    if not _URL_RE.match(text):
+        raise ValueError(f"must be an http:// or https:// URL without query, got {show(value)}")
+    return text.rstrip("/")
+
+
 class SparkConfig(Table):
     version: str = "4.3.0"
     mirror: str = "https://downloads.apache.org/spark"
     sha512: OptionalStr = None
+    # Where sparkstack itself fetches the tarball's .sha512 when it is not pinned: never
+    # from the mirror, so a mirror that serves a bad tarball cannot vouch for it too.
+    checksums: list[str] = Field(default_factory=lambda: list(APACHE_CHECKSUMS))
+    # Let each node check the tarball against the .sha512 the mirror publishes beside it.
+    trust_mirror_checksum: bool = False
     limits: SparkLimits = Field(default_factory=SparkLimits)
 
     @field_validator("version")
@@ -78,12 +97,21 @@ class SparkConfig(Table):
     @field_validator("mirror")
     @classmethod
     def _check_mirror(cls, value: str) -> str:
-        text = value.strip()
-        if not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", text):
-            raise ValueError(
-                f"must be an http:// or https:// URL without query, got {show(value)}"
-            )
-        return text.rstrip("/")
+        return _base_url(value)
+
+    @field_validator("checksums")
+    @classmethod
+    def _check_checksums(cls, value: list[str]) -> list[str]:
+        problems: list[tuple[str | int, str]] = []
+        urls = []
+        for index, url in enumerate(value):
+            try:
+                urls.append(_base_url(url))
+            except ValueError as exc:
+                problems.append((index, str(exc)))
+        if problems:
+            raise KeyProblems(problems)
+        return urls
 
     @field_validator("sha512")
     @classmethod
@@ -97,11 +125,57 @@ class SparkConfig(Table):
             )
         return text
 
+    @model_validator(mode="after")
+    def _hash_source(self) -> SparkConfig:
+        """Every node must check the tarball against a hash the mirror did not choose,
+        unless the inventory says otherwise in so many words."""
+        problems: list[tuple[str | int, str]] = []
+        if self.sha512 is not None and self.trust_mirror_checksum:
+            problems.append(
+                ("trust_mirror_checksum", "has no effect when spark.sha512 is pinned; remove one")
+            )
+        fetched = self.sha512 is None and not self.trust_mirror_checksum
+        if fetched and not self.checksums:
+            problems.append(
+                (
+                    "checksums",
+                    "is empty: list where the .sha512 comes from, or pin spark.sha512",
+                )
+            )
+        if fetched and self.mirror in self.checksums and self.mirror not in APACHE_CHECKSUMS:
+            problems.append(
+                (
+                    "checksums",
+                    f"lists spark.mirror ({show(self.mirror)}) itself: a mirror cannot vouch "
+                    "for its own tarball; use Apache's site, or set "
+                    "spark.trust_mirror_checksum = true if that is really what you want",
+                )
+            )
+        plain = self.trust_mirror_checksum or any(u.startswith("http://") for u in self.checksums)
+        if self.mirror.startswith("http://") and self.sha512 is None and plain:
+            problems.append(
+                (
+                    "mirror",
+                    f"{show(self.mirror)} is plain http: anyone on the way can replace the "
+                    "tarball, so its hash must not come over http too: pin spark.sha512, or "
+                    "fetch it over https (only https:// in spark.checksums, "
+                    "spark.trust_mirror_checksum = false)",
+                )
+            )
+        if problems:
+            raise KeyProblems(problems)
+        return self
+
     def tarball_name(self) -> str:
         return f"spark-{self.version}-bin-hadoop3.tgz"
 
     def tarball_url(self) -> str:
         return f"{self.mirror}/spark-{self.version}/{self.tarball_name()}"
+
+    def checksum_urls(self) -> list[str]:
+        """The .sha512 of this release at each spark.checksums source, in order."""
+        path = f"spark-{self.version}/{self.tarball_name()}.sha512"
+        return [f"{base}/{path}" for base in self.checksums]
 
 
 # RFC 8555 directory of Let's Encrypt's production CA.
@@ -191,8 +265,11 @@ class TlsConfig(Table):
         files = {"files": ("cert_file", "key_file"), "acme": ("acme_ca_file",)}
         for key in files.get(self.mode, ()):
             path = getattr(self, key)
-            if path is not None and not path.is_file():
+            problem = unusable_file(path) if path is not None else None
+            if problem == "not found":
                 problems.append((key, f"no such file: {path}"))
+            elif problem:
+                problems.append((key, f"{path} {problem}"))
         if problems:
             raise KeyProblems(problems)
         return self
@@ -258,4 +335,3 @@ class JupyterHubConfig(Table):
         if problems:
             raise KeyProblems(problems)
         return self
-

@@ -113,7 +113,10 @@ class Observed:
     master_port: Ref | None = None
     floating_ip: Ref | None = None  # a floating IP we allocated (carries our identity)
     attached_ip: str = ""  # whatever floating address is on the master port now
-    keypair: Ref | None = None  # the managed keypair sparkstack-<cluster>, if it exists
+    keypair: Ref | None = None  # sparkstack-<cluster>, if it exists (detail: its public key)
+    # Resources with the cluster's names but not its identity: never used, changed or
+    # deleted; `up` refuses while they exist, `down` says it left them.
+    lookalikes: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:

@@ -4,8 +4,9 @@ Each worker leaving is told to decommission (SIGPWR to its JVM: the worker runs 
 spark.decommission.enabled, so it tells the master, which stops giving it work and tells
 each driver to decommission its executors there; they finish their running tasks, hand
 their blocks on and exit). Its executors get SIGPWR too, and again while they run: one
-started just before the worker was told is otherwise never told at all. Only when the master no longer lists the worker ALIVE and the
-worker itself runs no executor is its daemon stopped and its server free to go.
+started just before the worker was told is otherwise never told at all. Only when the
+master no longer lists the worker ALIVE and the worker itself runs no executor is its
+daemon stopped and its server free to go.
 
 "Runs no executor" is read from the worker's own UI, not the master's: the master keeps
 counting the cores of a decommissioned worker's executors after they exited (it drops

@@ -12,6 +12,7 @@ from provisioner.keys import config_dir, remove_cluster_files
 from provisioner.workflows.context import Hooks, Reporter, Result, Run, Settings
 from provisioner.workflows.executor import execute
 from provisioner.workflows.guard import guard
+from provisioner.workflows.lookalikes import left, separate
 
 # down creates nothing, so it resolves nothing: the executor's handlers for deletes never
 # read these.
@@ -35,16 +36,11 @@ def down(
     key_dir: Path | None = None,
 ) -> Result:
     desired = P.desired_from_inventory(inv)
-    observed = cloud.observe()
-    actions = P.plan_down(desired, observed)
-    result = Result(actions=actions, observed=observed)
     key_dir = key_dir or config_dir(desired.cluster)
+    observed, lookalikes = separate(desired, cloud.observe(), key_dir)
+    actions = P.plan_down(desired, observed)
+    result = Result(actions=actions, observed=observed, notes=left(lookalikes, desired.cluster))
     if dry_run:
-        return result
-    # The cluster's credentials and recorded host keys go with it (even when only they
-    # are left); a key named in the inventory is never among them.
-    result.deleted += [f"local file {p}" for p in remove_cluster_files(key_dir)]
-    if not actions:
         return result
     run = Run(
         cloud=cloud,
@@ -59,5 +55,10 @@ def down(
         key_dir=key_dir,
     )
     with guard(verb="down", cluster=desired.cluster):
-        execute(actions, run)
+        if actions:
+            execute(actions, run)
+        # The cluster's credentials and recorded host keys go with it (even when only they
+        # are left), last: until its keypair is gone, its key is what proves it the
+        # cluster's. A key named in the inventory is never among them.
+        result.deleted += [f"local file {p}" for p in remove_cluster_files(key_dir)]
     return result

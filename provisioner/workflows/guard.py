@@ -1,5 +1,5 @@
 """One guard around every apply: whatever stops it becomes a message saying how to finish
-or undo, with the exit code of its kind (cloud 3, node 4, Ctrl-C 130, a bug 1)."""
+or undo, with the exit code of its kind (cloud 3, node 4, Ctrl-C 130, SIGTERM 143, a bug 1)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 from collections.abc import Iterator
 
 from provisioner.errors import Interrupted, PreflightError, SparkstackError, UnexpectedError
+from provisioner.interrupts import checkpoint, interrupted, signum_of
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +27,15 @@ def guard(*, verb: str, cluster: str) -> Iterator[None]:
     """Every resource created so far carries the cluster's identity, so `up` can complete
     the cluster and `down` can remove it; the message says which."""
     hint = undo_hint(verb, cluster)
+    checkpoint()  # a signal that stopped nothing so far stops the apply before it starts
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         log.warning("%s interrupted", verb)
-        raise Interrupted(f"{verb} interrupted", step=verb, hint=hint) from None
+        signum = signum_of(exc)
+        raise Interrupted(
+            f"{verb} {interrupted(signum)}", step=verb, hint=hint, signum=signum
+        ) from None
     except PreflightError:
         raise
     except SparkstackError as exc:

@@ -2,17 +2,21 @@
 
 Names resolve, the image fits the flavors, quotas hold the plan, the keys exist, and every
 node's user_data renders within Nova's size limit: all of it is reported in one message
-(exit 2, nothing created), and a dry run shows the same list.
+(exit 2, nothing created), and a dry run shows the same list. Rendering includes the Spark
+tarball's sha512, which the renderer fetches from spark.checksums unless the inventory pins
+it: a source that does not answer is one of these problems, not a node that fails later.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from provisioner import plan as P
 from provisioner.errors import PreflightError, UserInputError
+from provisioner.inventory.fields import unusable_file
 from provisioner.workflows.context import Result, UserData
 
 log = logging.getLogger(__name__)
@@ -39,7 +43,9 @@ def render_sizes(
             check_user_data_size(text, what=f"{role} user_data")
             sizes[role] = user_data_base64_size(text)
         except UserInputError as exc:
-            problems.append(exc.message)
+            # One cause (the Spark hash that could not be fetched) fails every role alike.
+            if exc.message not in problems:
+                problems.append(exc.message)
     return sizes, problems
 
 
@@ -66,10 +72,10 @@ def preflight(
         problems.append("network.floating_ip_pool is empty and no network.floating_ip is given")
     if any(isinstance(a, P.CreateKeypair) and a.source == "import" for a in actions):
         pub = Path(desired.public_key_file)
-        if not pub.is_file():
-            problems.append(f"public key {pub} (for ssh.private_key) not found")
-    if desired.private_key_file and not Path(desired.private_key_file).is_file():
-        problems.append(f"private key {desired.private_key_file} (ssh.private_key) not found")
+        if problem := unusable_file(pub):
+            problems.append(f"public key {pub} (for ssh.private_key) {problem}")
+    if desired.private_key_file and (problem := unusable_file(Path(desired.private_key_file))):
+        problems.append(f"private key {desired.private_key_file} (ssh.private_key) {problem}")
     if desired.keypair and not cloud.find_keypair(desired.keypair):
         problems.append(f"keypair {desired.keypair!r} (ssh.keypair) not found")
     if resolved is not None and any(isinstance(a, _CREATING) for a in actions):
@@ -86,11 +92,14 @@ def checked(
     actions: list[P.Action],
     user_data: UserData | None,
     dry_run: bool,
+    refuse: Sequence[str] = (),
 ) -> tuple[Result, P.Resolved | None]:
-    """Preflight shared by up and scale: a dry run reports the problems, a real run refuses."""
+    """Preflight shared by up and scale: a dry run reports the problems, a real run refuses.
+    `refuse` are problems the caller found already (resources that only look like ours)."""
     resolved, problems, sizes = preflight(
         cloud=cloud, desired=desired, observed=observed, actions=actions, user_data=user_data
     )
+    problems = [*refuse, *problems]
     if problems and not dry_run:
         raise refusal(problems, desired.cluster)
     result = Result(actions=actions, observed=observed, problems=problems, user_data_sizes=sizes)

@@ -11,6 +11,7 @@ from provisioner.keys import config_dir
 from provisioner.workflows.context import Hooks, Reporter, Result, Run, Settings, UserData
 from provisioner.workflows.executor import converge, execute
 from provisioner.workflows.guard import guard
+from provisioner.workflows.lookalikes import refusals, separate
 from provisioner.workflows.preflight import checked
 
 
@@ -29,7 +30,7 @@ def scale(
         raise UserInputError("--workers must be 0 or more")
     reporter = reporter or Reporter()
     desired = P.desired_from_inventory(inv, workers=workers)
-    observed = cloud.observe()
+    observed, lookalikes = separate(desired, cloud.observe(), config_dir(desired.cluster))
     if observed.master() is None or observed.master_port is None or not observed.security_group:
         raise UserInputError(
             f"cluster {desired.cluster} has no master",
@@ -43,6 +44,7 @@ def scale(
         actions=actions,
         user_data=user_data,
         dry_run=dry_run,
+        refuse=refusals(lookalikes, desired.cluster),
     )
     if dry_run:
         return result

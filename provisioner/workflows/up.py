@@ -11,6 +11,7 @@ from provisioner.keys import config_dir
 from provisioner.workflows.context import Hooks, Reporter, Result, Run, Settings, UserData
 from provisioner.workflows.executor import converge, execute
 from provisioner.workflows.guard import guard
+from provisioner.workflows.lookalikes import refusals, separate
 from provisioner.workflows.preflight import checked
 
 
@@ -30,8 +31,9 @@ def up(
     master; then (unless until == "servers") hand over to the SSH stage hook."""
     reporter = reporter or Reporter()
     desired = P.desired_from_inventory(inv)
+    key_dir = key_dir or config_dir(desired.cluster)
     reporter.step(f"looking at cluster {desired.cluster}")
-    observed = cloud.observe()
+    observed, lookalikes = separate(desired, cloud.observe(), key_dir)
     actions = P.plan_up(desired, observed)
     result, resolved = checked(
         cloud=cloud,
@@ -40,6 +42,7 @@ def up(
         actions=actions,
         user_data=user_data,
         dry_run=dry_run,
+        refuse=refusals(lookalikes, desired.cluster),
     )
     if dry_run:
         return result
@@ -55,7 +58,7 @@ def up(
         settings=settings or Settings(max_parallel=inv.cluster.max_parallel_creates),
         hooks=hooks,
         result=result,
-        key_dir=key_dir or config_dir(desired.cluster),
+        key_dir=key_dir,
         watch=[P.server_name(desired.cluster, r, i) for r, i in desired.wanted()],
     )
     with guard(verb="up", cluster=desired.cluster):

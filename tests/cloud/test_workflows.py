@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,14 @@ def write_inventory(
         'flavor = "m1.tiny"',
         f"count = {workers}",
         f'anti_affinity = "{extra.get("anti_affinity", "soft")}"',
+        "[spark]",
     ]
+    if "checksums" in extra:
+        lines.append(f'checksums = ["{extra["checksums"]}"]')
+    else:
+        # No Spark is installed in these tests (their servers never boot): a pinned hash
+        # spares preflight asking Apache's site, which this machine cannot reach.
+        lines.append(f'sha512 = "{"ab" * 64}"')
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -324,6 +332,26 @@ def test_preflight_lists_every_shortfall_and_creates_nothing(clean_project, tmp_
     ):
         assert expected in err, err
     assert cluster_resources(admin, "tight") == {}
+
+
+def test_an_unreachable_checksum_source_stops_preflight_and_creates_nothing(
+    clean_project, tmp_path
+):
+    admin = clean_project.admin()
+    env = cli_env(tmp_path, clean_project.clouds_yaml)
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"https://127.0.0.1:{probe.getsockname()[1]}/spark"
+    inv_path = write_inventory(tmp_path / "inv.toml", name="nosum", workers=1, checksums=closed)
+    proc = run_cli("up", "-i", str(inv_path), env=env, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = " ".join(proc.stderr.split())
+    tarball = "spark-4.3.0-bin-hadoop3.tgz"
+    assert f"spark.checksums: could not fetch the sha512 of {tarball} ({closed}/" in err
+    assert 'Pin it in the inventory instead: spark.sha512 = "<128 hex digits>"' in err
+    assert "nothing was created" in err
+    assert err.count("spark.checksums: could not fetch") == 1  # once, not once per role
+    assert cluster_resources(admin, "nosum") == {}
 
 
 def test_acme_opens_80_to_everyone_and_the_rest_only_to_allowed_cidrs(clean_project, tmp_path):

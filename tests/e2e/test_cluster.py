@@ -3,7 +3,9 @@
 from the credentials file and run a job each at once, each its own Spark application
 within spark.limits -> `up` again changes nothing -> a user added to the inventory gets an
 account on the next `up` and logs in -> no secret in any server's user_data -> a client
-without the cluster's Spark secret is refused -> `down` leaves nothing."""
+without the cluster's Spark secret is refused -> the master as a hub user finds it
+hardened (no password SSH, Spark's directories closed, the metadata service for root only)
+-> `down` leaves nothing."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import paramiko
 import pytest
 import tomllib
 
@@ -24,7 +27,7 @@ from provisioner.inventory import load_inventory
 from tests.cloud.test_workflows import cli_env, cluster_resources, run_cli
 from tests.testbed.hosts import hosts
 
-from .conftest import wait_for
+from .conftest import host_key, wait_for
 from .test_hub import HostShell, PinnedClient, _init_pid
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
@@ -177,6 +180,10 @@ def test_up_smoke_two_users_reconcile_and_down(hostbed, clean_project, tmp_path)
         assert status != 0 and "RESULT" not in out, (status, out[-500:])
         _, logs, _ = shell.run("cat /var/log/spark/*Master*.out", check=False)
         assert "Expected SaslMessage" in logs  # refused at the authentication handshake
+
+        # the node as a hub user finds it: no password SSH, Spark's logs closed, and (last,
+        # since the sandbox may not carry the rule) the metadata service for root only
+        guard = hardening_checks(master_host, shell, fip, creds["users"]["alice"])
     finally:
         down = run_cli("down", "-i", str(inv_path), "--yes", env=env, check=False)
         print("timings:", json.dumps(timings, indent=1))
@@ -184,3 +191,66 @@ def test_up_smoke_two_users_reconcile_and_down(hostbed, clean_project, tmp_path)
     assert down.returncode == 0, down.stderr
     assert cluster_resources(admin, "e2e") == {}
     assert not creds_path.exists()
+    if guard != "active":
+        # everything else passed; only this check cannot run here
+        pytest.skip(f"the metadata guard cannot be loaded in this sandbox's hosts: {guard}")
+
+
+def hardening_checks(host: hosts.Host, shell: HostShell, address: str, password: str) -> str:
+    """SSH, Spark's directories and the metadata service as the hub user alice sees them
+    on the master. Returns the metadata guard's state ("active" or why not)."""
+    _, settings, _ = shell.run("sshd -T")
+    for want in ("passwordauthentication no", "kbdinteractiveauthentication no",
+                 "permitrootlogin no"):  # fmt: skip
+        assert want in settings.splitlines(), want
+    # and sshd really refuses a password, even alice's right one (the key pinned first)
+    transport = paramiko.Transport((address, 22))
+    transport.get_security_options().key_types = ["ssh-ed25519"]
+    try:
+        transport.start_client(timeout=10)
+        assert transport.get_remote_server_key() == host_key(host)
+        with pytest.raises(paramiko.BadAuthenticationType) as refused:
+            transport.auth_password("alice", password)
+        assert refused.value.allowed_types == ["publickey"]
+    finally:
+        transport.close()
+
+    status, out, err = shell.run("runuser -u alice -- ls /var/log/spark", check=False)
+    assert status != 0 and "Permission denied" in out + err, (status, out, err)
+    _, modes, _ = shell.run("stat -c '%n %a %U:%G' /var/log/spark /var/lib/spark/work "
+                            "/var/lib/spark/run /etc/sparkstack /etc/sparkstack/*")  # fmt: skip
+    listed = dict(line.split(" ", 1) for line in modes.splitlines())
+    for d in ("/var/log/spark", "/var/lib/spark/work", "/var/lib/spark/run"):
+        assert listed[d] == "750 spark:spark", (d, listed[d])
+    assert listed.pop("/etc/sparkstack") == "755 root:root"
+    assert listed.pop("/etc/sparkstack/spark-auth-secret") == "600 root:root"
+    rest = {path: mode for path, mode in listed.items() if path.startswith("/etc/sparkstack/")}
+    assert set(rest.values()) == {"644 root:root"}, rest
+
+    guard = shell.run("cat /var/lib/sparkstack/metadata-guard")[1].strip()
+    if guard != "active":
+        return guard
+    # The bed has no metadata service: the address goes on the node's own loopback (inside
+    # its network namespace, so nothing leaves it) with a web server run by root.
+    script = """
+ip addr add 169.254.169.254/32 dev lo
+python3 -m http.server --bind 169.254.169.254 80 >/dev/null 2>&1 & server=$!
+for _ in $(seq 50); do curl -s -o /dev/null --max-time 1 http://169.254.169.254/ && break
+  sleep 0.2; done
+echo "root: $(curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://169.254.169.254/)"
+echo "alice: $(runuser -u alice -- python3 -c "$probe")"
+kill $server; ip addr del 169.254.169.254/32 dev lo
+"""
+    probe = (
+        "import socket\n"
+        "try:\n"
+        "    socket.create_connection(('169.254.169.254', 80), timeout=5).close()\n"
+        "    print('connected')\n"
+        "except OSError as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+    _, out, _ = shell.run(f"probe={shlex.quote(probe)} bash -c {shlex.quote(script)}",
+                          timeout=60)  # fmt: skip
+    assert "root: 200\n" in out, out
+    assert "alice: ConnectionRefusedError\n" in out, out  # reset at once, not a timeout
+    return guard

@@ -33,8 +33,8 @@ def inventory(path: Path, *, name: str, workers: int, sha512: str = "") -> Path:
     text = BED_INVENTORY.read_text()
     text = re.sub(r'(?m)^name = "demo"$', f'name = "{name}"', text)
     text = re.sub(r"(?m)^count = \d+$", f"count = {workers}", text)
-    if sha512:
-        text = text.replace('[spark]\n', f'[spark]\nsha512 = "{sha512}"\n', 1)
+    if sha512:  # in place of the bed's own pin
+        text = re.sub(r'(?m)^sha512 = ".*"$', f'sha512 = "{sha512}"', text)
     path.write_text(text)
     return path
 

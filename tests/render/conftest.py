@@ -1,12 +1,17 @@
-"""A throwaway root to run the rendered node scripts in, and a loopback Spark mirror."""
+"""A throwaway root to run the rendered node scripts in, and two loopback web sites: a
+plain-HTTP Spark mirror, and an HTTPS one standing for Apache's own site (a certificate
+made here, which the tests and the throwaway root trust)."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import http.server
 import io
+import ipaddress
 import os
 import shutil
+import ssl
 import subprocess
 import tarfile
 import tempfile
@@ -84,8 +89,9 @@ kill "$(cat "$SPARK_PID_DIR/spark-$SPARK_IDENT_STRING-org.apache.spark.deploy.{c
 """
 
 
-def fake_spark_tarball() -> bytes:
-    """A tarball in Apache's layout with what the install, configure and service steps use."""
+def fake_spark_tarball(release: str = f"Spark {SPARK_VERSION} built for Hadoop 3.4.1\n") -> bytes:
+    """A tarball in Apache's layout with what the install, configure and service steps use
+    (another ``release`` text: another tarball, just as installable)."""
     top = f"spark-{SPARK_VERSION}-bin-hadoop3"
     py4j = io.BytesIO()
     with zipfile.ZipFile(py4j, "w") as z:
@@ -93,7 +99,7 @@ def fake_spark_tarball() -> bytes:
     master = {"cls": "master.Master", "role": "master", "port": "{SPARK_MASTER_PORT}"}
     worker = {"cls": "worker.Worker", "role": "worker", "port": "{SPARK_WORKER_PORT}"}
     files = {
-        "RELEASE": (f"Spark {SPARK_VERSION} built for Hadoop 3.4.1\n".encode(), 0o644),
+        "RELEASE": (release.encode(), 0o644),
         "bin/spark-submit": (b"#!/bin/sh\nexit 0\n", 0o755),
         "bin/java": (_FAKE_JVM, 0o755),
         "sbin/spark-daemon.sh": (b"#!/bin/sh\nexit 0\n", 0o755),
@@ -131,12 +137,13 @@ def gpg_style_line(data: bytes) -> bytes:
 
 @dataclass
 class Mirror:
-    """An HTTP server on 127.0.0.1 serving fixed bytes per path; counts requests."""
+    """An HTTP(S) server on 127.0.0.1 serving fixed bytes per path; counts requests."""
 
     base: str
     routes: dict[str, bytes] = field(default_factory=dict)
     truncated: set[str] = field(default_factory=set)
     hits: Counter = field(default_factory=Counter)
+    ca_file: Path | None = None  # the certificate to trust, for the HTTPS one
 
     def publish(self, prefix: str, tarball: bytes, sha512: bytes | None) -> str:
         """Serve a release under /<prefix>/; returns the mirror URL for the inventory."""
@@ -147,9 +154,62 @@ class Mirror:
         return f"{self.base}/{prefix}"
 
 
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that is its own CA (trust it to trust the server)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sparkstack test site")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "site.crt", directory / "site.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
 @pytest.fixture(scope="session")
 def mirror() -> Iterator[Mirror]:
-    state = Mirror(base="")
+    """A custom mirror over plain HTTP."""
+    yield from _serve()
+
+
+@pytest.fixture(scope="session")
+def apache(tmp_path_factory) -> Iterator[Mirror]:
+    """Apache's own site, over HTTPS with a certificate of its own (``ca_file``)."""
+    cert, key = self_signed(tmp_path_factory.mktemp("site-tls"))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    yield from _serve(context, ca_file=cert)
+
+
+def _serve(context: ssl.SSLContext | None = None, ca_file: Path | None = None) -> Iterator[Mirror]:
+    state = Mirror(base="", ca_file=ca_file)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
@@ -173,7 +233,10 @@ def mirror() -> Iterator[Mirror]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.base = f"http://127.0.0.1:{server.server_address[1]}"
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if context is not None else "http"
+    state.base = f"{scheme}://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -200,6 +263,14 @@ class Root:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(entry["content"])
             target.chmod(int(entry.get("permissions", "0644"), 8))
+
+    def trust(self, ca_file: Path) -> None:
+        """Make the node's tools (curl) trust a certificate, as an image with a private CA."""
+        bundle = self._writable("/etc/ssl/certs/ca-certificates.crt")
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        system = Path("/etc/ssl/certs/ca-certificates.crt")
+        base = system.read_bytes() if system.exists() else b""
+        bundle.write_bytes(base + b"\n" + ca_file.read_bytes())
 
     def host_path(self, node_path: str) -> Path:
         """Where a path of the node can be read on this host (never write to it: for an

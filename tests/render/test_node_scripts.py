@@ -7,13 +7,17 @@ Spark (package installs, starting the daemons) are left to the hosts test bed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
+from provisioner.cli import main
 from provisioner.inventory import parse_inventory
 from provisioner.render import render_cloud_init
 from tests.ci import in_ci
@@ -34,14 +38,23 @@ from tests.unit.tools import need
 BOOTSTRAP = "/usr/local/sbin/sparkstack-bootstrap"
 
 
-def node(root: Root, *, role: str, mirror_url: str, master_ip: str, sha512: str = "") -> None:
-    inv = parse_inventory(
-        with_changes(
-            {"spark.mirror": mirror_url, "spark.version": SPARK_VERSION, "spark.sha512": sha512}
-        ),
-        source="test",
-    )
+# For the tests whose node never gets as far as checking a download.
+UNUSED_SHA512 = "f" * 128
+
+
+def node(
+    root: Root, *, role: str, mirror_url: str, master_ip: str, sha512: str = UNUSED_SHA512,
+    **spark: object,
+) -> None:  # fmt: skip
+    """What cloud-init writes from the document `render` makes for this inventory."""
+    changes = {"spark.mirror": mirror_url, "spark.version": SPARK_VERSION, "spark.sha512": sha512}
+    changes.update({f"spark.{key}": value for key, value in spark.items()})
+    inv = parse_inventory(with_changes(changes), source="test")
     root.write_files(render_cloud_init(inv, role=role, master_ip=master_ip))
+
+
+def good_sha512(data: bytes) -> str:
+    return hashlib.sha512(data).hexdigest()
 
 
 def assert_unit_passes_systemd_verify(root: Root, unit: str) -> None:
@@ -57,6 +70,25 @@ def assert_unit_passes_systemd_verify(root: Root, unit: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def files_of(document: str) -> dict[str, str]:
+    return {f["path"]: f["content"] for f in yaml.safe_load(document)["write_files"]}
+
+
+def toml_text(data: dict, prefix: str = "") -> str:
+    """A nested dict back to TOML (strings, numbers, booleans, lists of strings)."""
+    lines, tables = [], []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    text = "\n".join(lines) + "\n"
+    for key, value in tables:
+        name = f"{prefix}{key}"
+        text += f"\n[{name}]\n" + toml_text(value, prefix=f"{name}.")
+    return text
+
+
 def listing(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir()) if path.exists() else []
 
@@ -66,7 +98,7 @@ def test_corrupt_tarball_is_refused_and_nothing_is_installed(root: Root, mirror:
     bad = bytearray(good)
     bad[len(bad) // 2] ^= 0xFF
     url = mirror.publish("corrupt", bytes(bad), sha512sum_line(good))
-    node(root, role="worker", mirror_url=url, master_ip=host_ip)
+    node(root, role="worker", mirror_url=url, master_ip=host_ip, sha512=good_sha512(good))
 
     result = root.run(BOOTSTRAP, "user", "spark", "configure")
 
@@ -90,7 +122,7 @@ def test_a_dropped_download_is_refused(root: Root, mirror: Mirror, host_ip):
     good = fake_spark_tarball()
     url = mirror.publish("dropped", good, sha512sum_line(good))
     mirror.truncated.add(f"/dropped/spark-{SPARK_VERSION}/{TARBALL}")
-    node(root, role="worker", mirror_url=url, master_ip=host_ip)
+    node(root, role="worker", mirror_url=url, master_ip=host_ip, sha512=good_sha512(good))
 
     result = root.run(BOOTSTRAP, "spark")
 
@@ -113,18 +145,25 @@ def test_pinned_sha512_wins_over_the_published_one(root: Root, mirror: Mirror, h
     assert mirror.hits[f"/pinned-wrong/spark-{SPARK_VERSION}/{TARBALL}.sha512"] == 0
 
 
-def test_worker_installs_verified_spark_and_configures_itself(root: Root, mirror: Mirror, host_ip):
+def test_worker_installs_verified_spark_and_configures_itself(root: Root, apache: Mirror, host_ip):
+    """A mirror the inventory trusts with its own .sha512 (over https; here in the older
+    GPG layout): the node reads and checks it."""
     good = fake_spark_tarball()
-    url = mirror.publish("gpg", good, gpg_style_line(good))
+    url = apache.publish("gpg", good, gpg_style_line(good))
     tarball_path = f"/gpg/spark-{SPARK_VERSION}/{TARBALL}"
-    node(root, role="worker", mirror_url=url, master_ip=host_ip)
+    root.trust(apache.ca_file)
+    node(root, role="worker", mirror_url=url, master_ip=host_ip, sha512="",
+         trust_mirror_checksum=True)  # fmt: skip
     host_hosts = Path("/etc/hosts").read_text()
 
     result = root.run(BOOTSTRAP, "packages", "python", "user", "spark", "configure", "ready")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Java, Python and tools already present" in result.stdout  # pre-baked: no apt
-    assert "sha512 verified (published at" in result.stdout
+    assert (
+        f"sha512 verified (published by the mirror at {url}/spark-{SPARK_VERSION}/{TARBALL}"
+        ".sha512 (spark.trust_mirror_checksum))" in result.stdout
+    )
     spark = root.host_path("/opt/spark")
     assert (spark / "bin" / "spark-submit").is_file()
     assert (spark / "python" / "lib" / PY4J).is_file()
@@ -133,10 +172,16 @@ def test_worker_installs_verified_spark_and_configures_itself(root: Root, mirror
     assert f"version={SPARK_VERSION}\n" in (spark / ".sparkstack-installed").read_text()
     # ... while the daemons' own directories belong to the spark user.
     passwd = root.host_path("/etc/passwd").read_text()
-    spark_uid = next(int(x.split(":")[2]) for x in passwd.splitlines() if x.startswith("spark:"))
+    spark_uid, spark_gid = next(
+        (int(x.split(":")[2]), int(x.split(":")[3]))
+        for x in passwd.splitlines() if x.startswith("spark:")
+    )  # fmt: skip
     assert spark_uid != 0
-    for d in ("/var/lib/spark/work", "/var/log/spark", "/var/lib/spark/run"):
-        assert root.host_path(d).stat().st_uid == spark_uid, d
+    for d in ("/var/lib/spark", "/var/lib/spark/work", "/var/log/spark", "/var/lib/spark/run"):
+        info = root.host_path(d).stat()
+        # Spark's own, not the hub users': its logs, pid files and executors' scratch space
+        assert (info.st_uid, info.st_gid, oct(info.st_mode & 0o777)) == (
+            spark_uid, spark_gid, "0o750"), d  # fmt: skip
 
     env = (spark / "conf" / "spark-env.sh").read_text()
     assert f"export SPARK_LOCAL_IP={host_ip}\n" in env
@@ -179,20 +224,17 @@ def test_worker_installs_verified_spark_and_configures_itself(root: Root, mirror
     assert_unit_passes_systemd_verify(root, "spark-worker")
 
     # Running again (a reboot, a re-run) downloads nothing.
-    downloads = mirror.hits[tarball_path]
+    downloads = apache.hits[tarball_path]
     again = root.run(BOOTSTRAP, "spark")
     assert again.returncode == 0, again.stderr
     assert f"Spark {SPARK_VERSION} is already installed" in again.stdout
-    assert mirror.hits[tarball_path] == downloads == 1
+    assert apache.hits[tarball_path] == downloads == 1
 
 
 def test_master_writes_a_kernel_json_with_the_py4j_spark_ships(root: Root, mirror: Mirror, host_ip):
     good = fake_spark_tarball()
-    import hashlib
-
     url = mirror.publish("pinned", good, None)  # no .sha512 published: the pin is used
-    node(root, role="master", mirror_url=url, master_ip=host_ip,
-         sha512=hashlib.sha512(good).hexdigest())  # fmt: skip
+    node(root, role="master", mirror_url=url, master_ip=host_ip, sha512=good_sha512(good))
 
     result = root.run(BOOTSTRAP, "user", "spark", "configure", "kernel", "ready")
 
@@ -245,7 +287,7 @@ def test_units_run_the_daemons_as_spark_under_the_daemonless_systemctl(root: Roo
     address = "10.77.9.2"
     good = fake_spark_tarball()
     url = mirror.publish("daemons", good, sha512sum_line(good))
-    node(root, role="worker", mirror_url=url, master_ip=address)
+    node(root, role="worker", mirror_url=url, master_ip=address, sha512=good_sha512(good))
     installed = root.run(BOOTSTRAP, "user", "spark")  # needs the mirror: host network
     assert installed.returncode == 0, installed.stdout + installed.stderr
     pid_file = "/var/lib/spark/run/spark-spark-org.apache.spark.deploy.worker.Worker-1.pid"
@@ -289,3 +331,124 @@ def test_an_unforeseen_failure_still_leaves_its_reason(root: Root, mirror: Mirro
     assert failed[1].startswith('reason=exit code 1 from: cat > "$SPARK_HOME/conf/spark-env.sh"')
     assert "FAILED: exit code 1 from:" in result.stderr
     assert not root.host_path("/var/lib/sparkstack/ready").exists()
+
+
+def render_with_cli(capsys, tmp_path: Path, changes: dict, *, master_ip: str) -> tuple[str, str]:
+    """`sparkstack render --role worker` on an inventory with these changes: the document
+    and what the command said on stderr."""
+    inv_file = tmp_path / "inventory.toml"
+    data = with_changes({"spark.version": SPARK_VERSION, **changes})
+    inv_file.write_text(toml_text(data))
+    out = tmp_path / "worker.yaml"
+    code = main(["render", "-i", str(inv_file), "--role", "worker", "--master-ip", master_ip,
+                 "-o", str(out)])  # fmt: skip
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    return out.read_text(), err
+
+
+def test_the_hash_comes_from_apaches_site_so_a_mirror_that_replaced_both_files_is_refused(
+    root: Root, mirror: Mirror, apache: Mirror, host_ip, tmp_path, capsys, monkeypatch
+):
+    """The custom mirror serves another tarball and a .sha512 that matches it; the hash
+    `render` fetched from Apache's site (over https) is the one the node checks."""
+    good = fake_spark_tarball()
+    evil = fake_spark_tarball(release="Spark 4.3.0 with something extra\n")
+    assert good != evil
+    site = apache.publish("dist/spark", good, sha512sum_line(good))
+    url = mirror.publish("evil", evil, sha512sum_line(evil))
+    monkeypatch.setenv("SSL_CERT_FILE", str(apache.ca_file))  # what this machine trusts
+    sha_url = f"{site}/spark-{SPARK_VERSION}/{TARBALL}.sha512"
+
+    document, err = render_with_cli(
+        capsys, tmp_path, {"spark.mirror": url, "spark.checksums": [site]}, master_ip=host_ip
+    )
+
+    assert f"spark tarball sha512: fetched by sparkstack from {sha_url}" in err
+    conf = files_of(document)["/etc/sparkstack/sparkstack.conf"]
+    assert f"SPARK_SHA512={good_sha512(good)}\n" in conf
+    assert good_sha512(evil) not in document
+    root.write_files(document)
+    result = root.run(BOOTSTRAP, "spark")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert f"sha512 MISMATCH for {url}/spark-{SPARK_VERSION}/{TARBALL}" in output
+    assert f"(fetched by sparkstack from {sha_url}), got {good_sha512(evil)}" in output
+    assert mirror.hits[f"/evil/spark-{SPARK_VERSION}/{TARBALL}.sha512"] == 0  # never asked
+    assert listing(root.host_path("/opt")) == []
+    assert root.host_path("/var/lib/sparkstack/failed").read_text().startswith("step=spark\n")
+
+
+def test_a_release_only_the_archive_has_is_verified_with_the_archives_hash(
+    root: Root, mirror: Mirror, apache: Mirror, host_ip, tmp_path, capsys, monkeypatch
+):
+    """The download area no longer lists the release (404): the archive's .sha512, in the
+    older GPG layout, is the one written into the document, and the mirror's tarball
+    passes it."""
+    good = fake_spark_tarball()
+    archive = apache.publish("archive/dist/spark", good, gpg_style_line(good))
+    url = mirror.publish("plain", good, None)
+    monkeypatch.setenv("SSL_CERT_FILE", str(apache.ca_file))
+    checksums = [f"{apache.base}/gone/spark", archive]
+
+    document, err = render_with_cli(
+        capsys, tmp_path, {"spark.mirror": url, "spark.checksums": checksums}, master_ip=host_ip
+    )
+
+    sha_url = f"{archive}/spark-{SPARK_VERSION}/{TARBALL}.sha512"
+    assert f"spark tarball sha512: fetched by sparkstack from {sha_url}" in err
+    assert apache.hits[f"/gone/spark/spark-{SPARK_VERSION}/{TARBALL}.sha512"] == 1
+    root.write_files(document)
+    result = root.run(BOOTSTRAP, "spark")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"sha512 verified (fetched by sparkstack from {sha_url})" in result.stdout
+    assert (root.host_path("/opt/spark") / "bin" / "spark-submit").is_file()
+
+
+def test_harden_turns_ssh_passwords_and_root_off_and_keeps_users_off_the_metadata_service(
+    root: Root, mirror: Mirror
+):
+    """The harden step in a network namespace of its own, where the metadata address is a
+    web server on loopback: root reaches it, any other user is refused at once."""
+    need("nft")
+    need("sshd")
+    address = "10.77.9.3"
+    node(root, role="worker", mirror_url=mirror.base + "/unused", master_ip=address)
+    probe = (
+        "import socket, sys\n"
+        "try:\n"
+        "    socket.create_connection(('169.254.169.254', 80), timeout=3).close()\n"
+        "    print('connected')\n"
+        "except OSError as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+    result = root.run(
+        "bash",
+        "-c",
+        f"""
+        ip addr add 169.254.169.254/32 dev lo
+        python3 -m http.server --bind 169.254.169.254 80 >/dev/null 2>&1 &
+        for _ in $(seq 50); do (exec 3<>/dev/tcp/169.254.169.254/80) 2>/dev/null && break
+          sleep 0.1; done
+        {BOOTSTRAP} harden || exit 1
+        echo "root: $(python3 -c {shlex.quote(probe)})"
+        echo "nobody: $(setpriv --reuid=nobody --regid=nogroup --clear-groups \\
+          python3 -c {shlex.quote(probe)})"
+        sshd -T | grep -E '^(passwordauthentication|kbdinteractiveauthentication|permitrootlogin) '
+        {BOOTSTRAP} harden >/dev/null || exit 1  # again: the rule is replaced, not doubled
+        nft list table inet sparkstack_metadata | grep -c 'meta skuid != 0'
+        stat -c '%a %U' /etc/sparkstack
+        """,
+        address=address,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "metadata service (169.254.169.254) reachable by root only" in result.stdout
+    assert "root: connected\n" in result.stdout
+    assert "nobody: ConnectionRefusedError\n" in result.stdout
+    assert "passwordauthentication no\n" in result.stdout
+    assert "kbdinteractiveauthentication no\n" in result.stdout
+    assert "permitrootlogin no\n" in result.stdout
+    assert result.stdout.endswith("4\n755 root\n")
+    assert root.host_path("/var/lib/sparkstack/metadata-guard").read_text() == "active\n"
+    assert_unit_passes_systemd_verify(root, "sparkstack-metadata-guard")  # for reboots

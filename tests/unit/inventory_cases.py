@@ -19,6 +19,15 @@ EXAMPLE = REPO / "inventory.example.toml"
 PINNED_SHA512 = "ab" * 64
 
 
+def pinned_example(path: Path) -> Path:
+    """The example inventory with spark.sha512 pinned, written to ``path``: commands that
+    render then need no checksum source (these tests run without a network)."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert '\nsha512 = ""\n' in text
+    path.write_text(text.replace('\nsha512 = ""\n', f'\nsha512 = "{PINNED_SHA512}"\n'))
+    return path
+
+
 def example_data() -> dict[str, Any]:
     """The example inventory as parsed TOML, a fresh copy each call."""
     return tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
@@ -56,6 +65,10 @@ def edge_inventories() -> dict[str, Inventory]:
             "spark.version": "3.5.7",
         },
         "pinned-sha512": {"spark.sha512": PINNED_SHA512.upper()},
+        "trust-mirror": {
+            "spark.mirror": "https://mirror.example.org/spark",
+            "spark.trust_mirror_checksum": True,
+        },
     }
     return {
         name: parse_inventory(with_changes(changes), source=f"<{name}>")

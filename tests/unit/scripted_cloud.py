@@ -154,7 +154,11 @@ class ScriptedProject(ScriptedCloud):
 
     def create_keypair(self, *, name: str, public_key: str) -> None:
         self._record("create_keypair", name)
-        self.refs["keypair"] = P.Ref(name, name)
+        self.refs["keypair"] = P.Ref(name, name, public_key)  # as Nova keeps it
+
+    def delete_keypair(self, name: str) -> None:
+        self._record("delete_keypair", name)
+        self.refs.pop("keypair", None)
 
     def create_server_group(self, *, name: str, policy: str) -> str:
         self._record("create_server_group", name)

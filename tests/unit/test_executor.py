@@ -4,11 +4,13 @@ in preflight; a bug is not reported as a cloud failure."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
 from provisioner import workflows
+from provisioner.commands.common import user_data_renderer
 from provisioner.errors import PreflightError, UnexpectedError
 from provisioner.inventory import load_inventory
 from provisioner.render import MAX_USER_DATA_BASE64, render_cloud_init
@@ -94,3 +96,32 @@ def test_a_missing_private_key_is_refused_before_anything_exists(inv, tmp_path):
         workflows.up(inv, cloud=cloud, user_data=render(inv), settings=FAST)
     assert f"private key {missing} (ssh.private_key) not found" in err.value.message
     assert [c for c in cloud.calls if c[0] != "list_nodes"] == []
+
+
+def test_an_unreachable_checksum_source_is_a_preflight_error_and_nothing_is_created(inv):
+    """An inventory that pins no hash: the renderer `up` uses asks spark.checksums (here a
+    loopback port nothing listens on) during preflight, which then refuses, saying how
+    to pin the hash, before anything exists; a dry run lists the same problem."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/spark"
+    spark = inv.spark.model_copy(
+        update={"sha512": None, "mirror": "https://mirror.example.org/spark", "checksums": [closed]}
+    )
+    inv = inv.model_copy(update={"spark": spark})
+    cloud = ScriptedProject(cluster=inv.cluster.name)
+
+    with pytest.raises(PreflightError) as err:
+        workflows.up(inv, cloud=cloud, user_data=user_data_renderer(inv), settings=FAST)
+
+    message = " ".join(err.value.message.split())
+    assert f"spark.checksums: could not fetch the sha512 of {spark.tarball_name()} ({closed}/" in (
+        message
+    )
+    assert 'Pin it in the inventory instead: spark.sha512 = "<128 hex digits>"' in message
+    assert message.count("could not fetch") == 1  # one cause, not one per role
+    assert "nothing was created" in message
+    assert [c for c in cloud.calls if c[0] != "list_nodes"] == []
+
+    res = workflows.up(inv, cloud=cloud, user_data=user_data_renderer(inv), dry_run=True)
+    assert [p for p in res.problems if "spark.checksums" in p] != []

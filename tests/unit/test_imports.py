@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.unit.inventory_cases import pinned_example
+
 ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = """
@@ -29,7 +31,7 @@ def probe(*argvs: list[str]) -> dict:
 
 def test_render_and_version_leave_openstack_and_paramiko_unloaded(tmp_path):
     out = tmp_path / "master.yaml"
-    inventory = str(ROOT / "inventory.example.toml")
+    inventory = str(pinned_example(tmp_path / "inventory.toml"))
     result = probe(
         ["--version"],
         ["render", "-i", inventory, "--role", "master", "-o", str(out)],

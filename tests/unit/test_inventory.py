@@ -120,6 +120,65 @@ BAD = [
         (),
         ["spark.sha512: must be 128 hexadecimal digits (a sha512), got 128 characters"],
     ),
+    # A plain-http mirror: anyone on the way can swap the tarball, so its hash must not
+    # come over plain http too (nothing pinned: the mirror's own, or an http source).
+    (
+        {"spark.mirror": "http://mirror.internal/spark", "spark.trust_mirror_checksum": True},
+        (),
+        [
+            'spark.mirror: "http://mirror.internal/spark" is plain http: anyone on the way can '
+            "replace the tarball, so its hash must not come over http too: pin spark.sha512, "
+            "or fetch it over https (only https:// in spark.checksums, "
+            "spark.trust_mirror_checksum = false)"
+        ],
+    ),
+    (
+        {
+            "spark.mirror": "http://mirror.internal/spark",
+            "spark.checksums": ["https://downloads.apache.org/spark", "http://sums.internal/"],
+        },
+        (),
+        [
+            'spark.mirror: "http://mirror.internal/spark" is plain http: anyone on the way can '
+            "replace the tarball, so its hash must not come over http too: pin spark.sha512, "
+            "or fetch it over https (only https:// in spark.checksums, "
+            "spark.trust_mirror_checksum = false)"
+        ],
+    ),
+    (
+        {
+            "spark.mirror": "https://mirror.internal/spark",
+            "spark.checksums": ["https://mirror.internal/spark/"],
+        },
+        (),
+        [
+            'spark.checksums: lists spark.mirror ("https://mirror.internal/spark") itself: a '
+            "mirror cannot vouch for its own tarball; use Apache's site, or set "
+            "spark.trust_mirror_checksum = true if that is really what you want"
+        ],
+    ),
+    (
+        {"spark.checksums": []},
+        (),
+        ["spark.checksums: is empty: list where the .sha512 comes from, or pin spark.sha512"],
+    ),
+    (
+        {"spark.checksums": ["https://ok.example/spark", "ftp://sums/spark"]},
+        (),
+        [
+            'spark.checksums[1]: must be an http:// or https:// URL without query, got "ftp://sums/spark"'
+        ],
+    ),
+    (
+        {"spark.sha512": "ab" * 64, "spark.trust_mirror_checksum": True},
+        (),
+        ["spark.trust_mirror_checksum: has no effect when spark.sha512 is pinned; remove one"],
+    ),
+    (
+        {"spark.trust_mirror_checksum": "yes"},
+        (),
+        ['spark.trust_mirror_checksum: must be true or false, got string "yes"'],
+    ),
     (
         {"spark.limits.executor_memory": "2 GB", "spark.limits.driver_memory": "100m"},
         (),
@@ -321,6 +380,31 @@ def test_example_inventory_validates_with_documented_defaults():
     assert inv.spark.version.startswith("4.")
     assert inv.jupyterhub.port == 443
     assert inv.workers.count == 2
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        # pinned: the mirror's transport no longer matters
+        {"spark.mirror": "http://mirror.internal/spark", "spark.sha512": "ab" * 64},
+        # the hash comes over https from Apache's site (the default checksums)
+        {"spark.mirror": "http://mirror.internal/spark"},
+        # an https mirror the user trusts with its own .sha512
+        {"spark.mirror": "https://mirror.internal/spark", "spark.trust_mirror_checksum": True},
+    ],
+)
+def test_a_mirror_is_accepted_when_its_hash_comes_from_elsewhere(changes):
+    inv = I.parse_inventory(with_changes(changes), source="t")
+    assert inv.spark.mirror == changes["spark.mirror"]
+
+
+def test_checksums_default_to_apaches_download_area_then_its_archive():
+    inv = I.load_inventory(EXAMPLE)
+    assert inv.spark.checksum_urls() == [
+        "https://downloads.apache.org/spark/spark-4.3.0/spark-4.3.0-bin-hadoop3.tgz.sha512",
+        "https://archive.apache.org/dist/spark/spark-4.3.0/spark-4.3.0-bin-hadoop3.tgz.sha512",
+    ]
+    assert inv.spark.trust_mirror_checksum is False
 
 
 def test_omitted_optional_tables_take_the_defaults_the_example_documents():

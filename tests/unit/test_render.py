@@ -22,6 +22,19 @@ SCRIPTS = {
     "/usr/local/sbin/sparkstack-install-spark",
     "/usr/local/sbin/sparkstack-bootstrap",
 }
+# What sparkstack would have fetched from Apache's site for an inventory that pins nothing.
+FETCHED = R.SparkHash(
+    sha512="cd" * 64,
+    source="fetched by sparkstack from https://downloads.apache.org/spark/spark-4.3.0/"
+    "spark-4.3.0-bin-hadoop3.tgz.sha512",
+)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def render(inv, **kwargs) -> str:
+    """As `up` and `render` do: the inventory's own hash, else the fetched one."""
+    known = R.SparkHash.of_inventory(inv.spark)
+    return R.render_cloud_init(inv, spark_hash=known or FETCHED, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +45,11 @@ def documents(tmp_path_factory) -> dict[tuple[str, str], Path]:
     for name, inv in edge_inventories().items():
         for role in R.ROLES:
             path = out / f"{name}-{role}.yaml"
-            path.write_text(R.render_cloud_init(inv, role=role, master_ip=MASTER_IP))
+            path.write_text(render(inv, role=role, master_ip=MASTER_IP))
             docs[(name, role)] = path
     # A master launched from Horizon does not know its own IP yet.
     path = out / "example-master-no-ip.yaml"
-    path.write_text(R.render_cloud_init(edge_inventories()["example"], role="master"))
+    path.write_text(render(edge_inventories()["example"], role="master"))
     docs[("example-no-ip", "master")] = path
     return docs
 
@@ -91,7 +104,7 @@ def test_cloud_init_schema_cli_accepts_the_example(documents):
 
 
 def test_cloud_init_schema_accepts_every_document(documents):
-    assert len(documents) == 11
+    assert len(documents) == 13
     result = subprocess.run(
         [cloud_init_python(), "-c", _VALIDATE_ALL, *map(str, documents.values())],
         capture_output=True, text=True, timeout=120, check=False,
@@ -159,7 +172,17 @@ def test_documents_are_one_cloud_config_that_runs_the_bootstrap(documents):
 def test_node_settings_read_back_in_bash_as_the_inventory_says(documents, tmp_path):
     """The settings file is shell: odd characters in a mirror URL must survive quoting."""
     invs = edge_inventories()
-    for name in ("custom-mirror", "pinned-sha512", "example"):
+    hashes = {
+        "custom-mirror": (FETCHED.sha512, FETCHED.source, "no"),
+        "example": (FETCHED.sha512, FETCHED.source, "no"),
+        "pinned-sha512": (PINNED_SHA512, "pinned in the inventory (spark.sha512)", "no"),
+        "trust-mirror": (
+            "",
+            "published by the mirror beside the tarball (spark.trust_mirror_checksum)",
+            "yes",
+        ),
+    }
+    for name, (sha512, source, trust) in hashes.items():
         inv = invs[name]
         conf = tmp_path / f"{name}.conf"
         conf.write_text(
@@ -167,18 +190,66 @@ def test_node_settings_read_back_in_bash_as_the_inventory_says(documents, tmp_pa
         )
         out = subprocess.run(
             ["bash", "-c", '. "$0"; printf "%s\\n" "$SPARK_URL" "$SPARK_SHA512" '
-             '"$SPARKSTACK_MASTER_IP" "$SPARK_EXECUTOR_MEMORY" "$SPARK_CORES_MAX"', str(conf)],
+             '"$SPARK_SHA512_SOURCE" "$SPARK_TRUST_MIRROR_CHECKSUM" "$SPARKSTACK_MASTER_IP" '
+             '"$SPARK_EXECUTOR_MEMORY" "$SPARK_CORES_MAX"', str(conf)],
             capture_output=True, text=True, check=True, timeout=30,
         ).stdout.splitlines()  # fmt: skip
         assert out == [
             inv.spark.tarball_url(),
-            inv.spark.sha512 or "",
+            sha512,
+            source,
+            trust,
             MASTER_IP,
             inv.spark.limits.executor_memory,
             str(inv.spark.limits.cores_max),
         ]
     assert invs["pinned-sha512"].spark.sha512 == PINNED_SHA512
     assert "it's" in invs["custom-mirror"].spark.tarball_url()
+
+
+def test_an_unpinned_inventory_renders_only_with_a_fetched_hash():
+    """The pure renderer fetches nothing: without a hash there is nothing a node could check
+    the mirror's tarball against, so it refuses."""
+    inv = edge_inventories()["example"]
+    with pytest.raises(UserInputError, match=r"neither pinned \(spark.sha512\) nor fetched"):
+        R.render_cloud_init(inv, role="worker", master_ip=MASTER_IP)
+
+
+def test_only_the_master_installs_from_the_index_and_only_pinned_with_hashes(documents):
+    for (name, role), path in documents.items():
+        bootstrap = files_of(path)["/usr/local/sbin/sparkstack-bootstrap"]["content"]
+        installs = [line for line in bootstrap.splitlines() if "pip install" in line]
+        if role == "worker":
+            assert installs == [], name
+            continue
+        assert len(installs) == 1, installs
+        command = bootstrap[bootstrap.index(installs[0]) :].split("||")[0]
+        assert '"$SPARKSTACK_VENV/bin/python" -m pip install' in command  # never system pip
+        for flag in ("--require-hashes", "--only-binary=:all:",
+                     "-r /opt/sparkstack/requirements.txt"):  # fmt: skip
+            assert flag in command, (name, flag)
+    # what the image installs the same file from, and leaves where the boot path reads it
+    provision = (REPO / "image" / "provision.sh").read_text()
+    assert '--require-hashes --only-binary=:all: \\\n    -r "$here/requirements.txt"' in provision
+    assert "/opt/sparkstack/requirements.txt" in provision
+    assert "npm ci " in provision and "npm install" not in provision
+
+
+def test_nodes_are_hardened_by_files_cloud_init_writes(documents):
+    for (name, role), path in documents.items():
+        entries = files_of(path)
+        sshd = entries["/etc/ssh/sshd_config.d/10-sparkstack.conf"]["content"].splitlines()
+        assert {"PasswordAuthentication no", "KbdInteractiveAuthentication no",
+                "PermitRootLogin no"} <= set(sshd)  # fmt: skip
+        guard = entries["/etc/sparkstack/metadata-guard.nft"]["content"]
+        assert "ip daddr 169.254.169.254 meta skuid != 0" in guard
+        unit = entries["/etc/systemd/system/sparkstack-metadata-guard.service"]["content"]
+        assert "ExecStart=/usr/sbin/nft -f /etc/sparkstack/metadata-guard.nft" in unit
+        # the cluster's own files: readable by all, nothing secret in them
+        ours = {p: e for p, e in entries.items() if p.startswith("/etc/sparkstack/")}
+        assert {e["permissions"] for e in ours.values()} == {"0644"}, (name, role)
+        bootstrap = entries["/usr/local/sbin/sparkstack-bootstrap"]["content"]
+        assert "-m 0750 /var/lib/spark /var/log/spark /var/lib/spark/run" in bootstrap
 
 
 def test_user_data_fits_novas_limit(documents):
@@ -199,7 +270,7 @@ def test_oversized_user_data_is_refused_before_nova_sees_it():
 def test_worker_document_is_the_same_for_every_worker():
     one = parse_inventory(with_changes({"workers.count": 1}), source="a")
     many = parse_inventory(with_changes({"workers.count": 40}), source="b")
-    assert R.render_cloud_init(one, role="worker", master_ip=MASTER_IP) == R.render_cloud_init(
+    assert render(one, role="worker", master_ip=MASTER_IP) == render(
         many, role="worker", master_ip=MASTER_IP
     )
 
@@ -223,7 +294,7 @@ def test_no_secret_reaches_user_data(tmp_path):
         source="x",
     )
     for role in R.ROLES:
-        text = R.render_cloud_init(inv, role=role, master_ip=MASTER_IP)
+        text = render(inv, role=role, master_ip=MASTER_IP)
         for secret in ("SECRET-KEY-MATERIAL", "TLS-KEY-MATERIAL", str(key), str(tls_key)):
             assert secret not in text
 
@@ -242,7 +313,7 @@ def test_no_secret_reaches_user_data(tmp_path):
 def test_bad_render_arguments_are_user_errors(role, ip, message):
     inv = edge_inventories()["example"]
     with pytest.raises(UserInputError, match=message):
-        R.render_cloud_init(inv, role=role, master_ip=ip)
+        render(inv, role=role, master_ip=ip)
 
 
 def test_kernel_json_has_what_a_pyspark_notebook_needs():

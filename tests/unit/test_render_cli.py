@@ -10,10 +10,17 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from provisioner import checksums
 from provisioner.cli import main
 from provisioner.inventory import load_inventory
 from provisioner.render import render_cloud_init
-from tests.unit.inventory_cases import EXAMPLE
+from tests.unit.inventory_cases import EXAMPLE, PINNED_SHA512, pinned_example
+
+
+@pytest.fixture
+def pinned(tmp_path: Path) -> Path:
+    """The example inventory with its Spark hash pinned: no checksum source is asked."""
+    return pinned_example(tmp_path / "example.toml")
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -22,31 +29,34 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_master_cloud_config_goes_to_stdout(capsys):
-    code, out, err = run(capsys, "render", "-i", str(EXAMPLE), "--role", "master")
+def test_master_cloud_config_goes_to_stdout(capsys, pinned):
+    code, out, err = run(capsys, "render", "-i", str(pinned), "--role", "master")
     assert code == 0, err
-    assert out == render_cloud_init(load_inventory(EXAMPLE), role="master")
+    assert out == render_cloud_init(load_inventory(pinned), role="master")
+    assert err == "spark tarball sha512: pinned in the inventory (spark.sha512)\n"
     assert out.startswith("#cloud-config\n")
 
 
 def test_output_file_holds_the_worker_document(capsys, tmp_path: Path):
-    target = tmp_path / "worker.yaml"
+    target = tmp_path / "out" / "worker.yaml"
+    target.parent.mkdir()
+    inv_path = pinned_example(tmp_path / "example.toml")
     code, out, err = run(
-        capsys, "render", "-i", str(EXAMPLE), "--role", "worker",
+        capsys, "render", "-i", str(inv_path), "--role", "worker",
         "--master-ip", "10.0.0.7", "-o", str(target),
     )  # fmt: skip
     assert code == 0, err
     assert out == ""
     assert f"wrote {target}" in err
     assert target.read_text() == render_cloud_init(
-        load_inventory(EXAMPLE), role="worker", master_ip="10.0.0.7"
+        load_inventory(inv_path), role="worker", master_ip="10.0.0.7"
     )
-    assert [p.name for p in tmp_path.iterdir()] == ["worker.yaml"]  # no temp file left
+    assert [p.name for p in target.parent.iterdir()] == ["worker.yaml"]  # no temp file left
 
 
-def test_kernel_role_writes_kernel_json(capsys):
+def test_kernel_role_writes_kernel_json(capsys, pinned):
     code, out, err = run(
-        capsys, "render", "-i", str(EXAMPLE), "--role", "kernel", "--master-ip", "10.0.0.7",
+        capsys, "render", "-i", str(pinned), "--role", "kernel", "--master-ip", "10.0.0.7",
         "--py4j-zip", "/opt/spark/python/lib/py4j-0.10.9.7-src.zip",
     )  # fmt: skip
     assert code == 0, err
@@ -64,8 +74,8 @@ def test_kernel_role_writes_kernel_json(capsys):
         (["--role", "master", "--py4j-zip", "/x.zip"], "--py4j-zip is only used with"),
     ],
 )
-def test_missing_or_bad_options_exit_2_with_a_message(capsys, args, message):
-    code, out, err = run(capsys, "render", "-i", str(EXAMPLE), *args)
+def test_missing_or_bad_options_exit_2_with_a_message(capsys, pinned, args, message):
+    code, out, err = run(capsys, "render", "-i", str(pinned), *args)
     assert code == 2
     assert out == ""
     assert message in " ".join(err.split())
@@ -78,16 +88,19 @@ def test_missing_inventory_exits_2(capsys, tmp_path: Path):
     assert "no such file" in err and "Traceback" not in err
 
 
-def test_unwritable_output_exits_2(capsys, tmp_path: Path):
+def test_unwritable_output_exits_2(capsys, tmp_path: Path, pinned):
     target = tmp_path / "missing-dir" / "out.yaml"
-    code, _, err = run(capsys, "render", "-i", str(EXAMPLE), "--role", "master", "-o", str(target))
+    code, _, err = run(capsys, "render", "-i", str(pinned), "--role", "master", "-o", str(target))
     assert code == 2
     assert "cannot write" in err and "Traceback" not in err
 
 
 # --- Fuzzing: whatever the file holds, the answer is a document or a message, never a trace.
 
-_EXAMPLE_LINES = EXAMPLE.read_text().splitlines()
+# Pinned, so a mutation that leaves the inventory valid renders without a checksum source.
+_EXAMPLE_LINES = (
+    EXAMPLE.read_text().replace('\nsha512 = ""\n', f'\nsha512 = "{PINNED_SHA512}"\n').splitlines()
+)
 
 toml_values = st.recursive(
     st.one_of(
@@ -173,7 +186,15 @@ def mutated_examples(draw) -> bytes:
 @example(content=b"[" * 2000, role="master")
 @example(content=b"a = [" * 1000, role="worker")
 @example(content=b"\xff\xfe\x00", role="kernel")
-def test_no_input_file_makes_render_print_a_traceback(capsys, content: bytes, role: str):
+def test_no_input_file_makes_render_print_a_traceback(
+    capsys, monkeypatch, content: bytes, role: str
+):
+    # A mutation that drops the pin would send render to Apache's site: this test is about
+    # the input, so the network answers like an unreachable one, here and nowhere else.
+    def no_network(url: str, *, timeout: float) -> str:
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(checksums, "fetch_text", no_network)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "inventory.toml"
         path.write_bytes(content)

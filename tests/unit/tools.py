@@ -13,6 +13,8 @@ APT = {
     "shellcheck": "shellcheck",
     "unshare": "util-linux",
     "systemd-analyze": "systemd",
+    "nft": "nftables",
+    "sshd": "openssh-server",
 }
 
 

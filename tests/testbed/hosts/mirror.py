@@ -7,6 +7,10 @@ into Apache's layout, adds the sbin launchers it lacks (sbin/ beside this file),
 serves the result over HTTP on the bridge address, so the templates' real download and
 checksum steps run unchanged.
 
+Apache publishes no hash for a tarball built here, so the bed's inventory pins it
+(spark.sha512): the build is reproducible (fixed times and owners, no gzip time stamp), and
+a build whose hash differs from that pin stops with the line to change.
+
     python -m tests.testbed.hosts.mirror build [--version 4.3.0]
     python -m tests.testbed.hosts.mirror start | stop
 """
@@ -14,6 +18,7 @@ checksum steps run unchanged.
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import io
 import logging
@@ -25,6 +30,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import tomllib
+
 from .hosts import default_state_dir
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,9 @@ DEFAULT_VERSION = "4.3.0"
 BIND = "10.77.0.1"
 PORT = 8800
 LAUNCHERS = HERE / "sbin"
+BED_INVENTORY = HERE.parent / "inventory.testbed.toml"
+# The time stamp of every file this builder adds: any fixed value keeps the tarball the same.
+_MTIME = 1_700_000_000
 
 
 def mirror_url(*, bind: str = BIND, port: int = PORT) -> str:
@@ -97,6 +107,7 @@ def build_tarball(*, version: str = DEFAULT_VERSION, cache_dir: Path = CACHE_DIR
     sha = tgz.with_name(tgz.name + ".sha512")
     if tgz.exists() and sha.exists() and stamp.exists() and stamp.read_text() == _builder_hash():
         log.info("spark tarball cached: %s", tgz)
+        check_pin(version, sha)
         return tgz
     start = time.monotonic()
     tgz.parent.mkdir(parents=True, exist_ok=True)
@@ -104,30 +115,33 @@ def build_tarball(*, version: str = DEFAULT_VERSION, cache_dir: Path = CACHE_DIR
     sdist = _download_sdist(version, cache_dir / "sdist")
     partial = tgz.with_name(tgz.name + ".partial")
     # compresslevel 1: the tarball is built once per run and read over a local
-    # bridge; fast compression saves most of the build time.
-    with tarfile.open(sdist) as src, \
-            tarfile.open(partial, "w:gz", compresslevel=1) as out:
+    # bridge; fast compression saves most of the build time. mtime 0 and no file name in
+    # the gzip header: the same input gives the same bytes.
+    with tarfile.open(sdist) as src, partial.open("wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", compresslevel=1, fileobj=raw, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as out:
         for member in src:
             name = _layout(member.name, version)
             if name is None:
                 continue
             member.name = f"{top}/{name}"
             out.addfile(member, src.extractfile(member) if member.isfile() else None)
-        for launcher in sorted(LAUNCHERS.glob("*.sh")):
-            out.add(str(launcher), arcname=f"{top}/sbin/{launcher.name}")
-        extra = {
-            "RELEASE": f"Spark {version} built for Hadoop 3 (repacked from pyspark)\n",
-            "conf/spark-env.sh.template": "#!/usr/bin/env bash\n",
-            "conf/spark-defaults.conf.template": "# spark.master  spark://master:7077\n",
-        }
-        for name, text in extra.items():
+        added = {f"sbin/{p.name}": (p.read_bytes(), 0o755) for p in sorted(LAUNCHERS.glob("*.sh"))}
+        added.update({
+            "RELEASE": (f"Spark {version} built for Hadoop 3 (repacked from pyspark)\n".encode(),
+                        0o644),
+            "conf/spark-env.sh.template": (b"#!/usr/bin/env bash\n", 0o644),
+            "conf/spark-defaults.conf.template": (b"# spark.master  spark://master:7077\n", 0o644),
+        })  # fmt: skip
+        for name, (data, mode) in added.items():
+            # Not the checkout's times and owners: they differ from one clone to the next.
             info = tarfile.TarInfo(f"{top}/{name}")
-            data = text.encode()
-            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            info.size, info.mode, info.mtime = len(data), mode, _MTIME
             out.addfile(info, io.BytesIO(data))
     os.replace(partial, tgz)
     write_sha512(tgz)
     stamp.write_text(_builder_hash())
+    check_pin(version, sha)
     log.info("spark tarball built in %.0f s: %s", time.monotonic() - start, tgz)
     return tgz
 
@@ -141,6 +155,24 @@ def write_sha512(tgz: Path) -> Path:
     sha = tgz.with_name(tgz.name + ".sha512")
     sha.write_text(f"{digest.hexdigest()}  {tgz.name}\n")
     return sha
+
+
+def pinned_sha512(inventory: Path = BED_INVENTORY) -> tuple[str, str | None]:
+    """The Spark version and the spark.sha512 the bed's inventory pins."""
+    spark = tomllib.loads(inventory.read_text())["spark"]
+    return spark["version"], spark.get("sha512") or None
+
+
+def check_pin(version: str, sha: Path) -> None:
+    """Refuse a tarball the bed's nodes would refuse: its hash must be the pinned one."""
+    pinned_version, pinned = pinned_sha512()
+    built = sha.read_text().split()[0]
+    if version == pinned_version and built != pinned:
+        raise RuntimeError(
+            f"the bed's Spark {version} tarball hashes to {built}, but "
+            f"{BED_INVENTORY.name} pins spark.sha512 = {pinned!r}: the builder or its "
+            f'launchers changed; set sha512 = "{built}" there'
+        )
 
 
 def _pid_file(state_dir: Path | None) -> Path:
