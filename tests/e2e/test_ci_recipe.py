@@ -36,8 +36,8 @@ def _env(tmp_path: Path, clouds_yaml: Path, name: str, **extra: str) -> dict[str
         SPARKSTACK_CLUSTER_NAME=name,
         SMOKE_REPORT=str(tmp_path / "smoke-report.json"),
         SPARKSTACK=CLI,
-        **extra,
     )
+    env.update(extra)
     return env
 
 
