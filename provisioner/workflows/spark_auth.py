@@ -114,7 +114,9 @@ def wait_workers(nodes: Nodes, *, master_ip: str, workers: set[str], timeout: fl
 
     try:
         return tenacity.Retrying(
-            retry=tenacity.retry_if_result(lambda up: not workers <= up),
+            # A master restarted for authentication opens its UI a moment after its port.
+            retry=tenacity.retry_if_result(lambda up: not workers <= up)
+            | tenacity.retry_if_exception_type(RemoteError),
             wait=tenacity.wait_fixed(1),
             stop=tenacity.stop_after_delay(timeout),
         )(alive)
