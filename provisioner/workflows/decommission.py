@@ -33,6 +33,7 @@ from provisioner.inventory.names import SPARK_MASTER_UI_PORT, SPARK_WORKER_UI_PO
 from provisioner.remote import Session
 from provisioner.render import SPARK_PID_DIR
 from provisioner.workflows.context import Reporter
+from provisioner.workflows.spark_auth import workers_by_host
 from provisioner.workflows.ssh_stage import Access, reach
 
 log = logging.getLogger(__name__)
@@ -102,10 +103,7 @@ def observe(master: Session, master_ip: str, leaving: Sequence[P.Node]) -> list[
             step="decommission",
             hint="check it with `sparkstack logs --spark`; --force removes the workers anyway",
         )
-    # A worker that re-registered after a restart is listed twice: its newest entry counts.
-    by_host: dict[str, str] = {}
-    for entry in sorted(status.get("workers", []), key=lambda e: str(e.get("id", ""))):
-        by_host[str(entry.get("host"))] = str(entry.get("state", "?"))
+    by_host = {host: str(e.get("state", "?")) for host, e in workers_by_host(status).items()}
     drains = []
     for w in leaving:
         own = found.get(worker_urls[w.name])

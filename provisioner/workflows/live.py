@@ -15,7 +15,7 @@ from provisioner import plan as P
 from provisioner.errors import SparkstackError
 from provisioner.hub.config import UNIT_NAME, VENV
 from provisioner.workflows.context import Reporter
-from provisioner.workflows.spark_auth import master_status
+from provisioner.workflows.spark_auth import master_status, workers_by_host
 from provisioner.workflows.ssh_stage import Access, bring_up
 
 log = logging.getLogger(__name__)
@@ -63,10 +63,7 @@ def spark_states(status: dict[str, Any], observed: P.Observed) -> dict[str, dict
     states: dict[str, dict[str, Any]] = {}
     if master is not None:
         states[master.name] = {"state": str(status.get("status", "?"))}
-    entries: dict[str, dict[str, Any]] = {}
-    # A worker that restarted is listed once per registration: the newest counts.
-    for entry in sorted(status.get("workers", []), key=lambda e: str(e.get("id", ""))):
-        entries[str(entry.get("host"))] = entry
+    entries = workers_by_host(status)
     for w in observed.workers():
         e = entries.get(w.fixed_ip)
         states[w.name] = {"state": "absent"} if e is None else {

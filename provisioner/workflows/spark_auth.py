@@ -105,6 +105,15 @@ def master_status(nodes: Nodes, master_ip: str) -> dict:
     return json.loads(nodes.master.run(f"curl -fsS --max-time 10 {url}", timeout=30).stdout)
 
 
+def workers_by_host(status: dict) -> dict[str, dict]:
+    """The master's worker entries by host. A worker that re-registered after a restart is
+    listed once per registration; the newest (highest id) counts."""
+    entries: dict[str, dict] = {}
+    for entry in sorted(status.get("workers", []), key=lambda e: str(e.get("id", ""))):
+        entries[str(entry.get("host"))] = entry
+    return entries
+
+
 def wait_workers(nodes: Nodes, *, master_ip: str, workers: set[str], timeout: float) -> set[str]:
     """Until every worker (by private IP) is ALIVE on the master; the ALIVE ones."""
 
