@@ -169,13 +169,16 @@ class CloudReader(CloudBase):
                     fixed = fixed or a.get("addr", "")
         flavor = s.flavor or {}
         fault = (s.fault or {}).get("message", "") if isinstance(s.fault, dict) else ""
+        role = md.get(P.META_ROLE, "")
         try:
             index = int(md.get(P.META_INDEX, "0"))
         except ValueError:
             index = 0
+        if P.META_INDEX not in md and role == P.WORKER:  # made in one multi-create POST
+            index = names.worker_index_from_name(self.cluster, s.name or "")
         return P.Node(
             name=s.name,
-            role=md.get(P.META_ROLE, ""),
+            role=role,
             index=index,
             id=s.id,
             status=s.status or "",

@@ -145,22 +145,28 @@ class CloudWriter(CloudBase):
         port_id: str = "",
         security_group_id: str = "",
         server_group_id: str = "",
+        count: int = 1,
     ) -> str:
         """One POST, no retry: a lost answer may still have created the server, so the
-        caller's next listing decides (identity is in the request, so it will be found)."""
+        caller's next listing decides (identity is in the request, so it will be found).
+
+        count > 1 is Nova's multi-create: `name` is the base, Nova names the servers
+        <name>-1 ... <name>-<count> and gives them all the same metadata, so no index goes
+        in it (the reader takes it from the name); all or none are created."""
+        metadata = {P.META_CLUSTER: self.cluster, P.META_ROLE: role}
+        if count == 1:
+            metadata[P.META_INDEX] = str(index)
         attrs: dict[str, Any] = {
             "name": name,
             "image_id": resolved.image_id,
             "flavor_id": resolved.flavor_ids[flavor],
             "key_name": key_name,
             "user_data": base64.b64encode(user_data.encode()).decode(),
-            "metadata": {
-                P.META_CLUSTER: self.cluster,
-                P.META_ROLE: role,
-                P.META_INDEX: str(index),
-            },
+            "metadata": metadata,
             "tags": self.tags,
         }
+        if count > 1:
+            attrs["min_count"] = attrs["max_count"] = count
         if port_id:
             attrs["networks"] = [{"port": port_id}]
         else:
@@ -180,8 +186,9 @@ class CloudWriter(CloudBase):
                 if code in (403, 413)
                 else None
             )
+            what = name if count == 1 else f"{name}-1 ... {name}-{count}"
             raise CloudError(
-                f"create server failed: {describe_error(exc)}", resource=name, hint=hint
+                f"create server failed: {describe_error(exc)}", resource=what, hint=hint
             ) from exc
 
     def attach_floating_ip(self, *, address: str, port_id: str, external_network_id: str) -> str:

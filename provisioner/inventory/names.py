@@ -62,7 +62,21 @@ def master_server_name(cluster: str) -> str:
 def worker_server_name(cluster: str, index: int) -> str:
     if index < 1:
         raise ValueError(f"worker index starts at 1, got {index}")
-    return f"{cluster}-worker-{index}"
+    return f"{workers_base_name(cluster)}-{index}"
+
+
+def workers_base_name(cluster: str) -> str:
+    """The name given to a multi-create POST: Nova names its servers <name>-1 ... <name>-N
+    (nova/compute/api.py, _populate_instance_names), which are exactly the worker names."""
+    return f"{cluster}-worker"
+
+
+def worker_index_from_name(cluster: str, name: str) -> int:
+    """N of <cluster>-worker-N, else 0. Servers of one multi-create share their metadata,
+    so a worker's index is read from the name Nova gave it."""
+    prefix = workers_base_name(cluster) + "-"
+    tail = name[len(prefix):] if name.startswith(prefix) else ""
+    return int(tail) if tail.isdigit() and not tail.startswith("0") else 0
 
 
 def worker_index(server_name: str, cluster: str) -> int | None:

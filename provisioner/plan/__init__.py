@@ -15,8 +15,13 @@ from provisioner.inventory.names import (
     identity_description,
     identity_tags,
     server_name,
+    workers_base_name,
 )
 from provisioner.plan.actions import (
+    CLEAN_UP,
+    CREATE_SERVERS,
+    DELETE_SERVERS,
+    PREREQUISITES,
     Action,
     AttachFloatingIP,
     CreateKeypair,
@@ -48,6 +53,7 @@ from provisioner.plan.planner import (
     batches,
     describe,
     keep_one,
+    one_request_workers,
     plan_down,
     plan_scale,
     plan_up,
@@ -56,6 +62,10 @@ from provisioner.plan.planner import (
 )
 
 __all__ = [
+    "CLEAN_UP",
+    "CREATE_SERVERS",
+    "DELETE_SERVERS",
+    "PREREQUISITES",
     "MASTER",
     "META_CLUSTER",
     "META_INDEX",
@@ -92,6 +102,7 @@ __all__ = [
     "identity_tags",
     "image_flavor_shortfalls",
     "keep_one",
+    "one_request_workers",
     "needs",
     "plan_down",
     "plan_scale",
@@ -100,4 +111,5 @@ __all__ = [
     "rank",
     "server_name",
     "to_json",
+    "workers_base_name",
 ]

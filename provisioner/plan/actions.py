@@ -2,8 +2,10 @@
 in JSON; the executor in provisioner.workflows runs them in the order the plan lists them.
 
 Actions whose class names the same non-empty ``together`` run as one batch when they stand
-next to each other in a plan: servers are created (or deleted) concurrently and the batch
-ends when the cloud shows them all ACTIVE (or gone).
+next to each other in a plan: the independent prerequisites (security group, keypair,
+server group) at once; servers created (or deleted) concurrently, the batch ending when the
+cloud shows them all ACTIVE (or gone), with the floating IP attached (or released) while
+they boot (or go).
 """
 
 from __future__ import annotations
@@ -30,9 +32,16 @@ class Action:
         return out
 
 
+PREREQUISITES = "prerequisites"
+CREATE_SERVERS = "create servers"
+DELETE_SERVERS = "delete servers"
+CLEAN_UP = "clean up"  # what is left once the servers are gone
+
+
 @dataclass(frozen=True)
 class CreateSecurityGroup(Action):
     kind: ClassVar[str] = "create_security_group"
+    together: ClassVar[str] = PREREQUISITES
     name: str
     allowed_cidrs: tuple[str, ...] = ()
     ports: tuple[int, ...] = ()
@@ -58,6 +67,7 @@ class CreateSecurityGroup(Action):
 @dataclass(frozen=True)
 class CreateKeypair(Action):
     kind: ClassVar[str] = "create_keypair"
+    together: ClassVar[str] = PREREQUISITES
     name: str
     source: str  # generate | import
 
@@ -73,6 +83,7 @@ class CreateKeypair(Action):
 @dataclass(frozen=True)
 class CreateServerGroup(Action):
     kind: ClassVar[str] = "create_server_group"
+    together: ClassVar[str] = PREREQUISITES
     name: str
     policy: str
 
@@ -93,7 +104,7 @@ class CreateMasterPort(Action):
 @dataclass(frozen=True)
 class CreateServer(Action):
     kind: ClassVar[str] = "create_server"
-    together: ClassVar[str] = "create servers"
+    together: ClassVar[str] = CREATE_SERVERS
     name: str
     role: str
     index: int
@@ -115,7 +126,7 @@ class Decommission(Action):
 @dataclass(frozen=True)
 class DeleteServer(Action):
     kind: ClassVar[str] = "delete_server"
-    together: ClassVar[str] = "delete servers"
+    together: ClassVar[str] = DELETE_SERVERS
     name: str
     id: str
     reason: str = ""
@@ -127,6 +138,7 @@ class DeleteServer(Action):
 @dataclass(frozen=True)
 class AttachFloatingIP(Action):
     kind: ClassVar[str] = "attach_floating_ip"
+    together: ClassVar[str] = CREATE_SERVERS
     address: str  # "" = allocate a new one from the pool
     pool: str
 
@@ -139,6 +151,7 @@ class AttachFloatingIP(Action):
 @dataclass(frozen=True)
 class DeleteFloatingIP(Action):
     kind: ClassVar[str] = "delete_floating_ip"
+    together: ClassVar[str] = DELETE_SERVERS
     address: str
     id: str
 
@@ -151,6 +164,7 @@ class _DeleteNamed(Action):
     """Deleting one named resource found by its id: only the noun differs between kinds."""
 
     noun: ClassVar[str] = ""
+    together: ClassVar[str] = CLEAN_UP
     name: str
     id: str
 
@@ -179,6 +193,7 @@ class DeleteServerGroup(_DeleteNamed):
 @dataclass(frozen=True)
 class DeleteKeypair(Action):
     kind: ClassVar[str] = "delete_keypair"
+    together: ClassVar[str] = CLEAN_UP
     name: str
 
     def describe(self) -> str:

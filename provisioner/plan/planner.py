@@ -18,6 +18,7 @@ from provisioner.inventory.names import (
     security_group_name,
     server_group_name,
     server_name,
+    worker_server_name,
 )
 from provisioner.plan.actions import (
     Action,
@@ -105,10 +106,27 @@ def plan_up(desired: Desired, observed: Observed) -> list[Action]:
     if observed.master_port is None:
         actions.append(CreateMasterPort(name=master_port_name(c), network=desired.network))
     deletes, creates = _server_actions(desired, observed, desired.wanted())
-    actions += deletes + creates
+    # Duplicates and ERROR servers go first, so the floating IP (which Neutron puts on a
+    # port whether or not a server uses it yet) stands next to the creates and is attached
+    # while they boot.
+    actions = deletes + actions
     if not observed.attached_ip:
         actions.append(AttachFloatingIP(address=desired.floating_ip, pool=desired.floating_ip_pool))
-    return actions
+    return actions + creates
+
+
+def one_request_workers(cluster: str, creates: Sequence[CreateServer]) -> list[CreateServer]:
+    """The workers of `creates` that one multi-create POST can make: all of worker-1 ...
+    worker-k (k >= 2) with one flavor, as in a new cluster, since Nova names them
+    <base>-1 ... <base>-k. Anything else (scale-up from worker-4, a replacement) goes by
+    explicit name."""
+    workers = sorted((c for c in creates if c.role == WORKER), key=lambda c: c.index)
+    wanted = [worker_server_name(cluster, i) for i in range(1, len(workers) + 1)]
+    if len(workers) < 2 or [w.name for w in workers] != wanted:
+        return []
+    if len({w.flavor for w in workers}) != 1:
+        return []
+    return workers
 
 
 def plan_scale(desired: Desired, observed: Observed) -> list[Action]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner import plan as P
+from provisioner.inventory import names
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class Settings:
     delete_timeout: float = 600.0
     poll_min: float = 1.0
     poll_max: float = 5.0
+    poll_fraction: float = 0.1  # of the time waited so far (converge._WaitInProportion)
 
 
 @dataclass
@@ -86,6 +89,10 @@ class Run:
     gone: set[str] = field(default_factory=set)  # server ids deleted (may still be listed)
     converged: bool = False  # a create batch ran and saw every watched server ACTIVE
     rendered: dict[str, str] = field(default_factory=dict)
+    nodes: list[P.Node] = field(default_factory=list)  # the watched servers, ACTIVE
+    attached_ip: str = ""  # the floating IP this run put on the master
+    keypair_made: str = ""  # the keypair this run imported: (name, public key)
+    keypair_public: str = ""
 
     def __post_init__(self) -> None:
         obs = self.observed
@@ -99,6 +106,38 @@ class Run:
         return (self.master_port.detail if self.master_port else "") or (
             master.fixed_ip if master else ""
         )
+
+    def after(self) -> P.Observed:
+        """The cluster as this run leaves it, from what it made and its last server list:
+        a second look at the whole cloud would cost a request per resource kind."""
+        obs, c = self.observed, self.desired.cluster
+        fresh = {n.name: n for n in self.nodes}
+        nodes = [fresh.pop(n.name, n) for n in obs.nodes if n.id not in self.gone]
+        nodes += fresh.values()
+        ip = self.attached_ip or obs.attached_ip
+        # Nova's view of addresses lags behind Neutron's for a moment after an attach
+        nodes = [
+            dataclasses.replace(n, floating_ip=ip) if n.role == P.MASTER and not n.floating_ip
+            else n
+            for n in nodes
+        ]  # fmt: skip
+        sg = obs.security_group or (
+            P.Ref(self.security_group_id, names.security_group_name(c))
+            if self.security_group_id else None
+        )  # fmt: skip
+        group = obs.server_group or (
+            P.Ref(self.server_group_id, names.server_group_name(c),
+                  self.desired.server_group_policy)
+            if self.server_group_id else None
+        )  # fmt: skip
+        keypair = obs.keypair or (
+            P.Ref(self.keypair_made, self.keypair_made, self.keypair_public)
+            if self.keypair_made else None
+        )  # fmt: skip
+        return dataclasses.replace(
+            obs, nodes=tuple(nodes), attached_ip=ip, security_group=sg, server_group=group,
+            master_port=self.master_port, keypair=keypair,
+        )  # fmt: skip
 
     def user_data_for(self, role: str) -> str:
         """Rendered once per role (not once per server), with the master's real IP."""

@@ -1,9 +1,14 @@
 """The one executor: runs a plan's actions in the order the plan lists them.
 
 A batch (neighbouring actions that share a `together` name, see provisioner.plan.actions)
-runs at once: server creates concurrently until every watched server is ACTIVE, server
-deletes concurrently until they are gone. Everything else runs one action at a time. So
-what `--dry-run` prints is exactly what an apply does.
+runs at once: the prerequisites concurrently; server creates concurrently (new workers in
+one multi-create POST) with the floating IP attached meanwhile, until every watched server
+is ACTIVE; server deletes concurrently with the floating IP's release, until they are
+gone; then the rest at once (the port before its security group). Everything else runs
+one action at a time. So what `--dry-run` prints is exactly what an apply does.
+
+On Ctrl-C or an error nothing new is sent, but every request already on the wire is
+waited for, so whatever exists is something the next `up` or `down` sees.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import concurrent.futures as cf
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from provisioner import plan as P
 from provisioner.keys import ensure_generated_key, generated_key_path, remove_generated_key
@@ -20,12 +26,47 @@ from provisioner.workflows.converge import Converger, wait_gone
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Run, Sequence[P.Action]], None]
+Step = Callable[[Run, P.Action], None]
+T = TypeVar("T")
 
 
 def execute(actions: Sequence[P.Action], run: Run) -> None:
     for batch in P.batches(actions):
-        _HANDLERS[type(batch[0])](run, batch)
+        together = batch[0].together
+        if together == P.CREATE_SERVERS:
+            _create_servers(run, batch)
+        elif together == P.DELETE_SERVERS:
+            _delete_servers(run, batch)
+        else:  # prerequisites, clean-up, or a batch of one
+            _at_once(run, batch)
+
+
+def concurrently(fn: Callable[[T], None], items: Sequence[T]) -> None:
+    """fn over items at once; every call ends before this returns or raises (the first
+    error wins). One item runs in the calling thread."""
+    if len(items) == 1:
+        fn(items[0])
+        return
+    with cf.ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        cf.wait(futures)
+    for f in futures:
+        if f.exception() is not None:
+            raise f.exception()  # type: ignore[misc]
+
+
+def _at_once(run: Run, batch: Sequence[P.Action]) -> None:
+    for action in batch:
+        run.reporter.step(action.describe())
+    # Neutron refuses to delete a security group a port still uses: the port goes first.
+    ordered = [a for a in batch if isinstance(a, (P.DeletePort, P.DeleteSecurityGroup))]
+    chains = [[a] for a in batch if a not in ordered] + ([ordered] if ordered else [])
+
+    def run_chain(chain: list[P.Action]) -> None:
+        for action in chain:
+            _STEPS[type(action)](run, action)
+
+    concurrently(run_chain, chains)
 
 
 def converge(run: Run, creates: Sequence[P.CreateServer]) -> list[P.Node]:
@@ -34,10 +75,10 @@ def converge(run: Run, creates: Sequence[P.CreateServer]) -> list[P.Node]:
         run.user_data_for(role)  # render before the first POST, not inside the threads
     cloud, port, desired = run.cloud, run.master_port, run.desired
 
-    def create(spec: P.CreateServer) -> str:
+    def create(spec: P.CreateServer, *, name: str = "", count: int = 1) -> str:
         master = spec.role == P.MASTER
         return cloud.create_server(
-            name=spec.name,
+            name=name or spec.name,
             role=spec.role,
             index=spec.index,
             resolved=run.resolved,
@@ -47,49 +88,76 @@ def converge(run: Run, creates: Sequence[P.CreateServer]) -> list[P.Node]:
             port_id=port.id if master and port else "",
             security_group_id="" if master else run.security_group_id,
             server_group_id="" if master else run.server_group_id,
+            count=count,
         )
 
-    if creates:
+    def create_workers(specs: Sequence[P.CreateServer]) -> str:
+        return create(
+            specs[0], name=P.workers_base_name(desired.cluster), count=len(specs)
+        )
+
+    together = P.one_request_workers(desired.cluster, creates)
+    if together:
+        run.reporter.step(
+            f"creating {len(creates)} server(s): {len(together)} workers in one request"
+            + (", the master beside them" if len(creates) > len(together) else "")
+        )
+    elif creates:
         run.reporter.step(
             f"creating {len(creates)} server(s), {run.settings.max_parallel} at a time"
         )
     else:
         run.reporter.step("checking that every server is ACTIVE")
     conv = Converger(
-        cloud=cloud, reporter=run.reporter, settings=run.settings, create=create, gone=run.gone
+        cloud=cloud,
+        reporter=run.reporter,
+        settings=run.settings,
+        create=create,
+        create_many=create_workers,
+        gone=run.gone,
     )
-    nodes = conv.run(creates=creates, watch=run.watch)
+    nodes = conv.run(creates=creates, watch=run.watch, in_one_request=together)
     run.result.created += [f"server {n}" for n in conv.created]
     run.converged = True
+    run.nodes = nodes
     return nodes
 
 
 def _create_servers(run: Run, batch: Sequence[P.Action]) -> None:
-    converge(run, [a for a in batch if isinstance(a, P.CreateServer)])
+    """The servers, and the floating IP put on the master's port while they boot."""
+    creates = [a for a in batch if isinstance(a, P.CreateServer)]
+    others = [a for a in batch if not isinstance(a, P.CreateServer)]
+    if not creates:
+        _at_once(run, others)
+        return
+    with cf.ThreadPoolExecutor(max_workers=1) as side:
+        attached = side.submit(_at_once, run, others) if others else None
+        converge(run, creates)
+    if attached is not None:
+        attached.result()
 
 
 def _delete_servers(run: Run, batch: Sequence[P.Action]) -> None:
     servers = [a for a in batch if isinstance(a, P.DeleteServer)]
-    for a in servers:
+    others = [a for a in batch if not isinstance(a, P.DeleteServer)]
+    for a in batch:
         run.reporter.step(a.describe())
+
+    def delete(a: P.Action) -> None:
+        if isinstance(a, P.DeleteServer):
+            run.cloud.delete_server(a.id, name=a.name)
+        else:  # the floating IP: released at once, it does not wait for the server
+            _STEPS[type(a)](run, a)
+
     with cf.ThreadPoolExecutor(max_workers=max(1, run.settings.max_parallel)) as pool:
-        list(pool.map(lambda a: run.cloud.delete_server(a.id, name=a.name), servers))
+        futures = [pool.submit(delete, a) for a in [*others, *servers]]
+    for f in futures:
+        f.result()
     ids = {a.id for a in servers}
     run.gone |= ids
     # wait: ports and groups stay in use, and quota stays taken, until the servers are gone
     wait_gone(run.cloud, ids, settings=run.settings, reporter=run.reporter)
     run.result.deleted += [f"server {a.name}" for a in servers]
-
-
-def _one(fn: Callable[[Run, P.Action], None]) -> Handler:
-    """A handler for actions that run one at a time, each announced as it starts."""
-
-    def handle(run: Run, batch: Sequence[P.Action]) -> None:
-        for action in batch:
-            run.reporter.step(action.describe())
-            fn(run, action)
-
-    return handle
 
 
 def _security_group(run: Run, a: P.CreateSecurityGroup) -> None:
@@ -106,6 +174,7 @@ def _keypair(run: Run, a: P.CreateKeypair) -> None:
     else:
         public = Path(run.desired.public_key_file).read_text().strip()
     run.cloud.create_keypair(name=a.name, public_key=public)
+    run.keypair_made, run.keypair_public = a.name, public
     run.result.created.append(f"keypair {a.name}")
 
 
@@ -133,6 +202,7 @@ def _floating_ip(run: Run, a: P.AttachFloatingIP) -> None:
         port_id=run.master_port.id,
         external_network_id=run.resolved.external_network_id,
     )
+    run.attached_ip = address
     run.reporter.step(f"floating IP {address} is on the master")
     run.result.notes.append(f"floating IP: {address}")
     if not a.address:
@@ -167,18 +237,16 @@ def _delete_keypair(run: Run, a: P.DeleteKeypair) -> None:
         run.result.deleted.append(f"private key {removed}")
 
 
-_HANDLERS: dict[type[P.Action], Handler] = {
-    P.CreateSecurityGroup: _one(_security_group),
-    P.CreateKeypair: _one(_keypair),
-    P.CreateServerGroup: _one(_server_group),
-    P.CreateMasterPort: _one(_master_port),
-    P.CreateServer: _create_servers,
-    P.DeleteServer: _delete_servers,
-    P.Decommission: _one(_decommission),
-    P.AttachFloatingIP: _one(_floating_ip),
-    P.DeleteFloatingIP: _one(_release_floating_ip),
-    P.DeletePort: _one(_delete_port),
-    P.DeleteSecurityGroup: _one(_delete_security_group),
-    P.DeleteServerGroup: _one(_delete_server_group),
-    P.DeleteKeypair: _one(_delete_keypair),
-}
+_STEPS: dict[type[P.Action], Step] = {
+    P.CreateSecurityGroup: _security_group,
+    P.CreateKeypair: _keypair,
+    P.CreateServerGroup: _server_group,
+    P.CreateMasterPort: _master_port,
+    P.Decommission: _decommission,
+    P.AttachFloatingIP: _floating_ip,
+    P.DeleteFloatingIP: _release_floating_ip,
+    P.DeletePort: _delete_port,
+    P.DeleteSecurityGroup: _delete_security_group,
+    P.DeleteServerGroup: _delete_server_group,
+    P.DeleteKeypair: _delete_keypair,
+}  # type: ignore[dict-item]

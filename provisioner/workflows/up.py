@@ -65,8 +65,7 @@ def up(
         execute(actions, run)
         if not run.converged:  # nothing to create: the servers must still all be ACTIVE
             converge(run, [])
-        reporter.step("reading the cluster back")
-        result.observed = cloud.observe()
+        result.observed = run.after()
         reporter.step("every server is ACTIVE and the floating IP is attached")
         if until != "servers":
             hooks.after_servers_active(result.observed)

@@ -40,6 +40,7 @@ class ScriptedCloud:
     # per server name, one Boot per create attempt in order (default: BUILD then ACTIVE)
     script: dict[str, list[Boot]] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
+    requests: list[tuple[str, int]] = field(default_factory=list)  # (name, count) per POST
     on_create: Callable[[str], None] | None = None
     _servers: list[_Server] = field(default_factory=list)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -77,26 +78,36 @@ class ScriptedCloud:
                 out.append(s.node)
             return out
 
-    def create_server(self, *, name: str, role: str, index: int, **_: object) -> str:
+    def create_server(
+        self, *, name: str, role: str, index: int, count: int = 1, **_: object
+    ) -> str:
+        """As Nova: count > 1 makes <name>-1 ... <name>-<count> in one request (each name
+        follows its own script; calls list each name, `requests` the POSTs)."""
+        made = [(name, index)] if count == 1 else [(f"{name}-{i}", i) for i in range(1, count + 1)]
+        ids: list[str] = []
+        lose = False
         with self._lock:
-            self.calls.append(("create_server", name))
-            attempt = sum(1 for k, n in self.calls if k == "create_server" and n == name) - 1
-            boots = self.script.get(name, [])
-            boot = boots[attempt] if attempt < len(boots) else Boot()
-            made = []
-            for _ in range(2 if boot.create_twice else 1):
-                node = P.Node(
-                    name=name, role=role, index=index, id=f"s{next(self._ids)}",
-                    status=boot.statuses[0], created=f"t{next(self._clock):04d}",
-                    fault=boot.fault,
-                )  # fmt: skip
-                self._servers.append(_Server(node, list(boot.statuses), boot.fault))
-                made.append(node)
+            self.requests.append((name, count))
+            for one, idx in made:
+                self.calls.append(("create_server", one))
+                attempt = sum(1 for k, n in self.calls if k == "create_server" and n == one) - 1
+                boots = self.script.get(one, [])
+                boot = boots[attempt] if attempt < len(boots) else Boot()
+                lose = lose or boot.lose_answer
+                for _ in range(2 if boot.create_twice else 1):
+                    node = P.Node(
+                        name=one, role=role, index=idx, id=f"s{next(self._ids)}",
+                        status=boot.statuses[0], created=f"t{next(self._clock):04d}",
+                        fault=boot.fault,
+                    )  # fmt: skip
+                    self._servers.append(_Server(node, list(boot.statuses), boot.fault))
+                    ids.append(node.id)
         if self.on_create:
-            self.on_create(name)
-        if boot.lose_answer:
+            for one, _ in made:
+                self.on_create(one)
+        if lose:
             raise LostAnswer(f"connection reset while creating {name}")
-        return made[0].id
+        return ids[0]
 
     def delete_server(self, server_id: str, *, name: str = "") -> None:
         with self._lock:

@@ -11,7 +11,7 @@ from provisioner import plan as P
 from provisioner.errors import CloudError
 from provisioner.workflows.context import Reporter, Settings
 from provisioner.workflows.converge import Converger
-from tests.unit.scripted_cloud import Boot, ScriptedCloud
+from tests.unit.scripted_cloud import Boot, LostAnswer, ScriptedCloud
 
 FAST = Settings(max_parallel=4, replace_budget=3, poll_min=0.001, poll_max=0.01,
                 active_timeout=5, delete_timeout=5)  # fmt: skip
@@ -149,3 +149,91 @@ def test_an_error_server_not_ours_to_create_is_reported_not_replaced():
         converger(cloud).run(creates=[], watch=["c1-master"])
     assert err.value.resource == "c1-master"
     assert cloud.posts() == []
+
+
+# --- new workers in one multi-create request
+
+
+def many_converger(cloud: ScriptedCloud, create_many=None) -> Converger:
+    def create(s: P.CreateServer) -> str:
+        return cloud.create_server(name=s.name, role=s.role, index=s.index)
+
+    def create_workers(specs) -> str:
+        return cloud.create_server(name="c1-worker", role="worker", index=0, count=len(specs))
+
+    return Converger(cloud=cloud, reporter=Reporter(), settings=FAST, create=create,
+                     create_many=create_many or create_workers)  # fmt: skip
+
+
+def new_cluster(workers: int) -> list[P.CreateServer]:
+    return [spec("c1-master", "master", 0)] + [
+        spec(f"c1-worker-{i}", index=i) for i in range(1, workers + 1)
+    ]
+
+
+def test_the_workers_of_a_new_cluster_go_in_one_request():
+    cloud = ScriptedCloud()
+    creates = new_cluster(3)
+    together = P.one_request_workers("c1", creates)
+    assert [c.name for c in together] == ["c1-worker-1", "c1-worker-2", "c1-worker-3"]
+    nodes = many_converger(cloud).run(creates=creates, watch=[], in_one_request=together)
+    assert sorted(cloud.requests) == [("c1-master", 1), ("c1-worker", 3)]
+    assert [(n.name, n.index, n.status) for n in nodes] == [
+        ("c1-master", 0, "ACTIVE"),
+        ("c1-worker-1", 1, "ACTIVE"),
+        ("c1-worker-2", 2, "ACTIVE"),
+        ("c1-worker-3", 3, "ACTIVE"),
+    ]
+
+
+def test_a_lost_answer_to_the_one_request_makes_no_duplicate():
+    cloud = ScriptedCloud(script={"c1-worker-1": [Boot(lose_answer=True)]})
+    creates = new_cluster(3)
+    together = P.one_request_workers("c1", creates)
+    many_converger(cloud).run(creates=creates, watch=[], in_one_request=together)
+    assert sorted(cloud.requests) == [("c1-master", 1), ("c1-worker", 3)]
+    assert cloud.names() == ["c1-master", "c1-worker-1", "c1-worker-2", "c1-worker-3"]
+
+
+def test_a_failed_one_request_is_made_up_by_name():
+    cloud = ScriptedCloud()
+    tried: list[int] = []
+
+    def refused_once(specs) -> str:  # reset before anything was created
+        tried.append(len(specs))
+        raise LostAnswer("connection reset")
+
+    creates = new_cluster(2)
+    together = P.one_request_workers("c1", creates)
+    many_converger(cloud, refused_once).run(creates=creates, watch=[], in_one_request=together)
+    assert tried == [2]
+    assert sorted(cloud.requests) == [("c1-master", 1), ("c1-worker-1", 1), ("c1-worker-2", 1)]
+    assert cloud.names() == ["c1-master", "c1-worker-1", "c1-worker-2"]
+
+
+def test_a_worker_of_the_one_request_in_error_is_replaced_by_name():
+    cloud = ScriptedCloud(script={"c1-worker-2": [Boot(("BUILD", "ERROR"), fault="No valid host")]})
+    creates = new_cluster(3)
+    together = P.one_request_workers("c1", creates)
+    nodes = many_converger(cloud).run(creates=creates, watch=[], in_one_request=together)
+    assert sorted(cloud.requests) == [("c1-master", 1), ("c1-worker", 3), ("c1-worker-2", 1)]
+    assert {n.status for n in nodes} == {"ACTIVE"}
+    assert cloud.names() == ["c1-master", "c1-worker-1", "c1-worker-2", "c1-worker-3"]
+
+
+@pytest.mark.parametrize(
+    ("indices", "flavors", "together"),
+    [
+        ([1, 2, 3], ["a"] * 3, [1, 2, 3]),  # a new cluster
+        ([1], ["a"], []),  # one worker: a plain create
+        ([4, 5, 6], ["a"] * 3, []),  # scale-up: Nova would name them -1 ... -3
+        ([1, 3], ["a"] * 2, []),  # a gap: not what Nova would name
+        ([1, 2], ["a", "b"], []),  # one request has one flavor
+    ],
+)
+def test_which_workers_one_request_can_make(indices, flavors, together):
+    creates = [spec("c1-master", "master", 0)] + [
+        P.CreateServer(name=f"c1-worker-{i}", role="worker", index=i, flavor=f)
+        for i, f in zip(indices, flavors, strict=True)
+    ]
+    assert [c.index for c in P.one_request_workers("c1", creates)] == together

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from provisioner import plan as P
 from provisioner import workflows
 from provisioner.commands.common import user_data_renderer
 from provisioner.errors import PreflightError, UnexpectedError
@@ -33,17 +34,23 @@ def test_apply_runs_the_actions_in_the_order_the_dry_run_lists_them(inv, tmp_pat
     cloud = ScriptedProject(cluster=inv.cluster.name)
     preview = workflows.up(inv, cloud=cloud, user_data=render(inv), dry_run=True)
     assert cloud.calls == [("list_nodes", "")]  # a dry run only looks
-    listed = [(a.kind, getattr(a, "name", getattr(a, "address", ""))) for a in preview.actions]
 
     cloud.calls.clear()
     workflows.up(inv, cloud=cloud, user_data=render(inv), settings=FAST, key_dir=tmp_path)
     changes = [c for c in cloud.calls if c[0] != "list_nodes"]
-    # the servers of one batch go out concurrently: their order within it is free
-    assert changes[:4] == listed[:4]
-    servers = len(listed) - 5
-    assert sorted(changes[4 : 4 + servers]) == sorted(listed[4 : 4 + servers])
-    assert changes[4 + servers :] == listed[4 + servers :]
-    assert listed[-1][0] == "attach_floating_ip"
+    # batch by batch as the plan lists them; within a batch the order is free
+    batches = [
+        [(a.kind, getattr(a, "name", getattr(a, "address", ""))) for a in b]
+        for b in P.batches(preview.actions)
+    ]
+    assert [len(b) for b in batches] == [3, 1, 1 + 1 + inv.workers.count]
+    at = 0
+    for batch in batches:
+        assert sorted(changes[at : at + len(batch)]) == sorted(batch)
+        at += len(batch)
+    assert at == len(changes)
+    # the workers of a new cluster go out in one request, the master in its own
+    assert sorted(cloud.requests) == sorted([("demo-master", 1), ("demo-worker", 2)])
 
     cloud.calls.clear()
     again = workflows.up(inv, cloud=cloud, user_data=render(inv), settings=FAST, key_dir=tmp_path)

@@ -47,7 +47,7 @@ def kinds(actions):
 
 UP_CASES = [
     (
-        "from nothing: shared resources, port first, then every server, then the IP",
+        "from nothing: shared resources, the port, then the IP beside every server",
         D,
         EMPTY,
         [
@@ -55,10 +55,10 @@ UP_CASES = [
             ("create_keypair", "sparkstack-c1"),
             ("create_server_group", "sparkstack-c1-workers"),
             ("create_master_port", "c1-master-port"),
+            ("attach_floating_ip", ""),
             ("create_server", "c1-master"),
             ("create_server", "c1-worker-1"),
             ("create_server", "c1-worker-2"),
-            ("attach_floating_ip", ""),
         ],
     ),
     ("complete cluster: nothing", D, FULL, []),
@@ -73,7 +73,7 @@ UP_CASES = [
             master_port=FULL.master_port,
             keypair=FULL.keypair,
         ),
-        [("create_server", "c1-worker-2"), ("attach_floating_ip", "")],
+        [("attach_floating_ip", ""), ("create_server", "c1-worker-2")],
     ),
     (
         "a server in ERROR is deleted and created again",
@@ -122,8 +122,8 @@ UP_CASES = [
         [
             ("create_security_group", "sparkstack-c1"),
             ("create_master_port", "c1-master-port"),
-            ("create_server", "c1-master"),
             ("attach_floating_ip", "10.78.0.99"),
+            ("create_server", "c1-master"),
         ],
     ),
     (
@@ -243,7 +243,7 @@ def test_plan_prints_and_serialises():
     assert "tcp 22,443 from 203.0.113.0/24" in text
     assert "allocate a floating IP from public" in text
     data = json.loads(json.dumps(P.to_json(actions)))
-    assert data[4] == {
+    assert data[5] == {
         "action": "create_server",
         "name": "c1-master",
         "role": "master",
@@ -407,3 +407,30 @@ def test_plan_up_opens_the_desired_world_ports_in_the_security_group():
     assert sg.kind == "create_security_group"
     assert sg.world_ports == (80,)
     assert P.plan_up(D, EMPTY)[0].world_ports == ()
+
+
+@pytest.mark.parametrize(
+    ("name", "index"),
+    [("c1-worker-3", 3), ("c1-worker-12", 12), ("c1-worker-03", 0), ("c1-worker-", 0),
+     ("c1-master", 0), ("c2-worker-1", 0), ("c1-worker-1x", 0)],
+)  # fmt: skip
+def test_a_multi_created_workers_index_comes_from_its_name(name, index):
+    from provisioner.inventory import names
+
+    assert names.worker_index_from_name("c1", name) == index
+    if index:
+        assert P.server_name("c1", "worker", index) == f"{P.workers_base_name('c1')}-{index}"
+
+
+def test_the_prerequisites_and_the_clean_up_run_as_batches():
+    up = [[a.kind for a in b] for b in P.batches(P.plan_up(D, EMPTY))]
+    assert up == [
+        ["create_security_group", "create_keypair", "create_server_group"],
+        ["create_master_port"],
+        ["attach_floating_ip", "create_server", "create_server", "create_server"],
+    ]
+    down = [[a.kind for a in b] for b in P.batches(P.plan_down(D, FULL))]
+    assert down == [
+        ["delete_server"] * 3 + ["delete_floating_ip"],
+        ["delete_port", "delete_security_group", "delete_server_group", "delete_keypair"],
+    ]
