@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,13 +99,27 @@ def measure_one(n: int, *, boot_s: float, workdir: Path) -> dict[str, Any]:
         }  # fmt: skip
 
 
-def measure(ns: list[int], boot_s: float, *, keep: Path | None = None) -> list[dict[str, Any]]:
-    """Rows for 1 and every N in `ns`, each with ratio_up = T_up(1+N) / T_up(1+1). The
-    runs' inventories and logs go to `keep` when given, else to a temporary directory."""
+def measure(
+    ns: list[int], boot_s: float, *, keep: Path | None = None, rounds: int = 1
+) -> list[dict[str, Any]]:
+    """Rows for 1 and every N in `ns`, each with ratio_up = T_up(1+N) / T_up(1+1). With
+    rounds > 1 every N runs once per round (N = 1, 10, ... then again), and each row
+    holds the medians. The runs' inventories and logs go to `keep` when given, else to a
+    temporary directory."""
     ns = sorted({1, *ns})
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in ns}
     with tempfile.TemporaryDirectory(prefix="flat-in-n-") as tmp:
         top = keep or Path(tmp)
-        rows = [measure_one(n, boot_s=boot_s, workdir=top / f"n{n}") for n in ns]
+        for r in range(rounds):
+            for n in ns:
+                runs[n].append(measure_one(n, boot_s=boot_s, workdir=top / f"n{n}r{r}"))
+    rows = []
+    for n in ns:
+        row = dict(runs[n][0])
+        for key in ("up_s", "down_s"):
+            row[key] = round(statistics.median(x[key] for x in runs[n]), 2)
+            row[f"{key}_samples"] = [x[key] for x in runs[n]]
+        rows.append(row)
     base = rows[0]["up_s"]
     for row in rows:
         row["ratio_up"] = round(row["up_s"] / base, 3)
@@ -129,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="N = 1 only, B = 0.5 s")
     parser.add_argument("--json", type=Path, help="also write the rows here, as JSON")
     parser.add_argument("--keep", type=Path, help="keep each run's inventory and logs here")
+    parser.add_argument("--rounds", type=int, default=3, help="medians of this many runs")
     args = parser.parse_args(argv)
     ns, boot = ([1], 0.5) if args.quick else (args.workers, args.boot)
-    rows = measure(ns, boot, keep=args.keep)
+    rows = measure(ns, boot, keep=args.keep, rounds=1 if args.quick else args.rounds)
     print(f"simulated cloud, every server ACTIVE {boot:g} s after its POST")
     print(table(rows))
     last = rows[-1]
@@ -144,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"1+{row['n']}: unknown requests {row['unknown']}, filters the sim "
                   f"ignored {row['ignored_filters']}, sim errors {row['sim_errors']}")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"bench": "flat_in_n", "rows": rows}, indent=1) + "\n")
     return 0
 
 

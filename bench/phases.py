@@ -1,0 +1,153 @@
+"""Time to a usable cluster on the hosts bed: `sparkstack up` of 1+2 from the test bed's
+inventory (servers that really boot cloud-init, download and check Spark, start the
+daemons; the hub installed over SSH), then `sparkstack smoke` for the first kernel.
+
+Each phase is read from the run's own log (millisecond timestamps) as the moment the
+last node reached it, counted from the start of `up`:
+
+    servers ACTIVE      every server ACTIVE and the floating IP attached
+    SSH ready           every node answered a login
+    cloud-init done     every node's boot reported ready
+    workers registered  every worker ALIVE on the Spark master
+    hub ready           the hub answers over HTTPS
+    first kernel ready  after `up`, smoke's "PySpark kernel starts" check, end to end
+
+    python -m bench.phases [--json out.json]
+
+Needs the OpenStack bed and the hosts bed (started here when they are not up, and then
+stopped again). Spark comes from the bed's local mirror.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tests.testbed import bed
+from tests.testbed.hosts import hostbed
+
+ROOT = Path(__file__).resolve().parents[1]
+INVENTORY = ROOT / "tests" / "testbed" / "inventory.testbed.toml"
+NAME = "benchphases"
+
+# (phase, pattern of the log line; "{n}" = every node must show it)
+MARKS = [
+    ("servers ACTIVE", r"every server is ACTIVE and the floating IP is attached"),
+    ("SSH ready", r"{n}: connected$"),
+    ("cloud-init done", r"{n}: ready$"),
+    ("workers registered", r"every worker is ALIVE on the Spark master"),
+    ("hub ready", r"hub ready at "),
+]
+STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ \S+ \[[^\]]*\] (.*)$")
+
+
+def _when(line: str) -> tuple[float, str] | None:
+    m = STAMP.match(line)
+    if not m:
+        return None
+    return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp(), m.group(2)
+
+
+def phases_from_log(log: Path, nodes: list[str]) -> dict[str, float]:
+    """Seconds from the `sparkstack up` line to each phase (last node), from one log."""
+    lines = [w for w in map(_when, log.read_text().splitlines()) if w]
+    start = next(t for t, text in lines if text.startswith("sparkstack up "))
+    out: dict[str, float] = {}
+    for phase, pattern in MARKS:
+        if "{n}" in pattern:
+            seen = []
+            for node in nodes:
+                rx = re.compile(pattern.replace("{n}", re.escape(node)))
+                hit = next((t for t, text in lines if t >= start and rx.search(text)), None)
+                seen.append(hit)
+            if all(seen):
+                out[phase] = round(max(seen) - start, 1)  # type: ignore[type-var]
+        else:
+            rx = re.compile(pattern)
+            hit = next((t for t, text in lines if t >= start and rx.search(text)), None)
+            if hit is not None:
+                out[phase] = round(hit - start, 1)
+    return out
+
+
+def run(workdir: Path) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.update(
+        OS_CLIENT_CONFIG_FILE=str(bed.clouds_yaml_path()),
+        XDG_CONFIG_HOME=str(workdir / "config"),
+        XDG_STATE_HOME=str(workdir / "state"),
+        SPARKSTACK_CLUSTER_NAME=NAME,
+    )
+    env.pop("OS_CLOUD", None)
+    cli = [sys.executable, "-m", "provisioner.cli"]
+    inv = ["-i", str(INVENTORY)]
+
+    def sparkstack(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*cli, *args, *inv], cwd=ROOT, env=env, capture_output=True,
+                              text=True)  # fmt: skip
+
+    row: dict[str, Any] = {"n": 2, "spark": "tarball from the bed's mirror"}
+    start = time.monotonic()
+    try:
+        up = sparkstack("up")
+        row["up_s"] = round(time.monotonic() - start, 1)
+        if up.returncode != 0:
+            raise RuntimeError(f"up failed ({up.returncode}):\n{up.stdout[-3000:]}\n{up.stderr}")
+        smoke_start = time.monotonic()
+        smoke = sparkstack("smoke", "--json")
+        if smoke.returncode != 0:
+            raise RuntimeError(f"smoke failed ({smoke.returncode}):\n{smoke.stdout[-3000:]}")
+        report = json.loads(smoke.stdout)
+        kernel = next(c for c in report["checks"] if c["name"].startswith("PySpark kernel"))
+        # the kernel check's own end, measured from the start of `up`
+        checks_before = [c["seconds"] for c in report["checks"][: report["checks"].index(kernel)]]
+        row["first kernel ready"] = round(
+            smoke_start - start + sum(checks_before) + kernel["seconds"], 1
+        )
+        row["smoke_s"] = round(time.monotonic() - smoke_start, 1)
+    finally:
+        down = sparkstack("down", "--yes")
+        row["down_ok"] = down.returncode == 0
+    nodes = [f"{NAME}-master", f"{NAME}-worker-1", f"{NAME}-worker-2"]
+    row.update(phases_from_log(workdir / "state" / "sparkstack" / NAME / "sparkstack.log", nodes))
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", type=Path, help="write the row here")
+    a = p.parse_args(argv)
+    if not bed.is_healthy():
+        print("the test bed is not up: tests/testbed/controlplane/up.sh", file=sys.stderr)
+        return 1
+    was_up = hostbed.is_up()
+    hostbed.up()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            row = run(Path(tmp))
+    finally:
+        if not was_up:
+            hostbed.down()
+    order = ["servers ACTIVE", "SSH ready", "cloud-init done", "workers registered",
+             "hub ready", "first kernel ready"]  # fmt: skip
+    print(f"1+2 on the hosts bed, Spark: {row['spark']}")
+    for phase in order:
+        print(f"  {phase:<20} {row.get(phase, '-'):>6} s")
+    print(f"  (up {row['up_s']} s, smoke {row.get('smoke_s', '-')} s)")
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps({"bench": "phases", "rows": [row]}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
