@@ -23,6 +23,7 @@ from provisioner.workflows.context import Reporter
 log = logging.getLogger(__name__)
 
 _STYLE = {"ACTIVE": "green", "ERROR": "red", "BUILD": "yellow"}
+GROUP_ABOVE = 8  # more nodes changing to one state at once than this: a single line
 
 
 def _clock(seconds: float) -> str:
@@ -79,8 +80,15 @@ class LiveProgress(Reporter):
                 log.info("%s: %s", name, state)
         if self.live is not None:
             return
+        by_state: dict[str, list[str]] = {}
         for name in changed:
-            self._line(f"{name}: {self.states[name]}")
+            by_state.setdefault(self.states[name], []).append(name)
+        for state, names in by_state.items():
+            if len(names) <= GROUP_ABOVE:
+                for name in names:
+                    self._line(f"{name}: {state}")
+            else:  # a big cluster: one line per state, not hundreds
+                self._line(f"{len(names)} nodes: {state} ({names[0]} ... {names[-1]})")
         if not changed and now - self.last_line >= self.heartbeat:
             counts: dict[str, int] = {}
             for state in states.values():

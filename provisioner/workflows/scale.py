@@ -68,7 +68,7 @@ def scale(
         created = run.converged
         if not created:
             converge(run, [])
-        result.observed = cloud.observe()
+        result.observed = run.after()
         if created:
             hooks.after_servers_active(result.observed)
     return result
