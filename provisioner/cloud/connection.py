@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import openstack
+import openstack.config
+import openstack.connection
 import openstack.exceptions as os_exc
 import tenacity
 from keystoneauth1 import exceptions as ksa_exc
@@ -71,11 +73,22 @@ def describe_error(exc: BaseException) -> str:
     return f"HTTP {code}: {text}" if code else text
 
 
-def connect(cloud: str = "") -> openstack.connection.Connection:
+# Seconds one request may take before it fails (and is retried as transient). Without
+# one, keystoneauth waits for ever on a cloud that accepts the connection and never
+# answers, and so would every command.
+DEFAULT_API_TIMEOUT = 60.0
+
+
+def connect(
+    cloud: str = "", *, api_timeout: float | None = None
+) -> openstack.connection.Connection:
     """clouds.yaml entry `cloud`, else OS_CLOUD, else the OS_* variables (application
-    credentials included: keystoneauth picks the plugin from what is set)."""
+    credentials included: keystoneauth picks the plugin from what is set).
+
+    Every request gets a timeout: `api_timeout` when given, else the cloud's own
+    `api_timeout` from clouds.yaml, else DEFAULT_API_TIMEOUT."""
     try:
-        return openstack.connect(cloud=cloud or None, app_name="sparkstack")
+        region = openstack.config.get_cloud_region(cloud=cloud or None, app_name="sparkstack")
     except (os_exc.ConfigException, ksa_exc.ClientException, KeyError) as exc:
         raise UserInputError(
             f"cannot load the cloud configuration{f' {cloud!r}' if cloud else ''}: {exc}",
@@ -83,6 +96,11 @@ def connect(cloud: str = "") -> openstack.connection.Connection:
             hint="set cluster.cloud to an entry of clouds.yaml, or OS_CLOUD, or source an "
             "openrc file",
         ) from exc
+    # openstacksdk hands config["api_timeout"] to the keystoneauth Session it makes on
+    # first use (CloudRegion.get_session), which applies it to every request, auth too.
+    if api_timeout is not None or region.config.get("api_timeout") is None:
+        region.config["api_timeout"] = api_timeout or DEFAULT_API_TIMEOUT
+    return openstack.connection.Connection(config=region)
 
 
 class CloudBase:
@@ -122,8 +140,13 @@ class CloudBase:
                 hint = "raise the project's quota or make the cluster smaller"
             elif code == 401:
                 hint = "check the credentials in clouds.yaml / OS_* variables"
-            elif code and code >= 500 or is_transient(exc):
+            elif code and code >= 500:
                 hint = f"the cloud kept failing for {self.retry_for:.0f}s; try again later"
+            elif is_transient(exc):
+                hint = (
+                    f"the cloud could not be reached for {self.retry_for:.0f}s: check the "
+                    "auth_url in clouds.yaml (or OS_AUTH_URL) and the network, or try again later"
+                )
             raise CloudError(
                 f"{what} failed: {describe_error(exc)}", resource=resource, hint=hint
             ) from exc

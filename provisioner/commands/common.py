@@ -121,10 +121,33 @@ def load(path: Path) -> Any:
         raise
 
 
+# Per-request timeout and how long transient failures are retried, in seconds: for a
+# slow cloud (longer) or a pipeline that must fail fast on an unreachable one (shorter).
+API_TIMEOUT_ENV = "SPARKSTACK_API_TIMEOUT"
+API_RETRY_FOR_ENV = "SPARKSTACK_API_RETRY_FOR"
+
+
+def seconds_from_env(name: str) -> float | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:
+        raise UserInputError(f"${name}: must be a number of seconds in (0, 86400], got {raw!r}")
+    return value
+
+
 def cluster_cloud(inv: Any) -> Any:
     from provisioner.cloud import ClusterCloud, connect
 
-    return ClusterCloud(connect(inv.cluster.cloud or ""), cluster=inv.cluster.name)
+    conn = connect(inv.cluster.cloud or "", api_timeout=seconds_from_env(API_TIMEOUT_ENV))
+    retry_for = seconds_from_env(API_RETRY_FOR_ENV)
+    if retry_for is None:
+        return ClusterCloud(conn, cluster=inv.cluster.name)
+    return ClusterCloud(conn, cluster=inv.cluster.name, retry_for=retry_for)
 
 
 def user_data_renderer(inv: Any) -> UserData:

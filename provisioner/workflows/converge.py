@@ -74,12 +74,15 @@ class Converger:
         self.gone: set[str] = gone if gone is not None else set()
         self.states: dict[str, str] = {}
         self.created: list[str] = []
+        self.faults: dict[str, str] = {}  # name -> Nova's fault of its last ERROR
 
     def _submit(self, pool: cf.ThreadPoolExecutor, name: str) -> None:
         used = self.attempts.get(name, 0)
         if used >= self.settings.replace_budget:
+            last = self.faults.get(name)
             raise CloudError(
-                f"gave up after {used} attempts to create it",
+                f"gave up after {used} attempts to create it"
+                + (f"; the last went to ERROR: {last}" if last else ""),
                 resource=name,
                 hint="see the log for each attempt's error",
             )
@@ -196,6 +199,7 @@ class Converger:
             self.reporter.step(f"{name} went to ERROR ({fault}); replacing it")
             if name not in self.specs:
                 raise CloudError(f"server is in ERROR: {fault}", resource=name)
+            self.faults[name] = fault
             self._delete(node, f"ERROR: {fault}")
             self._submit(pool, name)
             return False

@@ -162,3 +162,45 @@ def test_ctrl_c_in_the_ssh_stage_exits_130_at_once_and_up_completes(
             proc.wait()
         run_cli("down", "-i", str(inv), "--yes", env=env, check=False)
     assert cluster_resources(admin, "sshint") == {}
+
+
+def test_ctrl_c_during_the_hub_install_exits_130_then_up_completes_and_down_cleans(
+    hostbed, clean_project, tmp_path
+):
+    """Ctrl-C while the hub's idempotent steps run on the master: the next `up` finds a
+    half-installed hub and finishes it; `down` then leaves nothing (the leak audit of
+    `clean_project` checks the credentials file as well)."""
+    admin = clean_project.admin()
+    inv = inventory(tmp_path / "inv.toml", name="hubint", workers=0)
+    env = cli_env(tmp_path, clean_project.clouds_yaml)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "provisioner.cli", "up", "-i", str(inv)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        seen = []
+        for line in proc.stderr:  # progress lines, one per step (not a terminal)
+            seen.append(line)
+            if "installing JupyterHub on the master" in line:
+                break
+        else:
+            pytest.fail("up ended before the hub install: " + "".join(seen))
+        time.sleep(1.0)  # into the install's steps, not before the first
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=120)
+        assert proc.returncode == 130, "".join(seen) + rest
+        err = " ".join(rest.split())
+        assert "up interrupted" in err and "`sparkstack up` to complete it" in err, rest
+        assert "Traceback" not in rest
+        assert "hub ready at" not in "".join(seen) + rest  # it really stopped mid-install
+
+        done = run_cli("up", "-i", str(inv), env=env, check=False, timeout=900)
+        assert done.returncode == 0, done.stderr
+        assert "hub ready at" in done.stderr, done.stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        down = run_cli("down", "-i", str(inv), "--yes", env=env, check=False)
+    assert down.returncode == 0, down.stderr
+    assert cluster_resources(admin, "hubint") == {}

@@ -268,6 +268,7 @@ class ProjectSnapshot:
 
     ids: dict[str, set[str]] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
+    group_of: dict[str, str] = field(default_factory=dict)  # rule id -> security group id
 
     def new_since(self, before: ProjectSnapshot) -> dict[str, set[str]]:
         return {
@@ -303,6 +304,18 @@ def snapshot_project(admin_conn) -> ProjectSnapshot:
         "security_group",
         (sg for sg in admin_conn.network.security_groups(project_id=pid) if sg.name != "default"),
     )
+    # Rules too, the default group's included: a rule added to a group the project
+    # already had outlives every cluster resource.
+    snap.ids["security_group_rule"] = set()
+    for rule in admin_conn.network.security_group_rules(project_id=pid):
+        snap.ids["security_group_rule"].add(rule.id)
+        snap.group_of[rule.id] = rule.security_group_id
+        port = f" {rule.port_range_min}-{rule.port_range_max}" if rule.port_range_min else ""
+        snap.names[rule.id] = (
+            f"{rule.direction} {rule.protocol or 'any'}{port}"
+            f" from {rule.remote_ip_prefix or rule.remote_group_id or 'any'}"
+            f" in group {rule.security_group_id}"
+        )
     # The server-group API has no project filter: list all, keep the project's.
     add(
         "server_group",
@@ -316,6 +329,31 @@ def snapshot_project(admin_conn) -> ProjectSnapshot:
     return snap
 
 
+def describe_new(now: ProjectSnapshot, before: ProjectSnapshot) -> list[str]:
+    """ "kind id (name)" of each thing in `now` and not in `before`; the rules of a new
+    security group are part of it and not listed on their own."""
+    new = now.new_since(before)
+    new_groups = new.get("security_group", set())
+    return [
+        f"{kind} {rid}"
+        + (f" ({now.names[rid]})" if now.names.get(rid) not in (None, "", rid) else "")
+        for kind in CLEANUP_ORDER
+        for rid in sorted(new.get(kind, ()))
+        if not (kind == "security_group_rule" and now.group_of.get(rid) in new_groups)
+    ]
+
+
+CLEANUP_ORDER = (
+    "server",
+    "floating_ip",
+    "port",
+    "security_group_rule",
+    "security_group",
+    "server_group",
+    "keypair",
+)
+
+
 def cleanup_project(
     admin_conn, *, keep: ProjectSnapshot | None = None, timeout: float = 120
 ) -> list[str]:
@@ -327,12 +365,7 @@ def cleanup_project(
     keep = keep or ProjectSnapshot()
     extra = snapshot_project(admin_conn)
     new = extra.new_since(keep)
-    deleted = [
-        f"{kind} {rid}"
-        + (f" ({extra.names[rid]})" if extra.names.get(rid) not in (None, "", rid) else "")
-        for kind in ("server", "floating_ip", "port", "security_group", "server_group", "keypair")
-        for rid in sorted(new.get(kind, ()))
-    ]
+    deleted = describe_new(extra, keep)
     uid = user_id(admin_conn)
     for sid in new.get("server", ()):
         admin_conn.compute.delete_server(sid, ignore_missing=True)
@@ -347,6 +380,9 @@ def cleanup_project(
         admin_conn.network.delete_ip(fid, ignore_missing=True)
     for port_id in new.get("port", ()):
         admin_conn.network.delete_port(port_id, ignore_missing=True)
+    # A new group's rules go with it; a rule added to an older group is deleted itself.
+    for rule_id in new.get("security_group_rule", ()):
+        admin_conn.network.delete_security_group_rule(rule_id, ignore_missing=True)
     for sgid in new.get("security_group", ()):
         admin_conn.network.delete_security_group(sgid, ignore_missing=True)
     for gid in new.get("server_group", ()):

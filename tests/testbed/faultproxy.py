@@ -32,6 +32,13 @@ How it is used::
   ``fault_services`` (by default everything but identity, so authentication keeps working).
   A rule with ``forward=True`` lets the upstream do the work and then loses the answer:
   the case where a server exists but the client was told it failed.
+* Hooks (``at_request``): run a function just before the nth matching request is
+  forwarded, e.g. to send the client process a SIGINT at an exact point of its work;
+  ``hold`` then keeps the request back a moment, so the signal lands while the client
+  waits for that answer (request 1 with a hold: nothing reached the cloud yet).
+* Answer rewriting (``rewrite_json``): a function changes the upstream's JSON answer to
+  matching requests before the client sees it, e.g. a server listed as BUILD or ERROR
+  with a fault message while Nova has it ACTIVE.
 * Counters by (service, method, normalised path, faulted); ids, uuids and names in id
   position become ``{id}``; the query string is dropped.
 
@@ -72,7 +79,7 @@ import struct
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -237,6 +244,39 @@ class Rule:
         return self.path is None or bool(self.path.search(path))
 
 
+@dataclass
+class Hook:
+    """``action`` runs once, just before the nth matching request (counted from when the
+    hook was added) is forwarded; the request then waits ``hold`` seconds."""
+
+    method: str | None
+    path: re.Pattern[str] | None
+    nth: int
+    action: Callable[[], None]
+    hold: float
+    seen: int = 0
+    fired: bool = False
+
+
+@dataclass
+class JsonRewrite:
+    """``change`` gets the parsed JSON answer of every matching forwarded request and
+    returns what the client receives instead."""
+
+    method: str | None
+    path: re.Pattern[str] | None
+    change: Callable[[Any], Any]
+    applied: int = 0
+
+
+def _request_matches(
+    method: str | None, path: re.Pattern[str] | None, *, req_method: str, raw_path: str
+) -> bool:
+    return (method is None or method == req_method) and (
+        path is None or bool(path.search(raw_path))
+    )
+
+
 @dataclass(frozen=True)
 class _Decision:
     status: int | None = None
@@ -382,6 +422,8 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._random = random.Random(seed)
         self._rules: list[Rule] = []
+        self._hooks: list[Hook] = []
+        self._rewrites: list[JsonRewrite] = []
         self._counts: Counter[RequestKey] = Counter()
         self._log: deque[RequestRecord] = deque(maxlen=log_size)
         self._closing = threading.Event()
@@ -608,8 +650,90 @@ class FaultProxy:
         return rule
 
     def clear_rules(self) -> None:
+        """Drop every scripted rule, hook and answer rewrite."""
         with self._lock:
             self._rules.clear()
+            self._hooks.clear()
+            self._rewrites.clear()
+
+    def at_request(
+        self,
+        *,
+        nth: int,
+        action: Callable[[], None],
+        method: str | None = None,
+        path: str | None = None,
+        hold: float = 0.0,
+    ) -> Hook:
+        """Run ``action`` just before forwarding the nth request matching ``method`` and
+        ``path`` (a regular expression searched in the raw path), counted from now over
+        every service; then hold that request back ``hold`` seconds."""
+        if nth < 1:
+            raise ValueError("nth counts from 1")
+        hook = Hook(
+            method=method.upper() if method else None,
+            path=re.compile(path) if path is not None else None,
+            nth=nth,
+            action=action,
+            hold=hold,
+        )
+        with self._lock:
+            self._hooks.append(hook)
+        return hook
+
+    def rewrite_json(
+        self,
+        *,
+        change: Callable[[Any], Any],
+        method: str | None = None,
+        path: str | None = None,
+    ) -> JsonRewrite:
+        """Pass the JSON answers of matching requests through ``change`` (a function of
+        the parsed body that returns the body to send) until ``clear_rules``."""
+        rewrite = JsonRewrite(
+            method=method.upper() if method else None,
+            path=re.compile(path) if path is not None else None,
+            change=change,
+        )
+        with self._lock:
+            self._rewrites.append(rewrite)
+        return rewrite
+
+    def _run_hooks(self, *, method: str, raw_path: str) -> None:
+        due: list[Hook] = []
+        with self._lock:
+            for hook in self._hooks:
+                if hook.fired or not _request_matches(
+                    hook.method, hook.path, req_method=method, raw_path=raw_path
+                ):
+                    continue
+                hook.seen += 1
+                if hook.seen == hook.nth:
+                    hook.fired = True
+                    due.append(hook)
+        for hook in due:  # outside the lock: an action may be slow or call back in
+            hook.action()
+            if hook.hold > 0:
+                self._closing.wait(hook.hold)
+
+    def _rewritten(self, *, method: str, raw_path: str, data: bytes) -> bytes:
+        with self._lock:
+            rewrites = [
+                r
+                for r in self._rewrites
+                if _request_matches(r.method, r.path, req_method=method, raw_path=raw_path)
+            ]
+        if not rewrites or not data:
+            return data
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return data
+        for rewrite in rewrites:
+            doc = rewrite.change(doc)
+            with self._lock:
+                rewrite.applied += 1
+        return json.dumps(doc).encode()
 
     def pending_rules(self) -> list[Rule]:
         """Rules that have not fired all their times (a test can assert this is empty)."""
@@ -799,7 +923,12 @@ class FaultProxy:
 
         upstream = None
         if decision is None or decision.forward:
+            self._run_hooks(method=method, raw_path=raw_path)
             upstream = self._forward(handler, origin, method, raw_path, body)
+            if upstream is not None and decision is None and 200 <= upstream[0] < 300:
+                status_, reason, headers_, data = upstream
+                data = self._rewritten(method=method, raw_path=raw_path, data=data)
+                upstream = (status_, reason, headers_, data)
             if upstream is None and decision is None:
                 decision = _Decision(status=502, body=_fault_body(502))
                 fault = None  # the upstream failed, nothing was injected

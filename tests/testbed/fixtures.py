@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.ci import in_ci
-from tests.testbed import bed
+from tests.testbed import bed, leaks
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,7 @@ def cannot_run_reason() -> str | None:
 
 def bed_required() -> bool:
     """In CI (or when asked to) a bed that cannot run is a failure, never a skip."""
-    return (
-        in_ci() or os.environ.get("SPARKSTACK_REQUIRE_CLOUD") == "1"
-    )
+    return in_ci() or os.environ.get("SPARKSTACK_REQUIRE_CLOUD") == "1"
 
 
 @dataclass
@@ -104,19 +102,27 @@ def testbed() -> Iterator[Testbed]:
         mp.undo()
 
 
+def config_dirs(tmp_path: Path) -> list[Path]:
+    """The sparkstack config directories a test can write to: its own (cloud and e2e
+    tests point XDG_CONFIG_HOME at <tmp_path>/config) and this user's real one."""
+    real = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return [tmp_path / "config" / "sparkstack", Path(real) / "sparkstack"]
+
+
 @pytest.fixture
-def clean_project(testbed: Testbed) -> Iterator[Testbed]:
+def clean_project(testbed: Testbed, tmp_path: Path) -> Iterator[Testbed]:
     """The test project as it was before the test, and again after it.
 
-    Whatever the test created and did not delete is deleted here, and the test fails
-    with the list: a leak in a test is a leak the product's own cleanup might have too.
+    Whatever the test created and did not delete (cloud resources, security-group rules,
+    namespace hosts, the cluster's local key and credential files) is deleted here, and
+    the test fails with the list: a leak in a test is a leak the product's own cleanup
+    might have too.
     """
     admin = testbed.admin()
-    before = bed.snapshot_project(admin)
+    dirs = config_dirs(tmp_path)
+    before = leaks.take(admin, config_dirs=dirs)
     yield testbed
-    leaked = bed.cleanup_project(admin, keep=before)
-    if leaked:
-        pytest.fail(
-            "the test left resources in the test project (deleted now): " + ", ".join(leaked),
-            pytrace=False,
-        )
+    found = leaks.leaked(admin, before, config_dirs=dirs)
+    if found:
+        leaks.clean(admin, before, config_dirs=dirs)
+        pytest.fail("the test left these behind (deleted now): " + ", ".join(found), pytrace=False)

@@ -518,3 +518,47 @@ def test_write_clouds_yaml_points_auth_at_the_identity_proxy(proxy, upstreams, t
     )
     assert region.config["auth"]["auth_url"] == proxy.urls["identity"]
     assert region.get_endpoint("compute") == proxy.urls["compute"]
+
+
+def test_hook_runs_before_the_nth_matching_request_reaches_the_upstream(proxy, peers):
+    base = proxy.urls["compute"]
+    seen_when_fired: list[int] = []
+
+    def action() -> None:
+        with peers["compute"].lock:
+            seen_when_fired.append(len(peers["compute"].seen))
+
+    hook = proxy.at_request(nth=2, method="GET", path=r"/echo/a", action=action, hold=0.3)
+    requests.get(base + "/echo/b", timeout=10)  # does not match: not counted
+    requests.get(base + "/echo/a", timeout=10)
+    assert not hook.fired
+    started = time.monotonic()
+    assert requests.get(base + "/echo/a", timeout=10).status_code == 200
+    assert time.monotonic() - started >= 0.3  # held back after the action
+    assert hook.fired and seen_when_fired == [2]  # the 3rd request not forwarded yet
+    requests.get(base + "/echo/a", timeout=10)
+    assert seen_when_fired == [2]  # once only
+
+
+def test_hook_on_the_first_request_fires_before_anything_reaches_the_cloud(proxy, peers):
+    counts: list[int] = []
+    proxy.at_request(nth=1, action=lambda: counts.append(len(peers["compute"].seen)))
+    requests.post(proxy.urls["compute"] + "/servers", data=b"{}", timeout=10)
+    assert counts == [0]
+
+
+def test_json_answers_are_rewritten_for_matching_requests_only(proxy):
+    def as_build(doc):
+        doc["path"] = "rewritten"
+        return doc
+
+    rewrite = proxy.rewrite_json(method="GET", path=r"/echo/servers", change=as_build)
+    assert requests.get(proxy.urls["compute"] + "/echo/servers", timeout=10).json()["path"] == (
+        "rewritten"
+    )
+    other = requests.get(proxy.urls["compute"] + "/echo/other", timeout=10).json()
+    assert other["path"] == "/v2.1/echo/other"
+    assert rewrite.applied == 1
+    proxy.clear_rules()
+    again = requests.get(proxy.urls["compute"] + "/echo/servers", timeout=10).json()
+    assert again["path"] == "/v2.1/echo/servers"
