@@ -52,7 +52,7 @@ class Settings:
     delete_timeout: float = 600.0
     poll_min: float = 1.0
     poll_max: float = 5.0
-    poll_fraction: float = 0.1  # of the time waited so far (converge._WaitInProportion)
+    poll_fraction: float = 0.15  # of the time waited so far (converge._WaitInProportion)
 
 
 @dataclass

@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 
 class _WaitInProportion(tenacity.wait.wait_base):
     """Poll every poll_min at first, then every `fraction` of the time waited so far, up
-    to poll_max. What is lost on average is half an interval, so a tenth keeps the wait
-    within 5% of the cloud's own time, while the number of lists grows only with the log
-    of it (about 21 for 30 s): quick clusters are seen at once, slow ones cost few
+    to poll_max. What is lost on average is half an interval, so 0.15 keeps the wait
+    within ~8% of the cloud's own time, while the number of lists grows only with the log
+    of it (about 17 for a minute): quick clusters are seen at once, slow ones cost few
     requests."""
 
     def __init__(self, settings: Settings) -> None:
