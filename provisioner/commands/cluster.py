@@ -32,6 +32,7 @@ from provisioner.commands.output import (
     result_json,
     show_dry_run,
     spark_table,
+    summarised,
 )
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ def register(app: typer.Typer) -> None:
                 return
             if not res.actions:
                 out.print(f"cluster {name} is complete; nothing to create")
-            for line in res.created:
+            for line in summarised(res.created):
                 out.print(f"created {escape(line)}", highlight=False)
             for line in res.notes:
                 out.print(escape(line), highlight=False)
@@ -242,9 +243,9 @@ def register(app: typer.Typer) -> None:
                 out.print(f"cluster {name} already has {workers} worker(s)")
             for line in res.notes:
                 out.print(escape(line), highlight=False)
-            for line in res.created:
+            for line in summarised(res.created):
                 out.print(f"created {escape(line)}", highlight=False)
-            for line in res.deleted:
+            for line in summarised(res.deleted):
                 out.print(f"deleted {escape(line)}", highlight=False)
 
     @app.command()
@@ -284,7 +285,7 @@ def register(app: typer.Typer) -> None:
                 return
             if not res.actions:
                 out.print(f"nothing left of cluster {name}")
-            for line in res.deleted:
+            for line in summarised(res.deleted):
                 out.print(f"deleted {escape(line)}", highlight=False)
             for line in res.notes:
                 out.print(escape(line), highlight=False, soft_wrap=True)

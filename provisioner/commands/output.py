@@ -126,3 +126,18 @@ def progress(err: Console, title: str, *, quiet: bool) -> Iterator[Reporter]:
 
     with LiveProgress(err, title=title) as live:
         yield live
+
+
+SUMMARISE_ABOVE = 8  # more servers than this in a result: one line for them
+
+
+def summarised(lines: list[str]) -> list[str]:
+    """A result's lines with many "server X" entries folded into one (a 300-worker
+    cluster's result stays readable; the node table and --json still list every one)."""
+    servers = [line for line in lines if line.startswith("server ")]
+    if len(servers) <= SUMMARISE_ABOVE:
+        return lines
+    first, last = servers[0].split(" ", 1)[1], servers[-1].split(" ", 1)[1]
+    folded = f"{len(servers)} servers ({first} ... {last})"
+    out = [line for line in lines if not line.startswith("server ")]
+    return [folded, *out]

@@ -25,3 +25,15 @@ def test_few_changes_get_a_line_each_and_many_one_line_per_state():
         assert lines(out) == [
             f"{len(many) + 1} nodes: ACTIVE (c-master ... {many[-1]})",
         ]
+
+
+def test_a_result_with_many_servers_folds_them_into_one_line():
+    from provisioner.commands.output import SUMMARISE_ABOVE, summarised
+
+    few = ["security group sg", "server c-master", "server c-worker-1"]
+    assert summarised(few) == few
+    many = [f"server c-worker-{i}" for i in range(1, SUMMARISE_ABOVE + 3)]
+    assert summarised(["keypair k", *many]) == [
+        f"{len(many)} servers (c-worker-1 ... {many[-1].split()[1]})",
+        "keypair k",
+    ]
