@@ -68,6 +68,7 @@ class Case:
     tmp: Path
     name: str
     workers: int
+    _direct: ClusterCloud | None = None
 
     def inventory(self) -> Path:
         return write_inventory(
@@ -75,7 +76,10 @@ class Case:
         )
 
     def direct(self) -> ClusterCloud:
-        return ClusterCloud(self.bed.user(), cluster=self.name)
+        # one connection per case: every Connection keeps sockets of its own open
+        if self._direct is None:
+            self._direct = ClusterCloud(self.bed.user(), cluster=self.name)
+        return self._direct
 
     def apply_up(self, workers: int | None = None) -> None:
         inv = load_inventory(self.inventory())
