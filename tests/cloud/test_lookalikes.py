@@ -6,6 +6,8 @@ nothing; `down` deletes the real cluster around them, leaves them and says so.""
 # ruff: noqa: F811  (pytest fixtures imported from the test bed are named as arguments)
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -79,6 +81,9 @@ def test_a_keypair_with_the_clusters_name_and_another_key_is_never_used(
     kept = user.compute.find_keypair(f"sparkstack-{name}", ignore_missing=False)
     assert kept.public_key.split()[:2] == foreign.split()[:2]  # unchanged
     user.compute.delete_keypair(kept.name)
+    if local_key:  # kept by sparkstack too (not the keypair's key): the test's own, gone
+        assert (config_dir(name) / "id_ed25519").exists()
+        shutil.rmtree(config_dir(name))
 
 
 def test_a_server_and_port_with_the_clusters_names_are_never_adopted_or_deleted(

@@ -4,6 +4,8 @@ authentication, finding the workers on the Spark master; a user logs in and runs
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import tomllib
 
@@ -63,3 +65,6 @@ def test_hub_for_a_master_launched_from_horizon(hostbed, clean_project, keypair,
             conn.compute.delete_server(server.id, ignore_missing=True)
         for server in servers:
             conn.compute.wait_for_delete(server, wait=120, interval=1)
+        # the servers were the test's, not a cluster's: no `down` removes what `hub` wrote
+        # for them (credentials, pinned host keys), so the test does, as their owner would
+        shutil.rmtree(tmp_path / "config" / "sparkstack" / "hz", ignore_errors=True)
