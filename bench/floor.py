@@ -128,8 +128,9 @@ def delete(conn, a: argparse.Namespace) -> None:
     pool.shutdown()
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The command line of floor.py and naive.py: the same cluster, two ways to make it."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("what", choices=("create", "delete"))
     p.add_argument("--cloud", required=True)
     p.add_argument("--name", required=True)
@@ -140,7 +141,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pool", default="public")
     p.add_argument("--cidr", default="203.0.113.0/24")
     p.add_argument("--public-key", default="")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = arguments(__doc__.splitlines()[0]).parse_args(argv)
     conn = openstack.connect(cloud=a.cloud)
     (create if a.what == "create" else delete)(conn, a)
 

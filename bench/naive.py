@@ -12,6 +12,8 @@ import argparse
 
 import openstack
 
+from bench.floor import arguments
+
 
 def create(conn, a: argparse.Namespace) -> None:
     sg = conn.create_security_group(f"{a.name}-sg", "bench")
@@ -56,18 +58,7 @@ def delete(conn, a: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("create", "delete"))
-    p.add_argument("--cloud", required=True)
-    p.add_argument("--name", required=True)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--image", default="debian-12")
-    p.add_argument("--flavor", default="m1.tiny")
-    p.add_argument("--network", default="private")
-    p.add_argument("--pool", default="public")
-    p.add_argument("--cidr", default="203.0.113.0/24")
-    p.add_argument("--public-key", default="")
-    a = p.parse_args(argv)
+    a = arguments(__doc__.splitlines()[0]).parse_args(argv)
     conn = openstack.connect(cloud=a.cloud)
     (create if a.what == "create" else delete)(conn, a)
 

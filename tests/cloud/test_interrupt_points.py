@@ -176,6 +176,23 @@ def run_points(points: list[Point], one) -> dict[str, int]:
     return {"points": len(points)}
 
 
+def interrupted_up(bed: Testbed, tmp: Path, prefix: str):
+    """One point of `up` 1+3 (cluster <prefix>NN): interrupt it, maybe complete it with
+    `up`, then `down`; the problems found, for run_points."""
+
+    def one(i: int, point: Point) -> list[str]:
+        case = Case(bed, tmp, f"{prefix}{i:02d}", 3)
+        inv = str(case.inventory())
+        proc, missed = run_until(case, ["up", "-i", inv, "--until", "servers"], point)
+        problems = ended_as_interrupted(proc, missed, point)
+        if point.complete_after:
+            case.apply_up()
+            problems += case.complete(3)
+        return problems + case.down_leaves_nothing()
+
+    return one
+
+
 @pytest.fixture
 def xdg(tmp_path, monkeypatch) -> Path:
     # In-process workflows find the cluster's key where the CLI processes put it.
@@ -218,17 +235,7 @@ def test_up_interrupted_before_any_of_20_requests_then_down_leaves_nothing(clean
     ]
     assert len(points) == 20 and points[0].nth == 1
 
-    def one(i: int, point: Point) -> list[str]:
-        case = Case(clean_project, xdg, f"irq{i:02d}", 3)
-        inv = str(case.inventory())
-        proc, missed = run_until(case, ["up", "-i", inv, "--until", "servers"], point)
-        problems = ended_as_interrupted(proc, missed, point)
-        if point.complete_after:
-            case.apply_up()
-            problems += case.complete(3)
-        return problems + case.down_leaves_nothing()
-
-    run_points(points, one)
+    run_points(points, interrupted_up(clean_project, xdg, "irq"))
     print(f"\nup 1+3: {total} requests; interrupted before requests {nths}")
 
 
@@ -242,17 +249,7 @@ def test_up_interrupted_by_time_from_the_first_instant_then_down_leaves_nothing(
         for k, t in enumerate(times)
     ]
 
-    def one(i: int, point: Point) -> list[str]:
-        case = Case(clean_project, xdg, f"irt{i:02d}", 3)
-        inv = str(case.inventory())
-        proc, missed = run_until(case, ["up", "-i", inv, "--until", "servers"], point)
-        problems = ended_as_interrupted(proc, missed, point)
-        if point.complete_after:
-            case.apply_up()
-            problems += case.complete(3)
-        return problems + case.down_leaves_nothing()
-
-    run_points(points, one)
+    run_points(points, interrupted_up(clean_project, xdg, "irt"))
 
 
 def test_scale_interrupted_at_5_points_then_down_leaves_nothing(clean_project, xdg):
