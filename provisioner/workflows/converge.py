@@ -130,13 +130,16 @@ class Converger:
                 pending = [f for f in self.inflight.values() if not f.done()]
                 if pending:  # no list while POSTs are still going out
                     cf.wait(pending, timeout=self.settings.poll_max)
+                # A create answered while the list was on its way may be missing from
+                # it: only creates done before the list are judged by it.
+                answered = {n for n, f in self.inflight.items() if f.done()}
                 nodes = [n for n in self.cloud.list_nodes() if n.id not in self.gone]
                 by_name: dict[str, list[P.Node]] = {}
                 for n in nodes:
                     by_name.setdefault(n.name, []).append(n)
                 done = True
                 for name in names:
-                    if not self._check(pool, name, by_name.get(name, []), final):
+                    if not self._check(pool, name, by_name.get(name, []), final, answered):
                         done = False
                 self.reporter.nodes(dict(self.states))
                 return done
@@ -155,13 +158,14 @@ class Converger:
             pool.shutdown(wait=True, cancel_futures=True)
         return [final[n] for n in names]
 
-    def _settle_create(self, name: str) -> bool:
-        """False while the create is still on the wire; a transient failure is left to
-        the server list to decide, any other failure ends the run."""
+    def _settle_create(self, name: str, answered: set[str]) -> bool:
+        """False while the create is still on the wire or was answered only after the
+        list was asked for; a transient failure is left to the server list to decide,
+        any other failure ends the run."""
         fut = self.inflight.get(name)
         if fut is None:
             return True
-        if not fut.done():
+        if name not in answered:
             self.states[name] = "creating"
             return False
         del self.inflight[name]
@@ -180,8 +184,9 @@ class Converger:
         name: str,
         servers: list[P.Node],
         final: dict[str, P.Node],
+        answered: set[str],
     ) -> bool:
-        if not self._settle_create(name):
+        if not self._settle_create(name, answered):
             return False
         if len(servers) > 1:
             keep, extras = P.keep_one(servers)

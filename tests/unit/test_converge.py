@@ -113,6 +113,34 @@ def test_a_double_create_leaves_one_server():
     assert cloud.names() == ["c1-worker-1"]
 
 
+def test_a_create_answered_while_a_list_was_under_way_is_not_made_again():
+    """The list is taken, then the POST is answered, then the list's (stale) answer
+    arrives: the server is missing from it only because the list was older."""
+    listed, answered = threading.Event(), threading.Event()
+
+    class SlowList(ScriptedCloud):
+        def list_nodes(self) -> list[P.Node]:
+            snapshot = super().list_nodes()
+            listed.set()
+            answered.wait(5)
+            return snapshot
+
+    cloud = SlowList()
+
+    def create(s: P.CreateServer) -> str:
+        listed.wait(5)
+        try:
+            return cloud.create_server(name=s.name, role=s.role, index=s.index)
+        finally:
+            answered.set()
+
+    conv = Converger(cloud=cloud, reporter=Reporter(), settings=FAST, create=create)
+    nodes = conv.run(creates=[spec("c1-worker-1")], watch=[])
+    assert [n.status for n in nodes] == ["ACTIVE"]
+    assert cloud.posts() == ["c1-worker-1"]
+    assert cloud.names() == ["c1-worker-1"]
+
+
 def test_ctrl_c_sends_no_new_posts():
     """Ctrl-C lands in the main thread while one POST is on the wire: that one finishes
     (so its server is one the next up/down sees), the queued ones are never sent."""
