@@ -15,6 +15,7 @@ import concurrent.futures as cf
 import json
 import logging
 import shlex
+import time
 
 import tenacity
 
@@ -114,18 +115,63 @@ def workers_by_host(status: dict) -> dict[str, dict]:
     return entries
 
 
+class WorkerStopped(RemoteError):
+    """A worker's daemon is stopped or failed: no wait brings it back."""
+
+
+# `systemctl is-active` answers for a unit that is down and will not come back by itself;
+# "activating" (a restart pending) and "deactivating" may still end ALIVE.
+_DOWN = {"inactive", "failed"}
+_CHECK_UNITS_EVERY = 5.0  # s between looks at the missing workers' units
+
+
+def stopped_workers(sessions: dict[str, Session]) -> dict[str, str]:
+    """Of these workers (by name), those whose spark-worker unit is down, with its state."""
+
+    def state(session: Session) -> str:
+        # sudo: the daemonless systemctl of small images keeps its state root-only
+        out = session.run(
+            "systemctl is-active spark-worker", sudo=True, check=False, timeout=30
+        ).stdout
+        return out.strip().splitlines()[-1] if out.strip() else "unknown"
+
+    with cf.ThreadPoolExecutor(max_workers=max(1, min(16, len(sessions)))) as pool:
+        states = dict(zip(sessions, pool.map(state, sessions.values()), strict=True))
+    return {name: st for name, st in states.items() if st in _DOWN}
+
+
 def wait_workers(nodes: Nodes, *, master_ip: str, workers: set[str], timeout: float) -> set[str]:
-    """Until every worker (by private IP) is ALIVE on the master; the ALIVE ones."""
+    """Until every worker (by private IP) is ALIVE on the master; the ALIVE ones. A missing
+    worker whose daemon is stopped or failed ends the wait at once (WorkerStopped)."""
+    by_ip = {s.target.address: (name, s) for name, s in nodes.workers.items()}
+    next_look = time.monotonic()
 
     def alive() -> set[str]:
+        nonlocal next_look
         status = master_status(nodes, master_ip)
-        return {w["host"] for w in status.get("workers", []) if w.get("state") == "ALIVE"}
+        up = {w["host"] for w in status.get("workers", []) if w.get("state") == "ALIVE"}
+        missing = {by_ip[ip][0]: by_ip[ip][1] for ip in workers - up if ip in by_ip}
+        if missing and time.monotonic() >= next_look:
+            next_look = time.monotonic() + _CHECK_UNITS_EVERY
+            down = stopped_workers(missing)
+            if down:
+                raise WorkerStopped(
+                    "spark-worker is down on "
+                    + ", ".join(f"{n} ({st})" for n, st in sorted(down.items())),
+                    resource=sorted(down)[0],
+                    step="spark",
+                    hint="start it with `sparkstack ssh -i INVENTORY N -- sudo systemctl start "
+                    "spark-worker`; why it stopped: `sparkstack logs -i INVENTORY N --spark`",
+                )
+        return up
 
     try:
         return tenacity.Retrying(
             # A master restarted for authentication opens its UI a moment after its port.
             retry=tenacity.retry_if_result(lambda up: not workers <= up)
-            | tenacity.retry_if_exception_type(RemoteError),
+            | tenacity.retry_if_exception(
+                lambda e: isinstance(e, RemoteError) and not isinstance(e, WorkerStopped)
+            ),
             wait=tenacity.wait_fixed(1),
             stop=tenacity.stop_after_delay(timeout),
         )(alive)
@@ -135,7 +181,7 @@ def wait_workers(nodes: Nodes, *, master_ip: str, workers: set[str], timeout: fl
             f"workers not registered with the master after {timeout:.0f} s: {missing}",
             resource=nodes.master.target.name,
             step="spark",
-            hint="see /var/log/spark/*.out on those workers (`sparkstack logs` is coming)",
+            hint="see their Spark logs: `sparkstack logs -i INVENTORY N --spark`",
         ) from None
 
 

@@ -1,7 +1,7 @@
 """examples/ci/smoke-deploy.sh against servers that really boot, three ways: all good
 (exit 0, the smoke report kept, nothing left), smoke failing (a worker's Spark stopped
-before it: non-zero, nothing left), and the CI job cancelled with SIGTERM during `up`
-(exit 143, and `down` still ran: nothing left)."""
+before it: non-zero at once, naming the stopped daemon, nothing left), and the CI job
+cancelled with SIGTERM during `up` (exit 143, and `down` still ran: nothing left)."""
 
 from __future__ import annotations
 
@@ -96,9 +96,14 @@ def test_failing_smoke_fails_the_job_and_still_leaves_nothing(hostbed, clean_pro
     env = _env(tmp_path, clean_project.clouds_yaml, "ci-bad", SPARKSTACK=f"bash {shim}")
     done = _run(env)
     assert done.returncode not in (0, 99), done.stderr[-3000:]
+    assert (tmp_path / "smoke-report.json").exists(), done.stderr[-3000:]
     report = json.loads((tmp_path / "smoke-report.json").read_text())
     assert report["ok"] is False, report
-    assert any(not c["ok"] for c in report["checks"]), report
+    failed = [c for c in report["checks"] if not c["ok"]]
+    # The stopped daemon is named at the first look, not after the 120 s registration wait.
+    assert len(failed) == 1 and "Spark worker(s) ALIVE" in failed[0]["name"], report
+    assert "spark-worker is down on ci-bad-worker-1 (inactive)" in failed[0]["detail"], report
+    assert failed[0]["seconds"] < 30, report
     assert "down: removing cluster ci-bad" in done.stderr
     assert _left(admin, tmp_path, "ci-bad") == {}
 
