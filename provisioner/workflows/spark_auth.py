@@ -137,6 +137,7 @@ def stopped_workers(sessions: dict[str, Session]) -> dict[str, str]:
 
     with cf.ThreadPoolExecutor(max_workers=max(1, min(16, len(sessions)))) as pool:
         states = dict(zip(sessions, pool.map(state, sessions.values()), strict=True))
+    log.info("spark-worker units of workers not yet ALIVE: %s", states)
     return {name: st for name, st in states.items() if st in _DOWN}
 
 
