@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from provisioner import __version__
 from provisioner.errors import Interrupted, SparkstackError, UnexpectedError
-from provisioner.interrupts import Handler, handled_signals, interrupted, signum_of
+from provisioner.interrupts import Handler, handled_signals, installed, interrupted, signum_of
 
 if TYPE_CHECKING:
     import typer
 
 log = logging.getLogger(__name__)
+
+# The codes commands exited with through typer.Exit in this process (see _run).
+_COMMAND_EXITS: list[int] = []
 
 
 def unchanged(signum: int) -> Interrupted:
@@ -42,14 +45,24 @@ def build_app() -> typer.Typer:
     from provisioner.commands import cluster, hub, nodes, render, smoke
 
     class Group(typer.core.TyperGroup):
-        """typer turns a KeyboardInterrupt that leaves a command into a bare exit 130 (and
-        SIGTERM's into 130 too): make it the message and exit code of every other one."""
+        """typer turns a KeyboardInterrupt anywhere in its main, parsing the command line
+        included, into a bare exit 130 (SIGTERM's too) with no message: make it the
+        message and exit code of every other interruption."""
+
+        def make_context(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().make_context(*args, **kwargs)
+            except KeyboardInterrupt as exc:
+                raise unchanged(signum_of(exc)) from None
 
         def invoke(self, ctx: Any) -> Any:
             try:
                 return super().invoke(ctx)
             except KeyboardInterrupt as exc:
                 raise unchanged(signum_of(exc)) from None
+            except typer.Exit as exc:
+                _COMMAND_EXITS.append(exc.exit_code)
+                raise
 
     app = typer.Typer(
         name="sparkstack",
@@ -90,6 +103,11 @@ def _run(argv: list[str] | None) -> int:
     try:
         # Outside standalone mode click hands back a typer.Exit's code instead of raising it.
         code = app(args=argv, prog_name="sparkstack", standalone_mode=False)
+        handler = installed()
+        if code == 130 and handler and handler.received and 130 not in _COMMAND_EXITS:
+            # No command exited 130: typer's main swallowed a signal (in the moment
+            # around a command, where neither hook above sees it).
+            raise unchanged(handler.received)
     except SparkstackError:
         raise
     except typer.Abort:

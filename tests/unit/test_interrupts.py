@@ -240,6 +240,22 @@ def test_a_command_that_finishes_after_a_dropped_signal_does_not_exit_0(monkeypa
     assert "interrupted by SIGTERM" in err and "went on to its end" in err
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_command_line_is_parsed_is_reported_with_its_code(
+    sig, monkeypatch, capsys
+):
+    """typer's main turns a KeyboardInterrupt while it parses (before any command runs)
+    into a bare exit 130 with nothing said, SIGTERM's too. --version's callback runs
+    inside that parse: the signal is delivered for real from there."""
+    from provisioner import cli
+
+    monkeypatch.setattr(cli, "_print_version", lambda value: signal.raise_signal(sig))
+    assert main(["--version"]) == EXIT[sig]
+    err = capsys.readouterr().err
+    assert "before anything was changed" in err, err
+    assert sig == signal.SIGINT or "by SIGTERM" in err, err
+
+
 def test_main_leaves_the_signal_handlers_as_it_found_them():
     before = {s: signal.getsignal(s) for s in EXIT}
     assert main(["--version"]) == 0
