@@ -10,6 +10,7 @@ from provisioner.remote.session import (
     Session,
     Target,
     connect,
+    on_each,
 )
 from provisioner.remote.waits import wait_ssh, wait_tcp
 
@@ -20,6 +21,7 @@ __all__ = [
     "Session",
     "Target",
     "connect",
+    "on_each",
     "wait_ssh",
     "wait_tcp",
 ]

@@ -12,6 +12,7 @@ Callers get RemoteError for every failure, never a paramiko exception.
 from __future__ import annotations
 
 import base64
+import concurrent.futures as cf
 import logging
 import posixpath
 import select
@@ -291,6 +292,13 @@ class Session:
             raise RemoteError(f"cannot read {path} on {self.target.name}",
                               resource=self.target.name, step="remote", log_tail=_tail(err))
         return out
+
+
+def on_each(fn: Callable[[Session], T], sessions: Mapping[str, Session]) -> dict[str, T]:
+    """fn on every session at once (at most 16 in flight), its results by name; every call
+    ends before the first error is raised."""
+    with cf.ThreadPoolExecutor(max_workers=max(1, min(16, len(sessions)))) as pool:
+        return dict(zip(sessions, pool.map(fn, sessions.values()), strict=True))
 
 
 def _tail(data: bytes, lines: int = 20) -> str:

@@ -18,7 +18,6 @@ Imported only when a command reaches the SSH stage: it loads paramiko.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
 import logging
 import shlex
@@ -30,7 +29,7 @@ from typing import Any
 from provisioner import plan as P
 from provisioner.errors import RemoteError
 from provisioner.inventory.names import SPARK_MASTER_UI_PORT, SPARK_WORKER_UI_PORT
-from provisioner.remote import Session
+from provisioner.remote import Session, on_each
 from provisioner.render import SPARK_PID_DIR
 from provisioner.workflows.context import Reporter
 from provisioner.workflows.spark_auth import workers_by_host
@@ -204,9 +203,7 @@ def drain(
         time.sleep(poll)
         drains = observe(master, master_ip, leaving)
     waited = time.monotonic() - started
-    sessions = [workers[d.name] for d in drains if d.name in workers]
-    with cf.ThreadPoolExecutor(max_workers=max(1, min(16, len(sessions)))) as pool:
-        list(pool.map(_stop, sessions))
+    on_each(_stop, {d.name: workers[d.name] for d in drains if d.name in workers})
     notes.insert(0, f"decommissioned {', '.join(d.name for d in drains)} in {waited:.0f} s")
     return notes
 

@@ -11,7 +11,6 @@ It keeps outsiders off the cluster, not hub users from each other: they all shar
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
 import logging
 import shlex
@@ -21,7 +20,7 @@ import tenacity
 
 from provisioner.errors import RemoteError
 from provisioner.inventory.names import SMOKE_USER, SPARK_CLIENT_GROUP, SPARK_MASTER_UI_PORT
-from provisioner.remote import Session
+from provisioner.remote import Session, on_each
 from provisioner.render import SPARK_HOME
 from provisioner.workflows.ssh_stage import Nodes
 
@@ -135,8 +134,7 @@ def stopped_workers(sessions: dict[str, Session]) -> dict[str, str]:
         ).stdout
         return out.strip().splitlines()[-1] if out.strip() else "unknown"
 
-    with cf.ThreadPoolExecutor(max_workers=max(1, min(16, len(sessions)))) as pool:
-        states = dict(zip(sessions, pool.map(state, sessions.values()), strict=True))
+    states = on_each(state, sessions)
     log.info("spark-worker units of workers not yet ALIVE: %s", states)
     return {name: st for name, st in states.items() if st in _DOWN}
 
@@ -200,12 +198,5 @@ def ensure_spark_auth(nodes: Nodes, *, users: list[str]) -> list[str]:
     restarted = []
     if _configure(nodes.master, "master", secret, SPARK_CLIENT_GROUP):
         restarted.append(nodes.master.target.name)
-    with cf.ThreadPoolExecutor(max_workers=max(1, min(16, len(nodes.workers)))) as pool:
-        futures = {
-            pool.submit(_configure, s, "worker", secret, "spark"): name
-            for name, s in nodes.workers.items()
-        }
-        for fut in cf.as_completed(futures):
-            if fut.result():
-                restarted.append(futures[fut])
-    return restarted
+    changed = on_each(lambda s: _configure(s, "worker", secret, "spark"), nodes.workers)
+    return restarted + [name for name, did in changed.items() if did]
