@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import gzip
 import ipaddress
 import json
 import logging
@@ -20,10 +21,13 @@ from typing import Literal
 
 import jinja2
 
+from provisioner import __version__
 from provisioner import inventory as inv_mod
+from provisioner import locks as locks_mod
 from provisioner.errors import UserInputError
 from provisioner.inventory import Inventory
 from provisioner.inventory.services import SparkConfig
+from provisioner.locks import locks
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +46,12 @@ SPARK_PID_DIR = "/var/lib/spark/run"
 READY_MARKER = f"{STATE_DIR}/ready"
 FAILED_MARKER = f"{STATE_DIR}/failed"
 CONF_PATH = "/etc/sparkstack/sparkstack.conf"
-# image/requirements.txt (exact versions, hashes) as the pre-baked image keeps it: the
-# master's boot installs the venv from it, so nothing unpinned comes from the index.
-REQUIREMENTS_PATH = "/opt/sparkstack/requirements.txt"
+# The locks as the master's user_data delivers them (provisioner.locks): its boot installs
+# the venv and the proxy from them, so nothing unpinned comes from a mirror.
+REQUIREMENTS_PATH = locks_mod.LOCK_DIR + "/requirements.txt"
+NPM_LOCK_DIR = locks_mod.LOCK_DIR + "/npm"
+# Where configurable-http-proxy lives (image/provision.sh puts it there too).
+NPM_DIR = "/opt/sparkstack/npm"
 KERNEL_DIR = "/usr/local/share/jupyter/kernels/pyspark"
 KERNEL_PATH = f"{KERNEL_DIR}/kernel.json"
 # Java of Debian 12 / Ubuntu 22.04+ on amd64; the node finds its own, this is for
@@ -56,13 +63,23 @@ _BOOT_MASTER_IP = "@MASTER_IP@"
 _BOOT_PY4J_ZIP = "@PY4J_ZIP@"
 _BOOT_JAVA_HOME = "@JAVA_HOME@"
 
+# In the order a full run takes them; the steps of one PARALLEL group run at once.
 _STEPS = {
     "master": (
-        "packages", "harden", "python", "user", "spark", "configure", "kernel", "service",
+        "mirrors", "base", "harden", "user", "java", "proxy", "python", "spark", "configure",
+        "kernel", "service", "ready",
+    ),
+    "worker": (
+        "mirrors", "base", "harden", "user", "java", "python", "spark", "configure", "service",
         "ready",
     ),
-    "worker": ("packages", "harden", "python", "user", "spark", "configure", "service", "ready"),
 }  # fmt: skip
+# Downloads and installs that do not depend on each other: apt (Java, then the proxy's
+# npm install) while pip fills the venv while Spark downloads. Chains run left to right.
+PARALLEL = {
+    "master": (("java", "proxy"), ("python",), ("spark",)),
+    "worker": (("java",), ("python",), ("spark",)),
+}
 
 
 @dataclass(frozen=True)
@@ -162,6 +179,8 @@ def _paths() -> dict[str, str]:
         "kernel_dir": KERNEL_DIR,
         "pid_dir": SPARK_PID_DIR,
         "requirements": REQUIREMENTS_PATH,
+        "npm_lock_dir": NPM_LOCK_DIR,
+        "npm_dir": NPM_DIR,
     }
 
 
@@ -171,8 +190,15 @@ def render_cloud_init(
     role: Role,
     master_ip: str | None = None,
     spark_hash: SparkHash | None = None,
+    for_api: bool = False,
 ) -> str:
     """The ``#cloud-config`` user_data for one node of ``role``.
+
+    ``for_api``: the document `up` sends through Nova's API, gzip-compressed
+    (:func:`wire_user_data`), which leaves room for the master's locks: its boot then
+    installs the hub's packages while the rest of the node comes up. Without it (what
+    `render` prints for Horizon's form, which sends the text as it is), the locks stay out
+    and `sparkstack hub` installs those packages over SSH.
 
     A worker needs the master's private IP, and nothing else that differs per node, so one
     document serves every worker. A master finds its own address at boot; when
@@ -198,14 +224,19 @@ def render_cloud_init(
         "ports": _ports(),
         "paths": _paths(),
         "steps": bootstrap_steps(role),
+        "parallel": PARALLEL[role],
         "spark_hash": spark_hash,
+        "locks": locks(),
+        "ca_certs": inv.mirrors.ca_certificates(),
+        "version": __version__,
+        "with_locks": for_api and role == "master",
     }
     if role == "master":
         context["kernel_json"] = _kernel_json(
             inv, master_ip=_BOOT_MASTER_IP, py4j_zip=_BOOT_PY4J_ZIP, java_home=_BOOT_JAVA_HOME
         )
     user_data = _environment().get_template(f"{role}.yaml.j2").render(context)
-    check_user_data_size(user_data, what=f"{role} user_data")
+    check_user_data_size(user_data, what=f"{role} user_data", compressed=for_api)
     log.debug("rendered %s user_data: %d bytes", role, len(user_data.encode()))
     return user_data
 
@@ -265,20 +296,26 @@ def _kernel_json(inv: Inventory, *, master_ip: str, py4j_zip: str, java_home: st
     return text
 
 
-def user_data_base64_size(user_data: str) -> int:
-    """Bytes of the base64 encoding Nova stores and limits."""
-    return len(base64.b64encode(user_data.encode("utf-8")))
+def wire_user_data(user_data: str) -> bytes:
+    """user_data as the cloud edge sends it: gzip, which cloud-init recognises and unpacks
+    (mtime 0, so one document always gives the same bytes)."""
+    return gzip.compress(user_data.encode("utf-8"), compresslevel=9, mtime=0)
 
 
-def user_data_size_ok(user_data: str) -> bool:
-    return user_data_base64_size(user_data) <= MAX_USER_DATA_BASE64
+def user_data_base64_size(user_data: str, *, compressed: bool = True) -> int:
+    """Bytes of the base64 encoding Nova stores and limits; ``compressed`` as `up` sends
+    it, else as pasted into Horizon."""
+    raw = wire_user_data(user_data) if compressed else user_data.encode("utf-8")
+    return len(base64.b64encode(raw))
 
 
-def check_user_data_size(user_data: str, *, what: str = "user_data") -> None:
+def check_user_data_size(user_data: str, *, what: str = "user_data",
+                         compressed: bool = True) -> None:  # fmt: skip
     """Raise before Nova does: its error names no field and arrives after other resources exist."""
-    size = user_data_base64_size(user_data)
+    size = user_data_base64_size(user_data, compressed=compressed)
     if size > MAX_USER_DATA_BASE64:
         raise UserInputError(
             f"{what} is {size} bytes in base64, over Nova's limit of {MAX_USER_DATA_BASE64}",
-            hint="shorten the inventory values that end up in the templates",
+            hint="shorten the inventory values that end up in the templates (a large "
+            "mirrors.ca_bundle: keep only the CAs the mirrors need)",
         )

@@ -24,6 +24,7 @@ from provisioner.cloud.connection import (
 )
 from provisioner.cloud.read import port_ip
 from provisioner.errors import CloudError
+from provisioner.render import wire_user_data
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ class CloudWriter(CloudBase):
             "image_id": resolved.image_id,
             "flavor_id": resolved.flavor_ids[flavor],
             "key_name": key_name,
-            "user_data": base64.b64encode(user_data.encode()).decode(),
+            "user_data": base64.b64encode(wire_user_data(user_data)).decode(),
             "metadata": metadata,
             "tags": self.tags,
         }

@@ -26,6 +26,7 @@ from provisioner.commands.common import (
 )
 from provisioner.commands.output import (
     emit_json,
+    fetch_sources,
     nodes_table,
     print_plan,
     progress,
@@ -144,7 +145,7 @@ def register(app: typer.Typer) -> None:
             stop = "servers" if no_ssh else until.value
             if dry_run:
                 res = workflows.up(inv, cloud=cloud, user_data=render, dry_run=True)
-                show_dry_run(out, name, res, as_json=as_json)
+                show_dry_run(out, name, res, as_json=as_json, sources=fetch_sources(inv))
                 return
             with progress(err, f"up {name}", quiet=as_json) as reporter:
                 stage = _NodeStage(inv, cloud, reporter, hub=stop == "all")
@@ -216,7 +217,8 @@ def register(app: typer.Typer) -> None:
                     inv, workers=workers, cloud=cloud, user_data=user_data, dry_run=True
                 )
                 if dry_run:
-                    show_dry_run(out, name, preview, as_json=as_json)
+                    show_dry_run(out, name, preview, as_json=as_json,
+                                 sources=fetch_sources(inv))
                     return
                 removing = [a for a in preview.actions if isinstance(a, P.Decommission)]
                 if removing:

@@ -169,7 +169,8 @@ def user_data_renderer(inv: Any) -> UserData:
                 log.info("spark tarball sha512 %s", known[0].source)
         if isinstance(known[0], Exception):
             raise known[0]
-        return render_cloud_init(inv, role=role, master_ip=master_ip, spark_hash=known[0])
+        return render_cloud_init(inv, role=role, master_ip=master_ip, spark_hash=known[0],
+                                 for_api=True)
 
     return render
 

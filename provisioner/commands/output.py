@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -72,9 +72,13 @@ def spark_table(observed: P.Observed, spark: dict[str, dict[str, Any]]) -> Table
     return table
 
 
-def print_plan(out: Console, res: Result) -> None:
+def print_plan(out: Console, res: Result, *, sources: Sequence[tuple[str, str]] = ()) -> None:
     out.print("plan:", highlight=False)
     out.print(escape(P.describe(res.actions)), highlight=False, soft_wrap=True)
+    if sources:
+        out.print("new nodes fetch from ([mirrors]):", highlight=False)
+        for what, where in sources:
+            out.print(f"  {escape(what)}: {escape(where)}", highlight=False, soft_wrap=True)
     for role, size in res.user_data_sizes.items():
         share = 100 * size / MAX_USER_DATA_BASE64
         out.print(
@@ -107,12 +111,19 @@ def result_json(name: str, res: Result, *, dry_run: bool) -> dict[str, Any]:
     }
 
 
-def show_dry_run(out: Console, name: str, res: Result, *, as_json: bool) -> None:
-    """Print the plan (or its JSON); a plan with problems still ends in the refusal, exit 2."""
+def fetch_sources(inv: Any) -> list[tuple[str, str]]:
+    """Where a new node fetches each kind of package from, for the dry run."""
+    return inv.mirrors.sources(spark_url=inv.spark.tarball_url())
+
+
+def show_dry_run(out: Console, name: str, res: Result, *, as_json: bool,
+                 sources: Sequence[tuple[str, str]] = ()) -> None:  # fmt: skip
+    """Print the plan (or its JSON); a plan with problems still ends in the refusal, exit 2.
+    ``sources``: where new nodes fetch their packages from (what, where)."""
     if as_json:
-        emit_json(result_json(name, res, dry_run=True))
+        emit_json({**result_json(name, res, dry_run=True), "fetch_from": dict(sources)})
     else:
-        print_plan(out, res)
+        print_plan(out, res, sources=sources)
     if res.problems:
         raise refusal(res.problems, name)
 

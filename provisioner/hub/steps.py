@@ -27,6 +27,7 @@ from provisioner import render
 from provisioner.errors import RemoteError
 from provisioner.hub.acme import ensure_acme_client
 from provisioner.hub.config import UNIT_NAME, VENV, HubSettings, render_config, render_unit
+from provisioner.hub.packages import ensure_packages
 from provisioner.hub.shell import MASTER, Shell, Step, q
 from provisioner.hub.tls import TlsStep, ensure_tls
 from provisioner.inventory import Inventory
@@ -289,6 +290,7 @@ def ensure_hub(
     the first of ``settings.addresses``.
     """
     start = time.monotonic()
+    packages = ensure_packages(shell)
     dirs = ensure_dirs(shell, settings)
     secret = ensure_secrets(shell, settings)
     # ACME: lego and its renewal timer first; the certificate step uses them.
@@ -299,10 +301,10 @@ def ensure_hub(
     config = ensure_config(shell, settings, former_users=users.former)
     # What the hub reads at start: its files, secrets, certificate and config. Accounts
     # (PAM) and the kernel are read live, so they need no restart.
-    restart = any(s.changed for s in (dirs, secret, tls, config))
+    restart = any(s.changed for s in (packages, dirs, secret, tls, config))
     service = ensure_service(shell, restart=restart)
     wait_for_hub(shell, settings, timeout=ready_timeout)
-    steps = (dirs, secret, *acme, tls, users, kernel, config, service)
+    steps = (packages, dirs, secret, *acme, tls, users, kernel, config, service)
     for step in steps:
         log.info("hub: %s", step)
     return HubReport(

@@ -99,6 +99,9 @@ class SshConfig(Table):
     # How a node's host key is trusted: read from its console log (cloud-init prints it
     # there) or, for clouds that hide the console, recorded on first contact.
     host_key_trust: Literal["console", "first-use"] = "console"
+    # Seconds from the servers' creation until every node's boot script is done: a stock
+    # image installs Java, the venv and Node.js at boot (minutes on a slow mirror).
+    boot_timeout: float = Field(default=1200.0, ge=60, le=86400)
 
     @field_validator("user")
     @classmethod

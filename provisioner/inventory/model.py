@@ -13,6 +13,7 @@ from provisioner.inventory.infra import (
     SshConfig,
     WorkersConfig,
 )
+from provisioner.inventory.mirrors import MirrorsConfig
 from provisioner.inventory.services import JupyterHubConfig, SparkConfig
 
 
@@ -26,6 +27,7 @@ class Inventory(Table):
     workers: WorkersConfig
     spark: SparkConfig = Field(default_factory=SparkConfig)
     jupyterhub: JupyterHubConfig = Field(default_factory=JupyterHubConfig)
+    mirrors: MirrorsConfig = Field(default_factory=MirrorsConfig)
 
     @model_validator(mode="after")
     def _users_not_login_user(self) -> Inventory:

@@ -48,6 +48,8 @@ class Access:
     key_file: Path
     trust: str  # "console" | "first-use"
     known_hosts_dir: Path
+    # ssh.boot_timeout: how long a node may take from creation to its ready marker.
+    boot_timeout: float = 1200.0
 
     @classmethod
     def from_inventory(cls, inv: Any) -> Access:
@@ -66,6 +68,7 @@ class Access:
             key_file=Path(key),
             trust=inv.ssh.host_key_trust,
             known_hosts_dir=cluster_dir,
+            boot_timeout=inv.ssh.boot_timeout,
         )
 
     def host_keys(self) -> remote.HostKeys:
@@ -105,6 +108,12 @@ class _Phases:
         self.reporter.nodes(snapshot)
 
 
+def timeout_hint(timeout: float) -> str:
+    return (f"a node on a stock image installs Java, Python packages and Node.js at boot: "
+            f"raise ssh.boot_timeout in the inventory (now {timeout:.0f} s) if its mirrors "
+            "are slow, or look at the log above")
+
+
 def _stop(deadline: float, cancel: threading.Event | None) -> Any:
     return tenacity.stop_after_delay(max(0.0, deadline - time.monotonic())) | (
         tenacity.stop_when_event_set(cancel or threading.Event())
@@ -118,6 +127,7 @@ def console_keys(
     deadline: float,
     poll: float = 2.0,
     cancel: threading.Event | None = None,
+    timeout_hint: str = "",
 ) -> list[HostKey]:
     """The host keys cloud-init printed to the node's console: printed late in boot (a
     final-stage module), so poll until the block is there."""
@@ -136,8 +146,9 @@ def console_keys(
             "its console log shows no SSH host keys (cloud-init's SSH HOST KEY KEYS block)",
             resource=node.name,
             step="host keys",
-            hint="the node may not have booted cloud-init; if this cloud never shows "
-            'console logs, set ssh.host_key_trust = "first-use"',
+            hint="cloud-init prints them once the node's boot script is done; "
+            + (f"{timeout_hint}; " if timeout_hint else "")
+            + 'if this cloud never shows console logs, set ssh.host_key_trust = "first-use"',
         ) from None
 
 
@@ -170,6 +181,7 @@ def wait_booted(
     deadline: float,
     poll: float = 1.0,
     cancel: threading.Event | None = None,
+    timeout_hint: str = "",
 ) -> None:
     """Until the node's boot script wrote its ready marker; its failed marker ends the
     wait at once with what went wrong."""
@@ -189,7 +201,7 @@ def wait_booted(
             resource=node,
             step="cloud-init",
             log_tail=log_tail(session),
-            hint="raise the boot timeout, or look at the log above",
+            hint=timeout_hint or "look at the log above",
         ) from None
     if state != "ready":
         raise boot_failure(session, node)
@@ -198,16 +210,18 @@ def wait_booted(
 class _Login:
     """Logs in to one node: pin its host keys, wait for TCP and SSH, then for its boot."""
 
-    def __init__(self, *, cloud: Any, access: Access, phases: _Phases, deadline: float,
+    def __init__(self, *, cloud: Any, access: Access, phases: _Phases, timeout: float,
                  cancel: threading.Event) -> None:  # fmt: skip
         self.cloud, self.access, self.phases = cloud, access, phases
-        self.deadline, self.cancel = deadline, cancel
+        self.deadline, self.cancel = time.monotonic() + timeout, cancel
+        self.hint = timeout_hint(timeout)
         self.host_keys = access.host_keys()
 
     def __call__(self, node: P.Node, address: str, via: remote.Session | None) -> remote.Session:
         if self.access.trust == "console":
             self.phases(node.name, "host keys")
-            keys = console_keys(self.cloud, node, deadline=self.deadline, cancel=self.cancel)
+            keys = console_keys(self.cloud, node, deadline=self.deadline, cancel=self.cancel,
+                                timeout_hint=self.hint)
             self.host_keys.pin(node.name, keys)
         target = remote.Target(name=node.name, address=address, user=self.access.user)
         remote.wait_tcp(target, deadline=self.deadline, via=via, cancel=self.cancel,
@@ -218,7 +232,8 @@ class _Login:
         )  # fmt: skip
         self.phases(node.name, "cloud-init")
         try:
-            wait_booted(session, node.name, deadline=self.deadline, cancel=self.cancel)
+            wait_booted(session, node.name, deadline=self.deadline, cancel=self.cancel,
+                        timeout_hint=self.hint)
         except BaseException:
             session.close()
             raise
@@ -260,7 +275,7 @@ def reach(
     cloud: Any,
     access: Access,
     reporter: Reporter,
-    timeout: float = 1200.0,
+    timeout: float | None = None,
     workers: Sequence[P.Node] | None = None,
 ) -> tuple[Nodes, list[RemoteError]]:
     """The master (or its failure, raised) and every worker it can reach: the sessions and
@@ -271,7 +286,7 @@ def reach(
     workers = observed.workers() if workers is None else list(workers)
     phases = _Phases(reporter, [master.name, *(w.name for w in workers)])
     login = _Login(cloud=cloud, access=access, phases=phases,
-                   deadline=time.monotonic() + timeout, cancel=threading.Event())  # fmt: skip
+                   timeout=timeout or access.boot_timeout, cancel=threading.Event())  # fmt: skip
     head = login(master, master.floating_ip or master.fixed_ip, None)
     try:
         sessions, errors = _login_workers(login, head, workers)
@@ -287,7 +302,7 @@ def bring_up(
     cloud: Any,
     access: Access,
     reporter: Reporter,
-    timeout: float = 1200.0,
+    timeout: float | None = None,
     workers: Sequence[P.Node] | None = None,
 ) -> Nodes:
     """Every node logged in and booted, or the first failure (the others still finish

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import functools
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,34 @@ def pinned_example(path: Path) -> Path:
     text = EXAMPLE.read_text(encoding="utf-8")
     assert '\nsha512 = ""\n' in text
     path.write_text(text.replace('\nsha512 = ""\n', f'\nsha512 = "{PINNED_SHA512}"\n'))
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def test_ca_bundle() -> Path:
+    """A PEM file of two real (self-signed) CA certificates, made once per test run."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    pems = []
+    for name in ("mirror CA one", "mirror CA two"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (
+            x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        pems.append(cert.public_bytes(serialization.Encoding.PEM))
+    path = Path(tempfile.mkdtemp(prefix="sparkstack-test-ca-")) / "mirrors-ca.pem"
+    path.write_bytes(b"".join(pems))
     return path
 
 
@@ -68,6 +98,19 @@ def edge_inventories() -> dict[str, Inventory]:
         "trust-mirror": {
             "spark.mirror": "https://mirror.example.org/spark",
             "spark.trust_mirror_checksum": True,
+        },
+        # A cloud without internet: every source named, behind a proxy, with its own CA.
+        "mirrors": {
+            "mirrors.apt_proxy": "http://apt-cache.internal:3142",
+            "mirrors.apt_mirror": "https://deb.internal/debian",
+            "mirrors.apt_security_mirror": "https://deb.internal/debian-security",
+            "mirrors.pypi": "https://pypi.internal/simple/",
+            "mirrors.npm": "https://npm.internal/",
+            "mirrors.http_proxy": "http://proxy.internal:3128",
+            "mirrors.https_proxy": "http://proxy.internal:3128",
+            "mirrors.no_proxy": [".internal", "10.0.0.0/8"],
+            "mirrors.ca_bundle": str(test_ca_bundle()),
+            "spark.mirror": "https://mirror.internal/spark",
         },
     }
     return {

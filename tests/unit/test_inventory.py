@@ -47,7 +47,8 @@ BAD = [
     (
         {"extra": 1},
         (),
-        ["extra: unknown key (allowed: cluster, network, ssh, master, workers, spark, jupyterhub)"],
+        ["extra: unknown key (allowed: cluster, network, ssh, master, workers, spark, "
+         "jupyterhub, mirrors)"],
     ),
     *(
         (

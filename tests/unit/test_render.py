@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,6 +49,11 @@ def documents(tmp_path_factory) -> dict[tuple[str, str], Path]:
             path = out / f"{name}-{role}.yaml"
             path.write_text(render(inv, role=role, master_ip=MASTER_IP))
             docs[(name, role)] = path
+    # What `up` sends (compressed, with the master's locks), for every edge inventory.
+    for name, inv in edge_inventories().items():
+        path = out / f"{name}-api-master.yaml"
+        path.write_text(render(inv, role="master", master_ip=MASTER_IP, for_api=True))
+        docs[(f"{name}-api", "master")] = path
     # A master launched from Horizon does not know its own IP yet.
     path = out / "example-master-no-ip.yaml"
     path.write_text(render(edge_inventories()["example"], role="master"))
@@ -104,7 +111,7 @@ def test_cloud_init_schema_cli_accepts_the_example(documents):
 
 
 def test_cloud_init_schema_accepts_every_document(documents):
-    assert len(documents) == 13
+    assert len(documents) == 3 * len(edge_inventories()) + 1  # both roles, what `up` sends, Horizon
     result = subprocess.run(
         [cloud_init_python(), "-c", _VALIDATE_ALL, *map(str, documents.values())],
         capture_output=True, text=True, timeout=120, check=False,
@@ -218,16 +225,25 @@ def test_an_unpinned_inventory_renders_only_with_a_fetched_hash():
 def test_only_the_master_installs_from_the_index_and_only_pinned_with_hashes(documents):
     for (name, role), path in documents.items():
         bootstrap = files_of(path)["/usr/local/sbin/sparkstack-bootstrap"]["content"]
-        installs = [line for line in bootstrap.splitlines() if "pip install" in line]
+        installs = [line for line in bootstrap.splitlines() if "-m pip install" in line]
         if role == "worker":
             assert installs == [], name
             continue
         assert len(installs) == 1, installs
-        command = bootstrap[bootstrap.index(installs[0]) :].split("||")[0]
-        assert '"$SPARKSTACK_VENV/bin/python" -m pip install' in command  # never system pip
-        for flag in ("--require-hashes", "--only-binary=:all:",
-                     "-r /opt/sparkstack/requirements.txt"):  # fmt: skip
-            assert flag in command, (name, flag)
+        assert '"$SPARKSTACK_VENV/bin/python" -m pip install "${args[@]}" -r "$req"' in installs[0]
+        body = bootstrap[bootstrap.index("step_python() {"):bootstrap.index(installs[0])]
+        assert f"local req={R.REQUIREMENTS_PATH} " in body
+        for flag in ("--require-hashes", "--only-binary=:all:", "--timeout", "--retries"):
+            assert flag in body, (name, flag)
+        # The locks ride along only in what `up` sends; Horizon's master gets them over SSH.
+        locks = {p for p in files_of(path) if p.startswith("/etc/sparkstack/locks/")}
+        if name.endswith("-api"):
+            assert locks == {R.REQUIREMENTS_PATH, f"{R.NPM_LOCK_DIR}/package.json",
+                             f"{R.NPM_LOCK_DIR}/package-lock.json"}, name  # fmt: skip
+            text = files_of(path)[R.REQUIREMENTS_PATH]["content"]
+            assert text == (REPO / "image" / "requirements.txt").read_text()
+        else:
+            assert locks == set(), name
     # what the image installs the same file from, and leaves where the boot path reads it
     provision = (REPO / "image" / "provision.sh").read_text()
     assert '--require-hashes --only-binary=:all: \\\n    -r "$here/requirements.txt"' in provision
@@ -253,18 +269,33 @@ def test_nodes_are_hardened_by_files_cloud_init_writes(documents):
 
 
 def test_user_data_fits_novas_limit(documents):
-    for key, path in documents.items():
+    for (name, role), path in documents.items():
         text = path.read_text()
-        assert R.user_data_size_ok(text), key
-        # Keep room to grow: the limit is a hard failure at create time.
-        assert R.user_data_base64_size(text) < R.MAX_USER_DATA_BASE64 * 0.75, key
+        compressed = name.endswith("-api")  # as `up` sends it; else as Horizon pastes it
+        size = R.user_data_base64_size(text, compressed=compressed)
+        # Keep room to grow: the limit is a hard failure at create time. The Horizon form
+        # carries every script as text; `up`'s is compressed and has more room.
+        assert size < R.MAX_USER_DATA_BASE64 * (0.6 if compressed else 0.9), (name, role, size)
 
 
 def test_oversized_user_data_is_refused_before_nova_sees_it():
     text = "#cloud-config\n" + "x" * 49200
-    assert not R.user_data_size_ok(text)
     with pytest.raises(UserInputError, match=r"65620 bytes in base64, over Nova's limit of 65535"):
-        R.check_user_data_size(text)
+        R.check_user_data_size(text, compressed=False)
+    # what `up` sends is compressed: the same text fits, random bytes of that size do not
+    R.check_user_data_size(text)
+    noise = "#cloud-config\n" + os.urandom(60_000).hex()
+    with pytest.raises(UserInputError, match=r"over Nova's limit of 65535"):
+        R.check_user_data_size(noise)
+
+
+def test_what_up_sends_is_gzip_that_unpacks_to_the_document():
+    inv = edge_inventories()["pinned-sha512"]
+    text = render(inv, role="master", master_ip=MASTER_IP, for_api=True)
+    wire = R.wire_user_data(text)
+    assert wire[:2] == b"\x1f\x8b"  # cloud-init unpacks gzip user_data by its magic
+    assert gzip.decompress(wire).decode() == text
+    assert R.wire_user_data(text) == wire  # the same document, the same bytes
 
 
 def test_worker_document_is_the_same_for_every_worker():
