@@ -1,11 +1,19 @@
 """The namespace hosts' root file system, built once per recipe and cached.
 
-The recipe is image/ (package lists + provision.sh + build-rootfs.sh), shared with
-anyone pre-baking a cloud image. The cache directory's name carries a hash of every
-file in image/, so editing the recipe builds a fresh tree and an unchanged recipe
-reuses the old one.
+Two kinds of tree:
 
-    python -m tests.testbed.hosts.rootfs      # build or reuse; prints the path
+* pre-baked (`rootfs-<hash>`): image/ (package lists + provision.sh + build-rootfs.sh),
+  shared with anyone pre-baking a cloud image; everything a node needs is installed.
+* stock (`stock-<suite>-<hash>`): build-stock-rootfs.sh beside this file, what Debian's
+  genericcloud image holds and nothing more, so the product's install-at-boot path (through
+  the bed's mirrors) runs for real. Glance images name theirs with the property
+  IMAGE_PROPERTY (see tests/testbed/bed.py).
+
+The cache directory's name carries a hash of the recipe, so editing it builds a fresh tree
+and an unchanged recipe reuses the old one.
+
+    python -m tests.testbed.hosts.rootfs                 # pre-baked; prints the path
+    python -m tests.testbed.hosts.rootfs stock bookworm  # stock Debian 12
 """
 
 from __future__ import annotations
@@ -23,12 +31,28 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[3]
 IMAGE_DIR = REPO / "image"
 CACHE_DIR = Path("/var/cache/sparkstack-testbed")
+STOCK_SCRIPT = Path(__file__).resolve().parent / "build-stock-rootfs.sh"
+# Debian suites the stock recipe is known to build and boot here.
+STOCK_SUITES = ("bookworm", "trixie")
+# The Glance image property naming the rootfs a server boots from (`stock-<suite>`); an
+# image without it boots the pre-baked tree.
+IMAGE_PROPERTY = "sparkstack_testbed_rootfs"
+
+
+def _not_recipe(path: Path, image_dir: Path) -> bool:
+    rel = path.relative_to(image_dir)
+    return rel.name == "__init__.py" or "__pycache__" in rel.parts
 
 
 def recipe_hash(image_dir: Path = IMAGE_DIR) -> str:
-    """Hash names and contents of the recipe files, so any edit means a new rootfs."""
+    """Hash names and contents of the recipe files, so any edit means a new rootfs.
+
+    The package marker (image/ ships its locks inside sparkstack) and Python's bytecode
+    caches are not part of the recipe: importing the package must not mean a new rootfs.
+    """
     digest = hashlib.sha256()
-    for path in sorted(p for p in image_dir.rglob("*") if p.is_file()):
+    files = (p for p in image_dir.rglob("*") if p.is_file() and not _not_recipe(p, image_dir))
+    for path in sorted(files):
         digest.update(str(path.relative_to(image_dir)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
@@ -58,10 +82,49 @@ def ensure_rootfs(cache_dir: Path = CACHE_DIR) -> Path:
     return target
 
 
+def stock_rootfs_path(suite: str = "bookworm", cache_dir: Path = CACHE_DIR) -> Path:
+    digest = hashlib.sha256(STOCK_SCRIPT.read_bytes()).hexdigest()[:16]
+    return cache_dir / f"stock-{suite}-{digest}"
+
+
+def ensure_stock_rootfs(suite: str = "bookworm", cache_dir: Path = CACHE_DIR) -> Path:
+    """Return the stock tree of `suite`, building it (about a minute) if missing; trees of
+    older recipes for the same suite are removed."""
+    if suite not in STOCK_SUITES:
+        raise ValueError(f"no stock rootfs for {suite!r}; known: {', '.join(STOCK_SUITES)}")
+    target = stock_rootfs_path(suite, cache_dir)
+    if (target / "etc" / "os-release").exists():
+        log.info("stock %s rootfs cached: %s", suite, target)
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    subprocess.run(["sh", str(STOCK_SCRIPT), str(target), suite], check=True)
+    log.info("stock %s rootfs built in %.0f s: %s", suite, time.monotonic() - start, target)
+    for old in cache_dir.glob(f"stock-{suite}-*"):
+        if old != target and old.is_dir():
+            log.info("removing a stock rootfs of an older recipe: %s", old)
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def rootfs_for(name: str | None, cache_dir: Path = CACHE_DIR) -> Path:
+    """The tree an image's IMAGE_PROPERTY value names (None: the pre-baked one), without
+    building it: the hypervisor must not spend a minute in debootstrap mid-poll."""
+    if not name:
+        return rootfs_path(cache_dir)
+    kind, _, suite = name.partition("-")
+    if kind != "stock" or suite not in STOCK_SUITES:
+        raise ValueError(f"unknown rootfs {name!r} (expected stock-<{'|'.join(STOCK_SUITES)}>)")
+    return stock_rootfs_path(suite, cache_dir)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     start = time.monotonic()
-    path = ensure_rootfs()
+    if sys.argv[1:2] == ["stock"]:
+        path = ensure_stock_rootfs(sys.argv[2] if len(sys.argv) > 2 else "bookworm")
+    else:
+        path = ensure_rootfs()
     log.info("rootfs ready after %.1f s", time.monotonic() - start)
     sys.stdout.write(f"{path}\n")
 
