@@ -59,6 +59,14 @@ PROCESSES = (
 )
 
 IMAGE = {"name": "debian-12", "min_disk": 1, "min_ram": 512}
+# Images whose servers the hosts bed boots from a stock Debian tree (nothing pre-installed:
+# nodes install at boot through the bed's mirrors); the property names the tree.
+STOCK_IMAGES = {
+    "debian-12-stock": {"min_disk": 1, "min_ram": 512,
+                        "properties": {"sparkstack_testbed_rootfs": "stock-bookworm"}},
+    "debian-13-stock": {"min_disk": 1, "min_ram": 512,
+                        "properties": {"sparkstack_testbed_rootfs": "stock-trixie"}},
+}
 
 # name -> (vcpus, ram MB, disk GB)
 FLAVORS = {

@@ -786,22 +786,26 @@ def ensure_project_resources(paths: Paths, sec: dict[str, str]) -> None:
         if name not in flavors:
             conn.compute.create_flavor(name=name, vcpus=vcpus, ram=ram, disk=disk, is_public=True)
 
-    # -- image: a few bytes are enough, nothing boots it
-    image = conn.image.find_image(bed.IMAGE["name"])
-    if image is not None and image.status != "active":
-        conn.image.delete_image(image)
-        image = None
-    if image is None:
-        conn.image.create_image(
-            name=bed.IMAGE["name"],
-            data=b"sparkstack test image\n",
-            disk_format="raw",
-            container_format="bare",
-            visibility="public",
-            min_disk=bed.IMAGE["min_disk"],
-            min_ram=bed.IMAGE["min_ram"],
-            allow_duplicates=True,
-        )
+    # -- images: a few bytes are enough, nothing boots them; the hosts bed reads the
+    # stock images' property to pick the rootfs a server's namespace host boots from
+    images = {bed.IMAGE["name"]: {**bed.IMAGE, "properties": {}}, **bed.STOCK_IMAGES}
+    for name, spec in images.items():
+        image = conn.image.find_image(name)
+        if image is not None and image.status != "active":
+            conn.image.delete_image(image)
+            image = None
+        if image is None:
+            conn.image.create_image(
+                name=name,
+                data=b"sparkstack test image\n",
+                disk_format="raw",
+                container_format="bare",
+                visibility="public",
+                min_disk=spec["min_disk"],
+                min_ram=spec["min_ram"],
+                allow_duplicates=True,
+                **spec["properties"],
+            )
 
     # -- networks
     net = conn.network

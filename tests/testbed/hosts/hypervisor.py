@@ -3,8 +3,10 @@
 Nova's fake driver marks servers ACTIVE without booting anything. This process watches
 Nova as admin (one server list per second, all projects filtered to the test project,
 plus one floating IP list from Neutron), boots a host for every ACTIVE server with its
-fixed IP, its user_data and its keypair's public key, keeps the host's floating IPs in
-step with Neutron, and kills the host when the server is gone.
+fixed IP, its user_data and its keypair's public key, from the rootfs its Glance image
+names (property rootfs.IMAGE_PROPERTY, e.g. `stock-bookworm`; none: the pre-baked tree),
+keeps the host's floating IPs in step with Neutron, and kills the host when the server
+is gone.
 
     python -m tests.testbed.hosts.hypervisor run      # foreground (what up.sh starts)
     python -m tests.testbed.hosts.hypervisor start | stop | status
@@ -30,7 +32,7 @@ from typing import Any
 from tests.testbed import bed
 
 from . import hosts as hostlib
-from .rootfs import rootfs_path
+from .rootfs import IMAGE_PROPERTY, rootfs_for, rootfs_path
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class ServerSpec:
     user_data: str
     key_name: str | None
     user_id: str
+    image_id: str | None = None
 
 
 def _fixed_ip(server: dict[str, Any], network: str) -> str | None:
@@ -66,6 +69,8 @@ def _spec(server: dict[str, Any], network: str) -> ServerSpec:
         server_id=server["id"], name=server["name"], status=server["status"],
         fixed_ip=_fixed_ip(server, network), user_data=user_data,
         key_name=server.get("key_name"), user_id=server.get("user_id", ""),
+        # "" for a server booted from a volume; a dict with the id otherwise.
+        image_id=(server.get("image") or {}).get("id"),
     )
 
 
@@ -85,6 +90,42 @@ class Hypervisor:
         self._lock = threading.Lock()
         # Servers already booted once: a VM whose host died does not boot itself again.
         self._booted: set[str] = {h.server_id for h in hostlib.list_hosts()}
+        # image id -> rootfs name from its properties; an image's properties do not change
+        # under a server, and one Glance call per image is enough.
+        self._image_rootfs: dict[str, str | None] = {}
+        self._refused: set[str] = set()  # servers whose missing rootfs was logged
+
+    def _rootfs_name(self, image_id: str | None) -> str | None:
+        if not image_id:
+            return None
+        if image_id not in self._image_rootfs:
+            resp = self.conn.image.get(f"/images/{image_id}")
+            if resp.status_code == 404:
+                # Deleted since the server was created: nothing names another tree.
+                self._image_rootfs[image_id] = None
+            else:
+                resp.raise_for_status()
+                # Glance v2 shows custom properties as top-level fields.
+                self._image_rootfs[image_id] = resp.json().get(IMAGE_PROPERTY) or None
+        return self._image_rootfs[image_id]
+
+    def _rootfs(self, spec: ServerSpec) -> Path | None:
+        """The tree to boot spec from, or None (logged once) if it is not built: booting
+        it would fail anyway, and the server then never comes up, which the product sees."""
+        name = self._rootfs_name(spec.image_id)
+        try:
+            path = rootfs_for(name) if name else self.rootfs
+        except ValueError as exc:
+            path, problem = None, str(exc)
+        else:
+            problem = f"rootfs {path} is not built (python -m tests.testbed.hosts.hostbed build)"
+        if path is not None and (path / "etc/cloud/cloud.cfg").exists():
+            return path
+        if spec.server_id not in self._refused:
+            self._refused.add(spec.server_id)
+            log.error("server %s (%s), image %s: %s; not booting it", spec.name,
+                      spec.server_id, spec.image_id, problem)
+        return None
 
     def _servers(self) -> list[ServerSpec]:
         resp = self.conn.compute.get(
@@ -151,6 +192,7 @@ class Hypervisor:
         with self._lock:
             for server_id in set(self._booted) - set(servers) - self._killing:
                 self._booted.discard(server_id)
+        self._refused &= set(servers)
 
         for spec in servers.values():
             if spec.status != "ACTIVE" or spec.fixed_ip is None:
@@ -165,13 +207,16 @@ class Hypervisor:
                 continue
             if spec.server_id in self._booted or spec.server_id in self._killing:
                 continue
-            log.info("server %s (%s) is ACTIVE at %s: booting its host", spec.name,
-                     spec.server_id, spec.fixed_ip)
+            rootfs = self._rootfs(spec)
+            if rootfs is None:
+                continue
+            log.info("server %s (%s) is ACTIVE at %s: booting its host from %s", spec.name,
+                     spec.server_id, spec.fixed_ip, rootfs.name)
             self._booted.add(spec.server_id)
             hostlib.boot_host(
                 spec.name, spec.server_id, fixed_ip=spec.fixed_ip,
                 user_data=spec.user_data, public_keys=self._public_key(spec),
-                floating_ips=wanted_fips, rootfs=self.rootfs,
+                floating_ips=wanted_fips, rootfs=rootfs,
             )
 
     def run(self, *, interval: float = 1.0, stop: list[bool] | None = None) -> None:
