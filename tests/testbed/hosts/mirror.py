@@ -1,4 +1,12 @@
-"""A local Spark mirror for the namespace hosts, which cannot reach the internet.
+"""The bed's mirrors on the bridge address, for namespace hosts that cannot reach out.
+
+One static root (mirror_root()) served by serve.py over HTTP on :8800 and HTTPS on :8443
+(a certificate from the bed's CA, tls.py): the Spark tarball (built here), and, linked in
+from their own caches, the PyPI index (pypi_mirror.py) and npm registry (npm_mirror.py)
+that stock-image nodes install from. The apt proxy is aptcache.py. The *_url functions
+below are what tests put into an inventory's mirror settings.
+
+The Spark tarball:
 
 Apache publishes spark-<v>/spark-<v>-bin-hadoop3.tgz with a .sha512 beside it. No such
 tarball can be fetched here, but the `pyspark` source package on PyPI carries the same
@@ -12,7 +20,7 @@ Apache publishes no hash for a tarball built here, so the bed's inventory pins i
 a build whose hash differs from that pin stops with the line to change.
 
     python -m tests.testbed.hosts.mirror build [--version 4.3.0]
-    python -m tests.testbed.hosts.mirror start | stop
+    python -m tests.testbed.hosts.mirror start | stop     # both listeners
 """
 
 from __future__ import annotations
@@ -32,7 +40,8 @@ from pathlib import Path
 
 import tomllib
 
-from .hosts import default_state_dir
+from . import aptcache, tls
+from .hosts import _pid_alive, _pid_start, default_state_dir
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,7 @@ CACHE_DIR = Path("/var/cache/sparkstack-testbed")
 DEFAULT_VERSION = "4.3.0"
 BIND = "10.77.0.1"
 PORT = 8800
+HTTPS_PORT = 8443
 LAUNCHERS = HERE / "sbin"
 BED_INVENTORY = HERE.parent / "inventory.testbed.toml"
 # The time stamp of every file this builder adds: any fixed value keeps the tarball the same.
@@ -54,6 +64,31 @@ def mirror_url(*, bind: str = BIND, port: int = PORT) -> str:
 
 def mirror_root(cache_dir: Path = CACHE_DIR) -> Path:
     return cache_dir / "spark-mirror"
+
+
+def _base(https: bool) -> str:
+    return f"https://{BIND}:{HTTPS_PORT}" if https else mirror_url()
+
+
+def pypi_url(*, tampered: bool = False, https: bool = False) -> str:
+    """A pip --index-url holding exactly the lock's wheels; `tampered`: the copy in which
+    one wheel (pypi_mirror.TAMPERED_PACKAGE) has other bytes, which pip must refuse."""
+    return f"{_base(https)}/{'pypi-tampered' if tampered else 'pypi'}/simple/"
+
+
+def npm_url(*, https: bool = False) -> str:
+    """An npm --registry holding exactly package-lock.json's tarballs and the npm CLI."""
+    return f"{_base(https)}/npm/"
+
+
+def apt_proxy_url() -> str:
+    """What a node's Acquire::http::Proxy must be: the bed's apt-cacher-ng."""
+    return aptcache.proxy_url()
+
+
+def ca_cert_path() -> Path:
+    """The CA the HTTPS listener's certificate chains to (a node's mirrors.ca_bundle)."""
+    return tls.ca_cert_path()
 
 
 def tarball_path(version: str, cache_dir: Path = CACHE_DIR) -> Path:
@@ -175,43 +210,57 @@ def check_pin(version: str, sha: Path) -> None:
         )
 
 
-def _pid_file(state_dir: Path | None) -> Path:
-    return (state_dir or default_state_dir()) / "spark-mirror.pid"
+def _pid_file(state_dir: Path | None, https: bool = False) -> Path:
+    return (state_dir or default_state_dir()) / f"spark-mirror{'-https' if https else ''}.pid"
 
 
-def _running_pid(state_dir: Path | None) -> int | None:
-    pid_file = _pid_file(state_dir)
+def _running_pid(state_dir: Path | None, https: bool = False) -> int | None:
     try:
-        pid = int(pid_file.read_text().split()[0])
+        fields = _pid_file(state_dir, https).read_text().split()
+        pid = int(fields[0])
     except (OSError, ValueError, IndexError):
         return None
+    if len(fields) > 1:
+        return pid if _pid_alive(pid, fields[1]) else None
+    # An older bed wrote no start time: check the command line instead, so a recycled pid
+    # is never taken for ours.
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
-    # The pid may have been recycled: only ours serves the mirror root.
     return pid if b"http.server" in cmdline else None
 
 
 def start_server(*, root: Path | None = None, bind: str = BIND, port: int = PORT,
-                 state_dir: Path | None = None) -> int:
-    """Serve the mirror in the background (pid file in state_dir); idempotent."""
-    pid = _running_pid(state_dir)
+                 state_dir: Path | None = None, https: bool = False) -> int:
+    """Serve the mirror in the background (pid file in state_dir); idempotent. `https`:
+    the TLS listener (port HTTPS_PORT unless given), with the bed CA's certificate."""
+    pid = _running_pid(state_dir, https)
     if pid is not None:
-        return pid
+        if len(_pid_file(state_dir, https).read_text().split()) > 1:
+            return pid
+        # An older bed's plain http.server: it cannot answer npm's packument requests.
+        stop_server(state_dir=state_dir, https=https)
     root = root or mirror_root()
+    root.mkdir(parents=True, exist_ok=True)
     state_dir = state_dir or default_state_dir()
     state_dir.mkdir(parents=True, exist_ok=True)
-    with (state_dir / "spark-mirror.log").open("ab") as logf:
+    cmd = [sys.executable, "-m", "tests.testbed.hosts.serve", "--root", str(root),
+           "--bind", bind]
+    if https:
+        port = HTTPS_PORT if port == PORT else port
+        cert, key = tls.ensure_server_cert(bind)
+        cmd += ["--cert", str(cert), "--key", str(key)]
+    cmd += ["--port", str(port)]
+    name = "spark-mirror-https" if https else "spark-mirror"
+    with (state_dir / f"{name}.log").open("ab") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "http.server", "--bind", bind, "--directory", str(root),
-             str(port)],
-            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            cmd, cwd=HERE.parents[2], stdout=logf, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
         )
-    _pid_file(state_dir).write_text(f"{proc.pid}\n")
+    _pid_file(state_dir, https).write_text(f"{proc.pid} {_pid_start(proc.pid)}\n")
     _wait_listening(bind, port, proc)
-    log.info("spark mirror serving %s on %s", root, mirror_url(bind=bind, port=port))
+    log.info("mirror serving %s on %s://%s:%d", root, "https" if https else "http", bind, port)
     return proc.pid
 
 
@@ -221,20 +270,23 @@ def _wait_listening(bind: str, port: int, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"spark mirror exited with {proc.returncode}; see its log")
+            raise RuntimeError(f"mirror server exited with {proc.returncode}; see its log")
         try:
             with socket.create_connection((bind, port), timeout=1):
                 return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"spark mirror not listening on {bind}:{port} after 15 s")
+    raise RuntimeError(f"mirror server not listening on {bind}:{port} after 15 s")
 
 
-def stop_server(*, state_dir: Path | None = None) -> None:
-    pid = _running_pid(state_dir)
+def stop_server(*, state_dir: Path | None = None, https: bool = False) -> None:
+    pid = _running_pid(state_dir, https)
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
-    _pid_file(state_dir).unlink(missing_ok=True)
+        deadline = time.monotonic() + 5  # the port is free once it has exited
+        while _running_pid(state_dir, https) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    _pid_file(state_dir, https).unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -247,7 +299,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.write(f"{build_tarball(version=args.version)}\n")
     elif args.action == "start":
         start_server()
+        start_server(https=True)
     else:
+        stop_server(https=True)
         stop_server()
 
 
