@@ -1,6 +1,10 @@
-"""The host half of the test bed as one unit: rootfs, Spark mirror, bridge, hypervisor.
+"""The host half of the test bed as one unit: rootfs, mirrors, bridge, hypervisor.
 
-    python -m tests.testbed.hosts.hostbed build   # build or reuse rootfs + mirror, start nothing
+Mirrors: the Spark tarball, plus, for nodes booted from a stock image (rootfs.STOCK_SUITES),
+a PyPI index and an npm registry of exactly what the project's locks name (HTTP :8800 and
+HTTPS :8443 with the bed's CA) and an apt proxy (apt-cacher-ng, :3142), all on 10.77.0.1.
+
+    python -m tests.testbed.hosts.hostbed build   # build or reuse trees + mirrors, start nothing
     python -m tests.testbed.hosts.hostbed up      # build or reuse, start (idempotent)
     python -m tests.testbed.hosts.hostbed down    # stop hypervisor and mirror, kill hosts
 
@@ -15,7 +19,7 @@ import logging
 import sys
 import time
 
-from . import hosts, hypervisor, mirror, rootfs
+from . import aptcache, hosts, hypervisor, mirror, npm_mirror, pypi_mirror, rootfs, tls
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +35,22 @@ def build(*, spark_version: str = mirror.DEFAULT_VERSION) -> dict[str, float]:
     tests do: started earlier it would boot a host for every server the cloud tests create.
     """
     timings: dict[str, float] = {}
-    start = time.monotonic()
-    rootfs.ensure_rootfs()
-    timings["rootfs"] = time.monotonic() - start
-    start = time.monotonic()
-    mirror.build_tarball(version=spark_version)
-    timings["spark mirror"] = time.monotonic() - start
+
+    def step(name: str, fn, *args, **kwargs):  # noqa: ANN001, ANN202
+        start = time.monotonic()
+        result = fn(*args, **kwargs)
+        timings[name] = time.monotonic() - start
+        return result
+
+    step("rootfs", rootfs.ensure_rootfs)
+    for suite in rootfs.STOCK_SUITES:
+        step(f"stock rootfs {suite}", rootfs.ensure_stock_rootfs, suite)
+    step("spark mirror", mirror.build_tarball, version=spark_version)
+    served = mirror.mirror_root()
+    pypi_mirror.publish(step("pypi mirror", pypi_mirror.build), served)
+    npm_mirror.publish(step("npm mirror", npm_mirror.build), served)
+    step("mirror CA", tls.ensure_server_cert, mirror.BIND)
+    step("apt-cacher-ng install", aptcache.install)
     return timings
 
 
@@ -46,14 +60,18 @@ def up(*, spark_version: str = mirror.DEFAULT_VERSION) -> dict[str, float]:
     start = time.monotonic()
     hosts.ensure_bridge()
     mirror.start_server()
+    mirror.start_server(https=True)
+    aptcache.start()
     hypervisor.start()
     timings["start"] = time.monotonic() - start
     return timings
 
 
 def down() -> None:
-    """Stop the hypervisor (killing every host), the mirror server, remove the bridge."""
+    """Stop the hypervisor (killing every host), the mirrors, remove the bridge."""
     hypervisor.stop(kill_hosts=True)
+    aptcache.stop()
+    mirror.stop_server(https=True)
     mirror.stop_server()
     hosts.remove_bridge()
 
@@ -70,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
         for step, seconds in up().items():
             sys.stdout.write(f"{step}: {seconds:.1f} s\n")
         sys.stdout.write(f"spark mirror: {mirror.mirror_url()}\n"
+                         f"pypi: {mirror.pypi_url()}  npm: {mirror.npm_url()}  "
+                         f"https: {mirror.pypi_url(https=True)}\n"
+                         f"apt proxy: {mirror.apt_proxy_url()}  CA: {mirror.ca_cert_path()}\n"
                          f"hypervisor log: {hypervisor.log_path()}\n")
     elif args.action == "down":
         down()
