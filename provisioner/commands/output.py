@@ -76,7 +76,7 @@ def print_plan(out: Console, res: Result, *, sources: Sequence[tuple[str, str]] 
     out.print("plan:", highlight=False)
     out.print(escape(P.describe(res.actions)), highlight=False, soft_wrap=True)
     if sources:
-        out.print("new nodes fetch from ([mirrors]):", highlight=False)
+        out.print(escape("new nodes fetch from ([mirrors]):"), highlight=False)
         for what, where in sources:
             out.print(f"  {escape(what)}: {escape(where)}", highlight=False, soft_wrap=True)
     for role, size in res.user_data_sizes.items():

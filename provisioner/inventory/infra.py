@@ -101,7 +101,7 @@ class SshConfig(Table):
     host_key_trust: Literal["console", "first-use"] = "console"
     # Seconds from the servers' creation until every node's boot script is done: a stock
     # image installs Java, the venv and Node.js at boot (minutes on a slow mirror).
-    boot_timeout: float = Field(default=1200.0, ge=60, le=86400)
+    boot_timeout: int = Field(default=1200, ge=60, le=86400)
 
     @field_validator("user")
     @classmethod

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from provisioner.inventory.fields import (
     KeyProblems,
@@ -36,12 +36,13 @@ _PEM_BLOCK = re.compile(
 
 def url(value: str, *, what: str = "URL") -> str:
     """An http(s) URL with a host, no credentials, no query or fragment, no whitespace."""
-    text = value.strip()
+    # Checked as written: a trailing newline would end a line of the node's settings file.
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError(f"must not contain spaces or control characters, got {show(value)}")
+    text = value
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"must be an http:// or https:// {what}, got {show(value)}")
-    if any(ch.isspace() or not ch.isprintable() for ch in text):
-        raise ValueError(f"must not contain spaces or control characters, got {show(value)}")
     if parts.username is not None or parts.password is not None:
         raise ValueError(
             "must not carry a user name or password: it would be readable by every process "
@@ -131,13 +132,14 @@ class MirrorsConfig(Table):
     def _check_ca_path(cls, value: Any, info: ValidationInfo) -> Any:
         return path_value(value, info)
 
-    @model_validator(mode="after")
-    def _check_ca_bundle(self) -> MirrorsConfig:
-        if self.ca_bundle is None:
-            return self
-        problem = unusable_file(self.ca_bundle)
+    @field_validator("ca_bundle", mode="after")
+    @classmethod
+    def _check_ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        problem = unusable_file(value)
         if problem is None:
-            data = self.ca_bundle.read_bytes()
+            data = value.read_bytes()
             if len(data) > MAX_CA_BUNDLE_BYTES:
                 problem = (
                     f"is {len(data)} bytes; at most {MAX_CA_BUNDLE_BYTES} fit in user_data "
@@ -149,14 +151,21 @@ class MirrorsConfig(Table):
                 except ValueError as exc:
                     problem = str(exc)
         if problem is not None:
-            raise KeyProblems([("ca_bundle", f"{self.ca_bundle} {problem}")])
-        return self
+            raise ValueError(f"{value} {problem}")
+        return value
 
     def ca_certificates(self) -> list[str]:
         """The bundle's certificates, one PEM text each (empty when no bundle is set)."""
         if self.ca_bundle is None:
             return []
         return pem_certificates(self.ca_bundle.read_bytes())
+
+    def pypi_trusted_host(self) -> str:
+        """host[:port] of a plain-http index, which pip ignores unless told to trust it: the
+        lock's hashes, not the transport, are what make its files trustworthy."""
+        if not self.pypi or urlsplit(self.pypi).scheme != "http":
+            return ""
+        return urlsplit(self.pypi).netloc
 
     def apt_proxy_for_nodes(self) -> str | None:
         """The proxy apt uses: its own, else the general one for its URLs' scheme."""
@@ -184,6 +193,7 @@ class MirrorsConfig(Table):
                 f"{k}={v}" for k, v in (("http", self.http_proxy), ("https", self.https_proxy))
                 if v)))  # fmt: skip
         if self.ca_bundle is not None:
+            count = len(self.ca_certificates())
             rows.append(("extra trusted CAs", f"{self.ca_bundle} "
-                         f"({len(self.ca_certificates())} certificates)"))  # fmt: skip
+                         f"({count} certificate{'s' if count != 1 else ''})"))  # fmt: skip
         return rows

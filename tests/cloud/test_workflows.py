@@ -9,6 +9,7 @@ security groups, server groups, keypairs through an admin connection), and the
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
 import socket
@@ -186,7 +187,8 @@ def test_lifecycle_up_status_scale_down(clean_project, tmp_path, keys):
 
     # the worker booted with user_data that knows the master's fixed IP (read as admin)
     worker = admin.compute.get_server(nodes["life-worker-1"].id)
-    assert master.fixed_ip in base64.b64decode(worker.user_data).decode()
+    # (gzip-compressed on the wire, as `up` sends it)
+    assert master.fixed_ip in gzip.decompress(base64.b64decode(worker.user_data)).decode()
 
     # status through the CLI, as a user would run it
     env = cli_env(tmp_path, clean_project.clouds_yaml)

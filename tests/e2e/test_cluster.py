@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures as cf
+import gzip
 import json
 import re
 import shlex
@@ -157,7 +158,8 @@ def test_up_smoke_two_users_reconcile_and_down(hostbed, clean_project, tmp_path)
         for server in admin.compute.servers(all_projects=True, details=True):
             if server.name.startswith("e2e-"):
                 full = admin.compute.get_server(server.id)
-                user_data = base64.b64decode(full.user_data).decode()
+                # gzip-compressed, as `up` sends it
+                user_data = gzip.decompress(base64.b64decode(full.user_data)).decode()
                 for secret in secrets:
                     assert secret not in user_data, f"a secret is in {server.name}'s user_data"
 

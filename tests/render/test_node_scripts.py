@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -44,11 +45,12 @@ UNUSED_SHA512 = "f" * 128
 
 def node(
     root: Root, *, role: str, mirror_url: str, master_ip: str, sha512: str = UNUSED_SHA512,
-    **spark: object,
+    mirrors: dict[str, object] | None = None, **spark: object,
 ) -> None:  # fmt: skip
     """What cloud-init writes from the document `render` makes for this inventory."""
     changes = {"spark.mirror": mirror_url, "spark.version": SPARK_VERSION, "spark.sha512": sha512}
     changes.update({f"spark.{key}": value for key, value in spark.items()})
+    changes.update({f"mirrors.{key}": value for key, value in (mirrors or {}).items()})
     inv = parse_inventory(with_changes(changes), source="test")
     root.write_files(render_cloud_init(inv, role=role, master_ip=master_ip))
 
@@ -455,3 +457,63 @@ def test_harden_turns_ssh_passwords_and_root_off_and_keeps_users_off_the_metadat
     assert result.stdout.endswith("4\n755 root\n")
     assert root.host_path("/var/lib/sparkstack/metadata-guard").read_text() == "active\n"
     assert_unit_passes_systemd_verify(root, "sparkstack-metadata-guard")  # for reboots
+
+
+def test_the_mirrors_step_points_apt_at_the_mirrors_and_trusts_the_ca(root: Root, host_ip):
+    """The image's own apt sources (deb822 and one-line) are rewritten to the mirrors, the
+    security archive to its own; the proxy and the fetch bounds go to apt's config; the CA
+    bundle lands in the system store that apt, pip, npm and curl read. Run twice: the
+    same result (the originals are kept and rewritten from, never the rewrites)."""
+    from tests.unit.inventory_cases import mirrors_ca_bundle
+
+    sources = root._writable("/etc/apt/sources.list.d/image.sources")
+    sources.parent.mkdir(parents=True, exist_ok=True)
+    sources.write_text(
+        "Types: deb\nURIs: http://deb.example.org/debian\nSuites: bookworm bookworm-updates\n"
+        "Components: main\n\nTypes: deb\nURIs: http://security.example.org/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n")
+    one_line = root._writable("/etc/apt/sources.list.d/old.list")
+    one_line.write_text("deb [arch=amd64] https://deb.example.org/debian bookworm main\n")
+    node(root, role="worker", mirror_url="http://127.0.0.1:1", master_ip=host_ip, mirrors={
+        "apt_proxy": "http://10.9.9.9:3142", "https_proxy": "http://10.9.9.8:3128",
+        "apt_mirror": "http://mirror.internal/debian",
+        "apt_security_mirror": "http://mirror.internal/debian-security",
+        "ca_bundle": str(mirrors_ca_bundle()),
+    })  # fmt: skip
+
+    for _ in range(2):
+        result = root.run(BOOTSTRAP, "mirrors")
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    assert root.host_path("/etc/apt/apt.conf.d/80sparkstack").read_text().splitlines()[1:] == [
+        'Acquire::http::Proxy "http://10.9.9.9:3142";',
+        'Acquire::https::Proxy "http://10.9.9.8:3128";',
+    ]
+    rewritten = sources.read_text()
+    assert "URIs: http://mirror.internal/debian\n" in rewritten
+    assert "URIs: http://mirror.internal/debian-security\n" in rewritten
+    assert "example.org" not in rewritten
+    assert one_line.read_text() == (
+        "deb [arch=amd64] http://mirror.internal/debian bookworm main\n")
+    assert "deb.example.org" in Path(f"{one_line}.sparkstack-orig").read_text()
+    bundle = root.host_path("/etc/ssl/certs/ca-certificates.crt").read_text()
+    for pem in mirrors_ca_bundle().read_text().split("-----END CERTIFICATE-----")[:-1]:
+        assert pem.split("-----BEGIN CERTIFICATE-----")[1].strip() in bundle
+
+
+def test_a_package_index_that_cannot_be_reached_fails_the_step_in_bounded_time_naming_it(
+    root: Root, host_ip
+):
+    """The master's pip against an index nobody answers for: the failed marker names the
+    step and the index, within the fetch bounds (no 20-minute wait)."""
+    changes = {"spark.sha512": UNUSED_SHA512, "mirrors.pypi": "http://127.0.0.1:9/simple/"}
+    inv = parse_inventory(with_changes(changes), source="test")
+    root.write_files(render_cloud_init(inv, role="master", master_ip=host_ip, for_api=True))
+    started = time.monotonic()
+    result = root.run(BOOTSTRAP, "python", timeout=300)
+    took = time.monotonic() - started
+    assert result.returncode != 0
+    failed = root.host_path("/var/lib/sparkstack/failed").read_text()
+    assert "step=python\n" in failed, failed
+    assert "cannot reach the package index http://127.0.0.1:9/simple/" in failed, failed
+    assert took < 150, took

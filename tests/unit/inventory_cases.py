@@ -31,7 +31,7 @@ def pinned_example(path: Path) -> Path:
 
 
 @functools.lru_cache(maxsize=1)
-def test_ca_bundle() -> Path:
+def mirrors_ca_bundle() -> Path:
     """A PEM file of two real (self-signed) CA certificates, made once per test run."""
     import datetime
 
@@ -109,7 +109,7 @@ def edge_inventories() -> dict[str, Inventory]:
             "mirrors.http_proxy": "http://proxy.internal:3128",
             "mirrors.https_proxy": "http://proxy.internal:3128",
             "mirrors.no_proxy": [".internal", "10.0.0.0/8"],
-            "mirrors.ca_bundle": str(test_ca_bundle()),
+            "mirrors.ca_bundle": str(mirrors_ca_bundle()),
             "spark.mirror": "https://mirror.internal/spark",
         },
     }

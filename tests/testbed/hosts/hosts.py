@@ -219,7 +219,7 @@ def _write_cloud_cfg(rootfs: Path, upper: Path) -> None:
 
 
 def _write_seed(
-    upper: Path, *, name: str, server_id: str, user_data: str, public_keys: list[str]
+    upper: Path, *, name: str, server_id: str, user_data: str | bytes, public_keys: list[str]
 ) -> None:
     """NoCloud seed: meta-data carries the id, the hostname and the keypair's keys."""
     seed = upper / "var/lib/cloud/seed/nocloud"
@@ -228,12 +228,14 @@ def _write_seed(
     if public_keys:
         meta["public-keys"] = list(public_keys)
     (seed / "meta-data").write_text(yaml.safe_dump(meta))
-    (seed / "user-data").write_text(user_data)
+    # Bytes as the cloud delivers them: cloud-init itself unpacks gzip-compressed user_data.
+    (seed / "user-data").write_bytes(
+        user_data if isinstance(user_data, bytes) else user_data.encode())
     (seed / "vendor-data").write_text("")
 
 
 def _prepare_upper(
-    host: Host, *, rootfs: Path, user_data: str, public_keys: list[str]
+    host: Host, *, rootfs: Path, user_data: str | bytes, public_keys: list[str]
 ) -> None:
     for sub in ("upper", "work", "root"):
         (host.dir / sub).mkdir(parents=True, exist_ok=True)
@@ -321,7 +323,7 @@ def boot_host(
     server_id: str,
     *,
     fixed_ip: str,
-    user_data: str,
+    user_data: str | bytes,
     public_keys: list[str],
     floating_ips: list[str] | None = None,
     rootfs: Path | None = None,

@@ -49,7 +49,8 @@ class ServerSpec:
     name: str
     status: str
     fixed_ip: str | None
-    user_data: str
+    # As Nova hands it over: bytes, gzip-compressed when `up` sent it so (cloud-init unpacks).
+    user_data: bytes
     key_name: str | None
     user_id: str
     image_id: str | None = None
@@ -64,7 +65,7 @@ def _fixed_ip(server: dict[str, Any], network: str) -> str | None:
 
 def _spec(server: dict[str, Any], network: str) -> ServerSpec:
     raw = server.get("OS-EXT-SRV-ATTR:user_data") or ""
-    user_data = base64.b64decode(raw).decode("utf-8", "replace") if raw else ""
+    user_data = base64.b64decode(raw) if raw else b""
     return ServerSpec(
         server_id=server["id"], name=server["name"], status=server["status"],
         fixed_ip=_fixed_ip(server, network), user_data=user_data,

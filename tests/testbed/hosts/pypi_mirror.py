@@ -43,7 +43,7 @@ TAMPERED_PACKAGE = "jupyterhub-idle-culler"
 # download: --isolated ignores it; the CA bundle is kept for a TLS-inspecting proxy.
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # Bump when the layout written here changes, so caches of the old layout are rebuilt.
-_LAYOUT = "1"
+_LAYOUT = "2"
 
 
 def normalize(name: str) -> str:
@@ -76,10 +76,40 @@ def cache_path(cache_dir: Path = CACHE_DIR) -> Path:
     return cache_dir / f"pypi-{lock_key()}"
 
 
+def requirements_for(python_version: str, requirements: Path, out_dir: Path) -> Path:
+    """The lock's lines for one Python version, markers decided and dropped.
+
+    pip download --python-version picks wheels for that version but decides environment
+    markers (`soupsieve==4.1.3 ; python_version == "3.12"`) by the Python running pip: a
+    lock with per-version pins would silently give every version this machine's set."""
+    from packaging.markers import Marker
+
+    env = {"python_version": python_version, "python_full_version": f"{python_version}.0",
+           "implementation_name": "cpython", "platform_python_implementation": "CPython",
+           "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
+           "platform_machine": "x86_64"}  # fmt: skip
+    out = []
+    for line in requirements.read_text().replace("\\\n", " ").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        pin, _, rest = line.partition(" --hash=")
+        rest = "--hash=" + rest if rest else ""
+        spec, _, marker = pin.partition(";")
+        if marker.strip() and not Marker(marker.strip()).evaluate(env):
+            continue
+        out.append(f"{spec.strip()} {rest}".strip())
+    path = out_dir / f"requirements-{python_version}.txt"
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
 def pip_download_args(python_version: str, dest: Path, *, index_url: str | None = None,
                       requirements: Path = REQUIREMENTS) -> list[str]:
     """The pip command that fetches one Python version's wheels of the lock (no deps: the
-    lock is complete), shared with the tests that check the served index."""
+    lock is complete), shared with the tests that check the served index. Writes that
+    version's requirements (see requirements_for) beside ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    requirements = requirements_for(python_version, requirements, dest.parent)
     cmd = [sys.executable, "-m", "pip", "--isolated", "--disable-pip-version-check",
            "download", "--cert", CA_BUNDLE, "--only-binary=:all:", "--require-hashes",
            "--no-deps", "--python-version", python_version, "--implementation", "cp"]
