@@ -19,7 +19,7 @@ BENCHES = {
     # name: (module, full-run arguments, quick arguments or None when it needs the hosts bed)
     "up_vs_floor": ("bench.up_vs_floor", ["1", "10", "30"], ["--quick"]),
     "flat_in_n": ("bench.flat_in_n", [], ["--quick"]),
-    "phases": ("bench.phases", [], None),
+    "phases": ("bench.phases", ["--image", "both"], None),
 }
 
 

@@ -12,7 +12,13 @@ last node reached it, counted from the start of `up`:
     hub ready           the hub answers over HTTPS
     first kernel ready  after `up`, smoke's "PySpark kernel starts" check, end to end
 
-    python -m bench.phases [--json out.json]
+    python -m bench.phases [--image prebaked|stock|both] [--json out.json]
+
+`--image stock` boots the bed's stock Debian 12 image (no Java, venv, Node.js or Spark)
+with tests/testbed/inventory.stock.toml, whose nodes install everything at boot through
+the bed's mirrors; `both` runs the two side by side (pre-baked first) for the ratio. For
+a stock run, where the boot's time goes is read from each node's own log (the bootstrap
+says how long each step took): apt (base, java), pip (python), npm (proxy), Spark.
 
 Needs the OpenStack bed and the hosts bed (started here when they are not up, and then
 stopped again). Spark comes from the bed's local mirror.
@@ -36,8 +42,13 @@ from tests.testbed import bed
 from tests.testbed.hosts import hostbed
 
 ROOT = Path(__file__).resolve().parents[1]
-INVENTORY = ROOT / "tests" / "testbed" / "inventory.testbed.toml"
+INVENTORIES = {
+    "prebaked": ROOT / "tests" / "testbed" / "inventory.testbed.toml",
+    "stock": ROOT / "tests" / "testbed" / "inventory.stock.toml",
+}
 NAME = "benchphases"
+# "sparkstack[python]: done in 41 s" in a node's boot log.
+STEP_DONE = re.compile(r"^sparkstack\[(\w+)\]: done in (\d+) s$", re.MULTILINE)
 
 # (phase, pattern of the log line; "{n}" = every node must show it)
 MARKS = [
@@ -79,7 +90,27 @@ def phases_from_log(log: Path, nodes: list[str]) -> dict[str, float]:
     return out
 
 
-def run(workdir: Path) -> dict[str, Any]:
+def boot_steps() -> dict[str, dict[str, int]]:
+    """Seconds of each bootstrap step, by role (the slowest node of the role), from the
+    booted hosts' own logs: read before `down` takes the hosts away."""
+    from tests.testbed.hosts import hosts
+
+    out: dict[str, dict[str, int]] = {}
+    for host in hosts.list_hosts():
+        if not host.name.startswith(f"{NAME}-"):
+            continue
+        role = "master" if host.name.endswith("-master") else "worker"
+        try:
+            log = host.file("/var/log/cloud-init-output.log").read_text(errors="replace")
+        except OSError:
+            continue
+        steps = out.setdefault(role, {})
+        for step, secs in STEP_DONE.findall(log):
+            steps[step] = max(steps.get(step, 0), int(secs))
+    return out
+
+
+def run(workdir: Path, image: str = "prebaked") -> dict[str, Any]:
     env = dict(os.environ)
     env.update(
         OS_CLIENT_CONFIG_FILE=str(bed.clouds_yaml_path()),
@@ -89,13 +120,13 @@ def run(workdir: Path) -> dict[str, Any]:
     )
     env.pop("OS_CLOUD", None)
     cli = [sys.executable, "-m", "provisioner.cli"]
-    inv = ["-i", str(INVENTORY)]
+    inv = ["-i", str(INVENTORIES[image])]
 
     def sparkstack(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([*cli, *args, *inv], cwd=ROOT, env=env, capture_output=True,
                               text=True)  # fmt: skip
 
-    row: dict[str, Any] = {"n": 2, "spark": "tarball from the bed's mirror"}
+    row: dict[str, Any] = {"n": 2, "image": image, "spark": "tarball from the bed's mirror"}
     start = time.monotonic()
     try:
         up = sparkstack("up")
@@ -114,6 +145,7 @@ def run(workdir: Path) -> dict[str, Any]:
             smoke_start - start + sum(checks_before) + kernel["seconds"], 1
         )
         row["smoke_s"] = round(time.monotonic() - smoke_start, 1)
+        row["boot steps"] = boot_steps()
     finally:
         down = sparkstack("down", "--yes")
         row["down_ok"] = down.returncode == 0
@@ -124,28 +156,38 @@ def run(workdir: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--json", type=Path, help="write the row here")
+    p.add_argument("--json", type=Path, help="write the rows here")
+    p.add_argument("--image", choices=["prebaked", "stock", "both"], default="prebaked")
     a = p.parse_args(argv)
+    images = ["prebaked", "stock"] if a.image == "both" else [a.image]
     if not bed.is_healthy():
         print("the test bed is not up: tests/testbed/controlplane/up.sh", file=sys.stderr)
         return 1
     was_up = hostbed.is_up()
     hostbed.up()
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            row = run(Path(tmp))
+        rows = []
+        for image in images:
+            with tempfile.TemporaryDirectory() as tmp:
+                rows.append(run(Path(tmp), image))
     finally:
         if not was_up:
             hostbed.down()
-    order = ["servers ACTIVE", "SSH ready", "cloud-init done", "workers registered",
-             "hub ready", "first kernel ready"]  # fmt: skip
-    print(f"1+2 on the hosts bed, Spark: {row['spark']}")
-    for phase in order:
-        print(f"  {phase:<20} {row.get(phase, '-'):>6} s")
-    print(f"  (up {row['up_s']} s, smoke {row.get('smoke_s', '-')} s)")
+    order = ["servers ACTIVE", "SSH ready", "cloud-init done", "hub ready",
+             "workers registered", "first kernel ready"]  # fmt: skip
+    for row in rows:
+        print(f"1+2 on the hosts bed, {row['image']} image, Spark: {row['spark']}")
+        for phase in order:
+            print(f"  {phase:<20} {row.get(phase, '-'):>6} s")
+        print(f"  (up {row['up_s']} s, smoke {row.get('smoke_s', '-')} s)")
+        for role, steps in sorted(row.get("boot steps", {}).items()):
+            print(f"  {role} boot steps: " + ", ".join(f"{k} {v} s" for k, v in steps.items()))
+    if len(rows) == 2 and all("first kernel ready" in r for r in rows):
+        ratio = rows[1]["first kernel ready"] / rows[0]["first kernel ready"]
+        print(f"first kernel, stock / pre-baked: {ratio:.2f} (goal <= 2)")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps({"bench": "phases", "rows": [row]}, indent=1) + "\n")
+        a.json.write_text(json.dumps({"bench": "phases", "rows": rows}, indent=1) + "\n")
     return 0
 
 

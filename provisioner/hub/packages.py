@@ -71,4 +71,5 @@ def ensure_packages(shell: Shell) -> Step:
             step="hub packages",
             log_tail="\n".join(out.splitlines()[-30:]),
         )
-    return Step("packages", True, "installed " + ("over SSH" if missing else "the new locks"))
+    return Step("packages", True, "installed over SSH" if missing
+                else "locks placed; the packages they pin were already installed")

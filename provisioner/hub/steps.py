@@ -213,6 +213,16 @@ def _journal_tail(shell: Shell) -> str:
     return out or err
 
 
+def _why(err: str, journal: str) -> str:
+    """One line that says why a unit failed: systemctl's own words when it has some (the
+    daemonless systemctl prints a row of '!'), else the unit's last log line."""
+    words = err.strip()[-300:]
+    if any(ch.isalpha() for ch in words):
+        return words
+    lines = [line.strip() for line in journal.splitlines() if line.strip()]
+    return lines[-1][-300:] if lines else "no message from systemctl; see the log below"
+
+
 def ensure_service(shell: Shell, *, restart: bool) -> Step:
     """The hub enabled and running; restarted only when ``restart`` says its inputs changed."""
     unit = q(UNIT_NAME)
@@ -225,11 +235,13 @@ def ensure_service(shell: Shell, *, restart: bool) -> Step:
         action = "restart" if active else "start"
         status, _, err = shell.run(f"systemctl {action} {unit}", check=False, timeout=180)
         if status != 0:
+            journal = _journal_tail(shell)
             raise RemoteError(
-                f"systemctl {action} {UNIT_NAME} failed ({status}): {err.strip()[-300:]}",
+                f"systemctl {action} {UNIT_NAME} failed ({status}): "
+                + _why(err, journal),
                 resource=MASTER,
                 step="hub service",
-                log_tail=_journal_tail(shell),
+                log_tail=journal,
                 hint="fix what the log says, then run again",
             )
         changes.append("restarted" if active else "started")

@@ -116,8 +116,8 @@ def keypair(clean_project) -> Iterator[tuple[str, paramiko.PKey]]:
 
 
 def create_server(conn: Any, *, name: str, user_data: str, key_name: str,
-                  flavor: str = "m1.small") -> Any:
-    image = conn.image.find_image(bed.IMAGE["name"], ignore_missing=False)
+                  flavor: str = "m1.small", image: str = bed.IMAGE["name"]) -> Any:
+    image = conn.image.find_image(image, ignore_missing=False)
     flavor_ = conn.compute.find_flavor(flavor, ignore_missing=False)
     network = conn.network.find_network(bed.PRIVATE_NET["name"], ignore_missing=False)
     return conn.compute.create_server(

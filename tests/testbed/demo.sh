@@ -3,11 +3,17 @@
 # OpenStack control plane and the namespace hosts, then run sparkstack against them as a
 # user would against a real cloud: up (servers, SSH, JupyterHub; it prints the hub's URL),
 # status, the Spark workers registered, smoke (a PySpark job through the hub), and down
-# (unless KEEP=1). Every step prints how long it took.
+# (unless KEEP=1). Every step prints how long it took. STOCK=1 does it on a stock image.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-inventory=tests/testbed/inventory.testbed.toml
+# STOCK=1: the bed's stock Debian 12 image, installing everything at boot through the
+# bed's mirrors (as a new user's first `up` on a cloud without internet).
+if [ "${STOCK:-0}" = 1 ]; then
+    inventory=tests/testbed/inventory.stock.toml
+else
+    inventory=tests/testbed/inventory.testbed.toml
+fi
 export OS_CLIENT_CONFIG_FILE=${SPARKSTACK_TESTBED_DIR:-/var/lib/sparkstack-testbed}/clouds.yaml
 export DEBIAN_FRONTEND=noninteractive
 
@@ -49,7 +55,7 @@ print(sum(w["state"] == "ALIVE" for w in json.load(sys.stdin)["workers"]))' 2>/d
 
 step "install sparkstack and the bed's tools" install
 step "OpenStack control plane" bash tests/testbed/controlplane/up.sh
-step "node image, Spark mirror, hypervisor" bash tests/testbed/hosts/up.sh
+step "node images, mirrors, hypervisor" bash tests/testbed/hosts/up.sh
 step "sparkstack up" sparkstack up -i "$inventory"
 step "sparkstack status" sparkstack status -i "$inventory"
 step "Spark workers register" wait_for_workers
