@@ -17,7 +17,7 @@ from provisioner.errors import RemoteError
 from provisioner.hub.config import VENV
 from provisioner.hub.shell import MASTER, Shell, Step, q
 from provisioner.locks import locks
-from provisioner.render import NPM_DIR
+from provisioner.render import NPM_DIR, NPM_LOCK_DIR
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ def _missing(shell: Shell) -> list[str]:
 def ensure_packages(shell: Shell) -> Step:
     """The locks in place and what they pin installed; RemoteError naming what failed."""
     lock_set = locks()
+    # A master launched from Horizon has none of the locks' directories yet.
+    shell.run(f"install -d -m 0755 {q(NPM_LOCK_DIR)}")
     changed = [
         lock.path
         for lock in (lock_set.requirements, lock_set.npm_package, lock_set.npm_lock)
