@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -128,15 +127,7 @@ def start(*, bind: str = BIND, port: int = PORT) -> int:
 
 
 def stop() -> None:
-    pid = running_pid()
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while running_pid() is not None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if running_pid() is not None:
-            os.kill(pid, signal.SIGKILL)
-    _pid_file().unlink(missing_ok=True)
+    hostlib.stop_recorded(running_pid, _pid_file())
 
 
 def main(argv: list[str] | None = None) -> None:

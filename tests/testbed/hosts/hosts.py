@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -181,6 +182,20 @@ def _pid_start(pid: int) -> str:
 
 def _pid_alive(pid: int, start: str) -> bool:
     return pid > 0 and bool(start) and _pid_start(pid) == start
+
+
+def stop_recorded(running_pid: Callable[[], int | None], pid_file: Path) -> None:
+    """End the process a pid file records (pid + start time, so never a recycled pid):
+    SIGTERM, up to 10 s to go, then SIGKILL; the pid file goes either way."""
+    pid = running_pid()
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while running_pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if running_pid() is not None:
+            os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
 
 
 def _link_exists(name: str, netns: str | None = None) -> bool:

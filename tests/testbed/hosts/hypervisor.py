@@ -18,7 +18,6 @@ import argparse
 import base64
 import contextlib
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -282,15 +281,7 @@ def start() -> int:
 
 
 def stop(*, kill_hosts: bool = True) -> None:
-    pid = running_pid()
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while running_pid() is not None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if running_pid() is not None:
-            os.kill(pid, signal.SIGKILL)
-    _pid_file().unlink(missing_ok=True)
+    hostlib.stop_recorded(running_pid, _pid_file())
     if kill_hosts:
         hostlib.kill_all()
 
