@@ -39,8 +39,7 @@ def url(value: str, *, what: str = "URL") -> str:
     # Checked as written: a trailing newline would end a line of the node's settings file.
     if any(ch.isspace() or not ch.isprintable() for ch in value):
         raise ValueError(f"must not contain spaces or control characters, got {show(value)}")
-    text = value
-    parts = urlsplit(text)
+    parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"must be an http:// or https:// {what}, got {show(value)}")
     if parts.username is not None or parts.password is not None:
@@ -54,7 +53,7 @@ def url(value: str, *, what: str = "URL") -> str:
         parts.port  # noqa: B018 -- raises on a port that is not a number in range
     except ValueError:
         raise ValueError(f"has a bad port number: {show(value)}") from None
-    return text
+    return value
 
 
 def proxy_url(value: str) -> str:

@@ -6,7 +6,8 @@ have no route but the bed's bridge, so every package comes through the bed's mir
 (apt-cacher-ng, a PEP 503 index and an npm registry of exactly the locks' files, over
 HTTPS with the bed's own CA, which the inventory's mirrors.ca_bundle makes the nodes
 trust). `up` -> hub ready -> `smoke` -> `up` again changes nothing -> `down` leaves
-nothing; and a mirror that substitutes one wheel fails the master's boot naming it.
+nothing; and a mirror that substitutes one wheel, or an apt proxy that does not answer,
+fails the master's boot within minutes, naming the package or the proxy.
 """
 
 from __future__ import annotations
@@ -121,26 +122,44 @@ def test_up_on_a_stock_image_through_mirrors_smoke_again_and_down(
     assert cluster_resources(admin, name) == {}
 
 
-def test_a_mirror_that_substitutes_a_wheel_fails_the_masters_boot_naming_it(
-    hostbed, clean_project, tmp_path
+@pytest.mark.parametrize(
+    ("case", "step", "named"),
+    [
+        # the tampered index serves another wheel under the same name, with a hash of its
+        # own in the index: pip checks the lock's hash, refuses it, and `up` says which
+        ("substituted wheel", "python", TAMPERED_PACKAGE),
+        # an apt proxy nobody answers for (the bed's own address, a closed port)
+        ("dead apt proxy", "base", "apt-get update could not fetch the package lists "
+                                   "through http://10.77.0.1:9"),
+    ],
+)
+def test_a_bad_mirror_fails_the_masters_boot_in_bounded_time_naming_it(
+    hostbed, clean_project, tmp_path, case, step, named
 ):
-    """The bed's tampered index serves another wheel under the same name, with a hash of
-    its own in the index: pip checks the lock's hash, refuses it, and `up` says which."""
     admin = clean_project.admin()
     env = cli_env(tmp_path, clean_project.clouds_yaml)
-    inv = write_inventory(tmp_path / "inv.toml", name="tamper", image="debian-12-stock",
+    name = "tamper" if step == "python" else "deadapt"
+    inv = write_inventory(tmp_path / "inv.toml", name=name, image="debian-12-stock",
                           workers=0, pypi=mirror.pypi_url(tampered=True, https=True))
+    if step == "base":
+        inv.write_text(re.sub(r'(?m)^apt_proxy = ".*"$', 'apt_proxy = "http://10.77.0.1:9"',
+                              inv.read_text()))
     try:
+        started = time.monotonic()
         up = run_cli("up", "-i", str(inv), env=env, check=False, timeout=1200)
+        took = time.monotonic() - started
         assert up.returncode == 4, up.stdout + up.stderr
-        assert "boot failed in step python" in up.stderr, up.stderr
-        assert "does not match its sha256 in the lock" in up.stderr, up.stderr
-        assert TAMPERED_PACKAGE in up.stderr, up.stderr
+        assert f"boot failed in step {step}" in up.stderr, up.stderr
+        assert named in up.stderr, up.stderr
+        if step == "python":
+            assert "does not match its sha256 in the lock" in up.stderr, up.stderr
         assert "Traceback" not in up.stderr
-        # nothing of it was installed: pip installs all or nothing
-        master = cluster_hosts("tamper")["tamper-master"]
+        # well within ssh.boot_timeout: the node's own bounds ended it, not the wait
+        assert took < 300, took
+        # nothing of the hub was installed: pip installs all or nothing
+        master = cluster_hosts(name)[f"{name}-master"]
         assert not master.file("/opt/sparkstack/venv/bin/jupyterhub").exists()
     finally:
         down = run_cli("down", "-i", str(inv), "--yes", env=env, check=False, timeout=600)
     assert down.returncode == 0, down.stderr
-    assert cluster_resources(admin, "tamper") == {}
+    assert cluster_resources(admin, name) == {}

@@ -517,3 +517,23 @@ def test_a_package_index_that_cannot_be_reached_fails_the_step_in_bounded_time_n
     assert "step=python\n" in failed, failed
     assert "cannot reach the package index http://127.0.0.1:9/simple/" in failed, failed
     assert took < 150, took
+
+
+def test_a_python_the_lock_has_no_wheels_for_fails_the_masters_boot_saying_so(
+    root: Root, host_ip
+):
+    """Ubuntu 22.04's 3.10, say: the master stops at once, naming the versions the lock
+    holds, instead of pip failing later on some package."""
+    changes = {"spark.sha512": UNUSED_SHA512}
+    inv = parse_inventory(with_changes(changes), source="test")
+    root.write_files(render_cloud_init(inv, role="master", master_ip=host_ip, for_api=True))
+    conf = root._writable("/etc/sparkstack/sparkstack.conf")
+    # This machine's own Python stands in for one the lock does not cover.
+    conf.write_text(conf.read_text().replace("SPARKSTACK_LOCK_PYTHONS='3.11 3.12 3.13'",
+                                             "SPARKSTACK_LOCK_PYTHONS='3.98 3.99'"))
+    result = root.run(BOOTSTRAP, "base")
+    assert result.returncode != 0
+    failed = root.host_path("/var/lib/sparkstack/failed").read_text()
+    assert "step=base\n" in failed, failed
+    assert "lock has wheels for CPython 3.98 3.99 only" in failed, failed
+    assert "not an older release such as Ubuntu 22.04" in failed, failed
