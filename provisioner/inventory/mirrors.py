@@ -22,6 +22,7 @@ from provisioner.inventory.fields import (
     Table,
     path_value,
     show,
+    toml_string,
     unusable_file,
 )
 
@@ -150,7 +151,8 @@ class MirrorsConfig(Table):
                 except ValueError as exc:
                     problem = str(exc)
         if problem is not None:
-            raise ValueError(f"{value} {problem}")
+            # Shown as TOML would write it: a path may hold a newline or a carriage return.
+            raise ValueError(f"{toml_string(str(value))} {problem}")
         return value
 
     def ca_certificates(self) -> list[str]:

@@ -62,15 +62,15 @@ def test_stock_rootfs_has_none_of_the_node_software(mirrors: Path) -> None:
 
 @pytest.mark.parametrize("python", pypi_mirror.PYTHON_VERSIONS)
 def test_pypi_mirror_serves_the_lock(mirrors: Path, tmp_path: Path, python: str) -> None:
-    cmd = pypi_mirror.pip_download_args(python, tmp_path, index_url=mirror.pypi_url())
+    cmd = pypi_mirror.pip_download_args(python, tmp_path / "wheels", index_url=mirror.pypi_url())
     proc = subprocess.run(cmd, capture_output=True, text=True,
                           env=pypi_mirror.pip_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert list(tmp_path.glob("*.whl"))
+    assert list((tmp_path / "wheels").glob("*.whl"))
 
 
 def test_tampered_pypi_mirror_is_refused(mirrors: Path, tmp_path: Path) -> None:
-    cmd = pypi_mirror.pip_download_args("3.11", tmp_path,
+    cmd = pypi_mirror.pip_download_args("3.11", tmp_path / "wheels",
                                         index_url=mirror.pypi_url(tampered=True))
     proc = subprocess.run(cmd, capture_output=True, text=True,
                           env=pypi_mirror.pip_env())

@@ -226,6 +226,8 @@ def hardening_checks(host: hosts.Host, shell: HostShell, address: str, password:
         assert listed[d] == "750 spark:spark", (d, listed[d])
     assert listed.pop("/etc/sparkstack") == "755 root:root"
     assert listed.pop("/etc/sparkstack/spark-auth-secret") == "600 root:root"
+    # the locks the master installed from: public, readable by all, changed by root only
+    assert listed.pop("/etc/sparkstack/locks") == "755 root:root"
     rest = {path: mode for path, mode in listed.items() if path.startswith("/etc/sparkstack/")}
     assert set(rest.values()) == {"644 root:root"}, rest
 

@@ -70,17 +70,17 @@ def test_a_bad_mirror_setting_is_named_by_its_key(changes, expected):
 def test_a_ca_bundle_must_be_a_readable_pem_of_certificates(tmp_path: Path):
     missing = tmp_path / "nope.pem"
     assert problems({"mirrors.ca_bundle": str(missing)}) == [
-        f"mirrors.ca_bundle: {missing} not found"]  # fmt: skip
+        f'mirrors.ca_bundle: "{missing}" not found']  # fmt: skip
     assert problems({"mirrors.ca_bundle": str(tmp_path)}) == [
-        f"mirrors.ca_bundle: {tmp_path} is a directory"]  # fmt: skip
+        f'mirrors.ca_bundle: "{tmp_path}" is a directory']  # fmt: skip
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n")
     assert problems({"mirrors.ca_bundle": str(junk)}) == [
-        f"mirrors.ca_bundle: {junk} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"]
+        f'mirrors.ca_bundle: "{junk}" holds no PEM certificate (-----BEGIN CERTIFICATE-----)']
     broken = tmp_path / "broken.pem"
     broken.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
     (message,) = problems({"mirrors.ca_bundle": str(broken)})
-    assert message.startswith(f"mirrors.ca_bundle: {broken} certificate 1 does not parse")
+    assert message.startswith(f'mirrors.ca_bundle: "{broken}" certificate 1 does not parse')
     huge = tmp_path / "huge.pem"
     huge.write_bytes(mirrors_ca_bundle().read_bytes() * 40)
     (message,) = problems({"mirrors.ca_bundle": str(huge)})
@@ -106,6 +106,16 @@ def test_every_bad_mirror_key_exits_2_through_the_cli_before_any_cloud_call(tmp_
     assert result.returncode == 2, result.stderr
     for key in ("mirrors.pypi", "mirrors.http_proxy", "mirrors.ca_bundle"):
         assert key in result.stderr
+    # a path with a carriage return stays on its key's line
+    data["mirrors"]["ca_bundle"] = str(tmp_path / "\r")
+    inv.write_text(toml_document(data))
+    again = subprocess.run(
+        [sys.executable, "-m", "provisioner.cli", "up", "-i", str(inv), "--dry-run"],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert again.returncode == 2
+    assert f'mirrors.ca_bundle: "{tmp_path}/\\r" not found' in again.stderr, again.stderr
     assert "Traceback" not in result.stderr
 
 
