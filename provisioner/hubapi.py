@@ -101,11 +101,38 @@ class HubApi:
             )
         return json.loads(text) if text.strip() else None
 
+    def _channels(self, url: str, *, deadline: float, timeout: float) -> Any:
+        """The kernel's websocket, opened again while the deadline allows: the server
+        answers the upgrade only once the kernel is up (a PySpark kernel starts a driver JVM
+        first), and an upgrade left unanswered on a busy master is worth another try."""
+        from websockets.exceptions import InvalidHandshake, InvalidStatus
+        from websockets.sync.client import connect
+
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return connect(
+                    url,
+                    ssl=self.context,
+                    additional_headers={"Authorization": f"token {self.token}"},
+                    # Short tries: a kernel still starting keeps starting between them.
+                    open_timeout=max(1.0, min(left, 30)),
+                    max_size=None,
+                )
+            except (TimeoutError, ConnectionError, InvalidHandshake) as exc:
+                refused = isinstance(exc, InvalidStatus) and exc.response.status_code < 500
+                if refused or deadline - time.monotonic() <= 1:
+                    raise RemoteError(
+                        f"the kernel's websocket did not open within {timeout:.0f} s ({exc})",
+                        resource="hub",
+                        step="smoke",
+                        hint="the kernel may still be starting: sparkstack logs --hub",
+                    ) from None
+                log.info("kernel websocket: %s; opening it again", exc)
+
     def execute(self, user: str, kernel_id: str, code: str, *, timeout: float = 300) -> str:
         """Run code in a kernel through the websocket API; its result or printed output.
         A Python exception in the kernel is a RemoteError quoting it."""
-        from websockets.sync.client import connect
-
         url = f"wss://{self.host}:{self.port}/user/{user}/api/kernels/{kernel_id}/channels"
         msg_id, session = uuid.uuid4().hex, uuid.uuid4().hex
         request = {
@@ -122,15 +149,7 @@ class HubApi:
         deadline = time.monotonic() + timeout
         out: list[str] = []  # stdout, and the value of the last expression
         err: list[str] = []  # stderr: Spark's progress bars, warnings
-        with connect(
-            url,
-            ssl=self.context,
-            additional_headers={"Authorization": f"token {self.token}"},
-            # The server answers the upgrade only once the kernel is up, and the PySpark
-            # kernel starts a driver JVM first: on a busy master that takes a while.
-            open_timeout=min(timeout, 180),
-            max_size=None,
-        ) as ws:
+        with self._channels(url, deadline=deadline, timeout=timeout) as ws:
             ws.send(json.dumps(request))
             while True:
                 left = deadline - time.monotonic()
