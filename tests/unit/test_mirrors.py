@@ -87,36 +87,35 @@ def test_a_ca_bundle_must_be_a_readable_pem_of_certificates(tmp_path: Path):
     assert "fit in user_data" in message
 
 
+def dry_run(data: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`up --dry-run` through the whole CLI, as a user runs it, with no cloud configured at
+    all (so nothing could be created)."""
+    inv = tmp_path / "inv.toml"
+    inv.write_text(toml_document(data))
+    return subprocess.run(
+        [sys.executable, "-m", "provisioner.cli", "up", "-i", str(inv), "--dry-run"],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )  # fmt: skip
+
+
 def test_every_bad_mirror_key_exits_2_through_the_cli_before_any_cloud_call(tmp_path):
-    """The whole CLI, as a user runs it: exit 2, every key named, no traceback, and no
-    cloud configured at all (so nothing could have been created)."""
     data = with_changes({
         "spark.sha512": PINNED_SHA512,
         "mirrors.pypi": "not a url",
         "mirrors.http_proxy": "proxy:3128",
         "mirrors.ca_bundle": str(tmp_path / "missing.pem"),
     })  # fmt: skip
-    inv = tmp_path / "inv.toml"
-    inv.write_text(toml_document(data))
-    result = subprocess.run(
-        [sys.executable, "-m", "provisioner.cli", "up", "-i", str(inv), "--dry-run"],
-        capture_output=True, text=True, timeout=60,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-    )  # fmt: skip
+    result = dry_run(data, tmp_path)
     assert result.returncode == 2, result.stderr
     for key in ("mirrors.pypi", "mirrors.http_proxy", "mirrors.ca_bundle"):
         assert key in result.stderr
+    assert "Traceback" not in result.stderr
     # a path with a carriage return stays on its key's line
     data["mirrors"]["ca_bundle"] = str(tmp_path / "\r")
-    inv.write_text(toml_document(data))
-    again = subprocess.run(
-        [sys.executable, "-m", "provisioner.cli", "up", "-i", str(inv), "--dry-run"],
-        capture_output=True, text=True, timeout=60,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-    )  # fmt: skip
+    again = dry_run(data, tmp_path)
     assert again.returncode == 2
     assert f'mirrors.ca_bundle: "{tmp_path}/\\r" not found' in again.stderr, again.stderr
-    assert "Traceback" not in result.stderr
 
 
 def test_the_mirrors_reach_the_nodes_settings_and_the_ca_its_trust_store():
