@@ -93,12 +93,7 @@ def _write_config(*, bind: str, port: int) -> Path:
 
 
 def running_pid() -> int | None:
-    try:
-        pid_s, start = _pid_file().read_text().split()
-        pid = int(pid_s)
-    except (OSError, ValueError):
-        return None
-    return pid if hostlib._pid_alive(pid, start) else None
+    return hostlib.recorded_pid(_pid_file())
 
 
 def start(*, bind: str = BIND, port: int = PORT) -> int:
@@ -127,7 +122,7 @@ def start(*, bind: str = BIND, port: int = PORT) -> int:
 
 
 def stop() -> None:
-    hostlib.stop_recorded(running_pid, _pid_file())
+    hostlib.stop_recorded(_pid_file())
 
 
 def main(argv: list[str] | None = None) -> None:

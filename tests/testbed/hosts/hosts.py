@@ -25,7 +25,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -184,16 +183,27 @@ def _pid_alive(pid: int, start: str) -> bool:
     return pid > 0 and bool(start) and _pid_start(pid) == start
 
 
-def stop_recorded(running_pid: Callable[[], int | None], pid_file: Path) -> None:
-    """End the process a pid file records (pid + start time, so never a recycled pid):
-    SIGTERM, up to 10 s to go, then SIGKILL; the pid file goes either way."""
-    pid = running_pid()
+def recorded_pid(pid_file: Path) -> int | None:
+    """The process a pid file records (pid + start time), if that very process still runs:
+    a recycled pid is never taken for it."""
+    try:
+        pid_s, start = pid_file.read_text().split()
+        pid = int(pid_s)
+    except (OSError, ValueError):
+        return None
+    return pid if _pid_alive(pid, start) else None
+
+
+def stop_recorded(pid_file: Path) -> None:
+    """End the process a pid file records: SIGTERM, up to 10 s to go, then SIGKILL; the pid
+    file goes either way."""
+    pid = recorded_pid(pid_file)
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while running_pid() is not None and time.monotonic() < deadline:
+        while recorded_pid(pid_file) is not None and time.monotonic() < deadline:
             time.sleep(0.1)
-        if running_pid() is not None:
+        if recorded_pid(pid_file) is not None:
             os.kill(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
 

@@ -239,12 +239,7 @@ def log_path() -> Path:
 
 
 def running_pid() -> int | None:
-    try:
-        pid_s, start = _pid_file().read_text().split()
-        pid = int(pid_s)
-    except (OSError, ValueError):
-        return None
-    return pid if hostlib._pid_alive(pid, start) else None
+    return hostlib.recorded_pid(_pid_file())
 
 
 def _serving_file() -> Path:
@@ -281,7 +276,7 @@ def start() -> int:
 
 
 def stop(*, kill_hosts: bool = True) -> None:
-    hostlib.stop_recorded(running_pid, _pid_file())
+    hostlib.stop_recorded(_pid_file())
     if kill_hosts:
         hostlib.kill_all()
 

@@ -31,6 +31,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from .rootfs import remove_older_caches
+
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[3]
@@ -164,10 +166,7 @@ def build(*, cache_dir: Path = CACHE_DIR, npm_dir: Path = NPM_DIR) -> Path:
     (root / ".complete").write_text(f"{len(wanted)} tarballs\n")
     shutil.rmtree(target, ignore_errors=True)
     work.rename(target)
-    for old in cache_dir.glob("npm-*"):
-        if old != target and old.is_dir() and not old.name.endswith(".partial"):
-            log.info("removing the npm mirror of an older lock: %s", old)
-            shutil.rmtree(old, ignore_errors=True)
+    remove_older_caches(cache_dir, "npm", target, "npm mirror")
     log.info("npm mirror built in %.0f s: %d tarballs, %s", time.monotonic() - start,
              len(wanted), target)
     return target

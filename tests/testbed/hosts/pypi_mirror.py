@@ -28,6 +28,8 @@ import urllib.parse
 import zipfile
 from pathlib import Path
 
+from .rootfs import remove_older_caches
+
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[3]
@@ -208,10 +210,7 @@ def build(*, cache_dir: Path = CACHE_DIR, requirements: Path = REQUIREMENTS) -> 
     _write_index(work / "pypi-tampered", bad)
     shutil.rmtree(target, ignore_errors=True)
     work.rename(target)
-    for old in cache_dir.glob("pypi-*"):
-        if old != target and old.is_dir() and not old.name.endswith(".partial"):
-            log.info("removing the pypi mirror of an older lock: %s", old)
-            shutil.rmtree(old, ignore_errors=True)
+    remove_older_caches(cache_dir, "pypi", target, "pypi mirror")
     log.info("pypi mirror built in %.0f s: %d files, %s", time.monotonic() - start,
              len(files), target)
     return target

@@ -44,6 +44,15 @@ def _not_recipe(path: Path, image_dir: Path) -> bool:
     return rel.name == "__init__.py" or "__pycache__" in rel.parts
 
 
+def remove_older_caches(cache_dir: Path, prefix: str, keep: Path, what: str) -> None:
+    """Drop the caches of older locks (``<prefix>-<key>``) now that ``keep`` is built; a
+    ``.partial`` one may be another build under way and is left."""
+    for old in cache_dir.glob(f"{prefix}-*"):
+        if old != keep and old.is_dir() and not old.name.endswith(".partial"):
+            log.info("removing the %s of an older lock: %s", what, old)
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def recipe_hash(image_dir: Path = IMAGE_DIR) -> str:
     """Hash names and contents of the recipe files, so any edit means a new rootfs.
 
