@@ -10,8 +10,10 @@ the project as it found it and fails the test that leaves something behind.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import time
 import shutil
 import sys
 from collections.abc import Iterator
@@ -68,6 +70,22 @@ class Testbed:
         return bed.write_clouds_yaml(path, **kwargs)
 
 
+def _take_bed(path: Path) -> int:
+    """Hold the bed for this pytest session: one session at a time, since `clean_project`
+    deletes whatever appears in the test project and the hypervisor boots every server of
+    it. A second session waits here (saying so) instead of breaking the first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        started = time.monotonic()
+        sys.stderr.write(f"\nanother test session holds the bed ({path}); waiting for it\n")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        log.info("waited %.0f s for the bed", time.monotonic() - started)
+    return fd
+
+
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[Testbed]:
     reason = cannot_run_reason()
@@ -78,6 +96,7 @@ def testbed() -> Iterator[Testbed]:
                 pytrace=False,
             )
         pytest.skip(reason)
+    lock_fd = _take_bed(bed.state_dir() / "test-session.lock")
     up_seconds = 0.0
     if bed.is_healthy():
         log.info("reusing the running test bed in %s", bed.state_dir())
@@ -100,6 +119,7 @@ def testbed() -> Iterator[Testbed]:
         )
     finally:
         mp.undo()
+        os.close(lock_fd)  # releases the flock
 
 
 def config_dirs(tmp_path: Path) -> list[Path]:
