@@ -299,6 +299,9 @@ def snapshot_project(admin_conn) -> ProjectSnapshot:
             snap.names[item.id] = item.name or ""
 
     add("server", admin_conn.compute.servers(all_projects=True, project_id=pid))
+    # The project's own images (server snapshots, whatever their status); the bed's
+    # public base images belong to the admin project.
+    add("image", admin_conn.image.images(owner=pid))
     add("floating_ip", admin_conn.network.ips(project_id=pid))
     add(
         "port",
@@ -353,6 +356,7 @@ def describe_new(now: ProjectSnapshot, before: ProjectSnapshot) -> list[str]:
 
 CLEANUP_ORDER = (
     "server",
+    "image",
     "floating_ip",
     "port",
     "security_group_rule",
@@ -384,6 +388,9 @@ def cleanup_project(
             admin_conn.compute.wait_for_delete(
                 server, interval=1, wait=max(1, int(deadline - time.monotonic()))
             )
+    # After the servers: a snapshot still uploading from one is gone with it.
+    for iid in new.get("image", ()):
+        admin_conn.image.delete_image(iid, ignore_missing=True)
     for fid in new.get("floating_ip", ()):
         admin_conn.network.delete_ip(fid, ignore_missing=True)
     for port_id in new.get("port", ()):

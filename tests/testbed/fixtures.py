@@ -13,9 +13,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import time
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path

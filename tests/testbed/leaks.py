@@ -3,9 +3,11 @@
 A cluster tool that leaves one security-group rule, one namespace host or one private key
 behind is a tool that leaks, so every cloud and e2e test is audited (the `clean_project`
 fixture calls this module; tests never do by hand): every resource of the test project
-(servers, ports, floating IPs, security groups and their rules, server groups, the test
-user's keypairs), the hosts bed's namespace hosts, and the files under each sparkstack
-config directory (generated keys, credentials.toml, the pinned known_hosts files).
+(servers, images such as server snapshots, ports, floating IPs, security groups and
+their rules, server groups, the test user's keypairs), the hosts bed's namespace hosts
+(stopped ones too: a stopped host whose server was deleted is a leaked disk), and the
+files under each sparkstack config directory (generated keys, credentials.toml, the
+pinned known_hosts files).
 
 `take` records the three, `leaked` names every difference, `clean` removes it.
 """

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -113,6 +114,11 @@ class Host:
     pid_start: str = ""
     booted_at: float = 0.0
     state_dir: str = ""
+    # The overlay's lower dirs, topmost first: snapshot layers, then the base tree.
+    lowers: list[str] = field(default_factory=list)
+    # Stopped (its server is SHUTOFF): no processes, no network, but the upper dir (the
+    # server's disk) and this record stay, as a stopped VM keeps its disk.
+    stopped: bool = False
 
     @property
     def netns(self) -> str:
@@ -229,9 +235,20 @@ def remove_bridge() -> None:
         _run("ip", "link", "del", BRIDGE)
 
 
-def _write_cloud_cfg(rootfs: Path, upper: Path) -> None:
+def _image_file(lowers: Sequence[Path], rel: str) -> Path:
+    """The file `rel` as the stacked lower dirs show it: the topmost layer holding it wins
+    (snapshot layers never hold the bed's cloud.cfg, see BED_WRITTEN, so this is the
+    base tree's unless the guest itself edited it)."""
+    for lower in lowers:
+        path = lower / rel
+        if path.is_file():
+            return path
+    return lowers[-1] / rel
+
+
+def _write_cloud_cfg(lowers: Sequence[Path], upper: Path) -> None:
     """cloud.cfg of the image minus the disk modules, plus the NoCloud-only settings."""
-    cfg = yaml.safe_load((rootfs / "etc/cloud/cloud.cfg").read_text())
+    cfg = yaml.safe_load(_image_file(lowers, "etc/cloud/cloud.cfg").read_text())
     for key in ("cloud_init_modules", "cloud_config_modules", "cloud_final_modules"):
         cfg[key] = [
             m for m in cfg.get(key, [])
@@ -259,12 +276,24 @@ def _write_seed(
     (seed / "vendor-data").write_text("")
 
 
+# What _prepare_upper writes into every host's upper dir at each boot (relative to it):
+# the bed's plumbing, not the guest's state. A snapshot leaves it out (the copy of this
+# list in controlplane/console_driver.py must match): the next boot writes its own.
+BED_WRITTEN = (
+    "var/lib/cloud/seed/nocloud",
+    "usr/local/sbin/testbed-init",
+    "usr/local/sbin/testbed-boot",
+    "etc/cloud/cloud.cfg",
+    "etc/cloud/cloud.cfg.d/90-testbed.cfg",
+)
+
+
 def _prepare_upper(
-    host: Host, *, rootfs: Path, user_data: str | bytes, public_keys: list[str]
+    host: Host, *, lowers: Sequence[Path], user_data: str | bytes, public_keys: list[str]
 ) -> None:
     for sub in ("upper", "work", "root"):
         (host.dir / sub).mkdir(parents=True, exist_ok=True)
-    _write_cloud_cfg(rootfs, host.upper)
+    _write_cloud_cfg(lowers, host.upper)
     _write_seed(host.upper, name=host.name, server_id=host.server_id,
                 user_data=user_data, public_keys=public_keys)
     sbin = host.upper / "usr/local/sbin"
@@ -274,12 +303,13 @@ def _prepare_upper(
     (host.upper / "etc/hostname").write_text(f"{host.name}\n")
 
 
-def _mount_script(host: Host, rootfs: Path) -> str:
+def _mount_script(host: Host, lowers: Sequence[Path]) -> str:
     """Runs as PID 1 of the host's new namespaces: build its root, then become init."""
     r = host.dir / "root"
+    lowerdir = ":".join(str(p) for p in lowers)
     lines = [
         "set -e",
-        f"mount -t overlay overlay -o lowerdir={rootfs},upperdir={host.upper},"
+        f"mount -t overlay overlay -o lowerdir={lowerdir},upperdir={host.upper},"
         f"workdir={host.dir / 'work'} {r}",
         f"mount -t proc proc {r}/proc",
         f"mount -t sysfs -o ro sysfs {r}/sys || true",
@@ -351,29 +381,41 @@ def boot_host(
     user_data: str | bytes,
     public_keys: list[str],
     floating_ips: list[str] | None = None,
-    rootfs: Path | None = None,
+    rootfs: Path | Sequence[Path] | None = None,
     state_dir: Path | None = None,
+    keep_disk: bool = False,
 ) -> Host:
     """Boot a host for a server: returns once its PID 1 runs (cloud-init goes on inside).
 
-    An earlier host of the same server is killed first, so a retry starts clean.
-    `rootfs` defaults to the cached tree of the current image recipe, which must exist.
+    An earlier host of the same server is killed first, so a retry starts clean; with
+    `keep_disk` its upper dir stays (a stopped server started again boots its own disk).
+    `rootfs` is the tree to boot, or the overlay's lower dirs topmost first (snapshot
+    layers, then the base tree); it defaults to the cached tree of the current image
+    recipe, which must exist.
     """
     ipaddress.ip_address(fixed_ip)
     if rootfs is None:
         rootfs = rootfs_path()
-    if not (rootfs / "etc/cloud/cloud.cfg").exists():
-        raise HostError(f"no rootfs at {rootfs}: run `python -m tests.testbed.hosts.rootfs`")
+    lowers = [rootfs] if isinstance(rootfs, Path) else [Path(p) for p in rootfs]
+    if not lowers:
+        raise HostError(f"host {server_id}: no lower dirs to boot from")
+    base = lowers[-1]
+    if not (base / "etc/cloud/cloud.cfg").exists():
+        raise HostError(f"no rootfs at {base}: run `python -m tests.testbed.hosts.rootfs`")
+    for layer in lowers[:-1]:
+        if not layer.is_dir():
+            raise HostError(f"host {server_id}: layer {layer} does not exist")
     ensure_bridge()
-    kill_host(server_id, state_dir=state_dir)
+    kill_host(server_id, state_dir=state_dir, keep_disk=keep_disk)
     host = Host(name=name, server_id=server_id, fixed_ip=fixed_ip,
                 floating_ips=list(floating_ips or []),
-                state_dir=str(hosts_dir(state_dir) / server_id))
-    _prepare_upper(host, rootfs=rootfs, user_data=user_data, public_keys=public_keys)
+                state_dir=str(hosts_dir(state_dir) / server_id),
+                lowers=[str(p) for p in lowers])
+    _prepare_upper(host, lowers=lowers, user_data=user_data, public_keys=public_keys)
     _setup_network(host)
     (host.dir / "console.py").write_text(CONSOLE)
     script = host.dir / "mount.sh"
-    script.write_text(_mount_script(host, rootfs))
+    script.write_text(_mount_script(host, lowers))
     # The mount script's own output lands in the console too, like early boot messages.
     with host.console_log.open("ab") as console:
         # --kill-child: if this unshare is SIGKILLed, its child (the host's PID 1) gets
@@ -418,7 +460,8 @@ def get_host(server_id: str, *, state_dir: Path | None = None) -> Host | None:
 
 
 def list_hosts(*, state_dir: Path | None = None) -> list[Host]:
-    """Every host with a record, booted or dead (`Host.alive()` tells which)."""
+    """Every host with a record, booted, dead or stopped (`Host.alive()`, `Host.stopped`
+    tell which)."""
     root = hosts_dir(state_dir)
     if not root.is_dir():
         return []
@@ -426,11 +469,14 @@ def list_hosts(*, state_dir: Path | None = None) -> list[Host]:
     return [h for h in found if h is not None]
 
 
-def kill_host(server_id: str, *, state_dir: Path | None = None, timeout: float = 15.0) -> bool:
+def kill_host(server_id: str, *, state_dir: Path | None = None, timeout: float = 15.0,
+              keep_disk: bool = False) -> bool:
     """Kill a host's processes, remove its network and overlay; True if there was one.
 
     SIGKILL, because `unshare --fork` ignores SIGTERM. Every process still in the host's
     network namespace is killed as well: the namespace is ours, so are they.
+    With `keep_disk` (its server was stopped) the state dir stays, upper dir included,
+    and the record says `stopped`; otherwise the whole dir goes.
     """
     dir_ = hosts_dir(state_dir) / server_id
     host = _load(dir_ / "host.json")
@@ -463,9 +509,20 @@ def kill_host(server_id: str, *, state_dir: Path | None = None, timeout: float =
         _run("ip", "neigh", "flush", "to", host.fixed_ip, check=False)
         for fip in host.floating_ips:
             _run("ip", "neigh", "flush", "to", fip, check=False)
+    if keep_disk:
+        if host is not None:
+            host.pid, host.pid_start, host.stopped = 0, "", True
+            _save(host)
+        log.info("host %s stopped; its disk %s stays", server_id, dir_ / "upper")
+        return True
     shutil.rmtree(dir_, ignore_errors=True)
     log.info("host %s removed", server_id)
     return True
+
+
+def stop_host(server_id: str, *, state_dir: Path | None = None, timeout: float = 15.0) -> bool:
+    """What stopping a VM does: processes and network go, the disk (upper dir) stays."""
+    return kill_host(server_id, state_dir=state_dir, timeout=timeout, keep_disk=True)
 
 
 def kill_all(*, state_dir: Path | None = None) -> list[str]:
