@@ -77,13 +77,16 @@ class _NodeStage:
 
 
 def spark_stage(nodes: Any, observed: P.Observed, *, inv: Any, reporter: Any) -> None:
-    """Spark authentication, then every worker ALIVE. After the hub: its users must exist
-    to join the group that reads the secret."""
+    """The cluster's secret on every node and its daemons started with it, then every
+    worker ALIVE. After the hub: its users must exist to join the group that reads the
+    secret."""
     from provisioner.workflows.spark_auth import ensure_spark_auth, wait_workers
 
-    restarted = ensure_spark_auth(nodes, users=list(inv.jupyterhub.users))
-    if restarted:
-        reporter.step(f"Spark authentication on; restarted {', '.join(restarted)}")
+    done = ensure_spark_auth(nodes, users=list(inv.jupyterhub.users))
+    for what in ("started", "restarted"):
+        names = [name for name, did in done.items() if did == what]
+        if names:
+            reporter.step(f"Spark authentication on; {what} {', '.join(names)}")
     master = observed.master()
     workers = {w.fixed_ip for w in observed.workers()}
     if master is not None and workers:
@@ -217,8 +220,7 @@ def register(app: typer.Typer) -> None:
                     inv, workers=workers, cloud=cloud, user_data=user_data, dry_run=True
                 )
                 if dry_run:
-                    show_dry_run(out, name, preview, as_json=as_json,
-                                 sources=fetch_sources(inv))
+                    show_dry_run(out, name, preview, as_json=as_json, sources=fetch_sources(inv))
                     return
                 removing = [a for a in preview.actions if isinstance(a, P.Decommission)]
                 if removing:

@@ -1,6 +1,8 @@
 """`sparkstack hub --master-ip IP`: the SSH stage, the hub and Spark authentication for a
 master someone launched from Horizon with `render`'s documents, so that path ends in the
-same cluster `up` makes. Its workers are found on the Spark master itself."""
+same cluster `up` makes. Workers already registered with the Spark master (a second run)
+are found there; a worker gets no secret and starts no daemon before this command, so a
+new one is named with --worker-ip."""
 
 from __future__ import annotations
 
@@ -28,9 +30,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--worker-ip",
                 help="A worker's private IP (repeat for each). Workers already registered "
-                "with the Spark master are found there; a worker launched after "
-                "authentication was turned on cannot register until it gets the secret, "
-                "so name it here.",
+                "with the Spark master are found there; a new worker waits for the "
+                "cluster's secret before it starts, so it cannot register: name it here.",
             ),
         ] = None,
         inventory: InventoryOpt = Path("inventory.toml"),
@@ -40,7 +41,7 @@ def register(app: typer.Typer) -> None:
         from Horizon (and on the workers registered with it)."""
         from provisioner.commands.cluster import print_hub, spark_stage
         from provisioner.workflows.hub_stage import install_hub
-        from provisioner.workflows.spark_auth import master_status
+        from provisioner.workflows.spark_auth import master_status, waiting_for_secret
         from provisioner.workflows.ssh_stage import Access, bring_up
 
         inv = load(inventory)
@@ -64,7 +65,10 @@ def register(app: typer.Typer) -> None:
                 alone = P.Observed(cluster=name, nodes=(master,))
                 first = bring_up(alone, cloud=cloud, access=access, reporter=reporter)
                 try:
-                    status = master_status(first, master.fixed_ip)
+                    # A master fresh from boot has no secret and no daemon yet: nothing
+                    # can have registered with it.
+                    fresh = waiting_for_secret(first.master)
+                    status = {} if fresh else master_status(first, master.fixed_ip)
                 finally:
                     first.close()
                 registered = {w["host"] for w in status.get("workers", [])}
@@ -79,6 +83,11 @@ def register(app: typer.Typer) -> None:
                 reporter.step(
                     f"{len(workers)} worker(s): {len(registered)} registered with the Spark "
                     f"master, {len(named - registered)} more named with --worker-ip"
+                    + (
+                        " (a new master: a worker not named stays stopped, without the secret)"
+                        if fresh
+                        else ""
+                    )
                 )
                 observed = P.Observed(cluster=name, nodes=(master, *workers))
                 nodes = bring_up(observed, cloud=cloud, access=access, reporter=reporter)

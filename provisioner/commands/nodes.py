@@ -120,7 +120,12 @@ def _log_command(source: str, *, lines: int, follow: bool) -> str:
     if source == "cloud-init":
         script = f"tail {n}{f} /var/log/cloud-init-output.log"
     elif source == "spark":
-        script = f"tail {n}{f} /var/log/spark/spark-*.out"
+        # No log before the daemon's first start, which waits for the cluster's secret.
+        script = (
+            "ls /var/log/spark/spark-*.out >/dev/null 2>&1 || { echo 'no Spark log yet: the "
+            "daemon starts once `sparkstack up` has brought the cluster secret' >&2; exit 1; }; "
+            f"tail {n}{f} /var/log/spark/spark-*.out"
+        )
     else:
         from provisioner.hub.config import UNIT_NAME
 

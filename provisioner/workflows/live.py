@@ -15,7 +15,7 @@ from provisioner import plan as P
 from provisioner.errors import SparkstackError
 from provisioner.hub.config import UNIT_NAME, VENV
 from provisioner.workflows.context import Reporter
-from provisioner.workflows.spark_auth import master_status, workers_by_host
+from provisioner.workflows.spark_auth import master_status, waiting_for_secret, workers_by_host
 from provisioner.workflows.ssh_stage import Access, bring_up
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,11 @@ def live_state(inv: Any, *, cloud: Any, observed: P.Observed, timeout: float = 3
         try:
             live.spark = spark_states(master_status(nodes, master.fixed_ip), observed)
         except (SparkstackError, ValueError) as exc:
-            live.error = f"the Spark master's status page does not answer: {exc}"
+            if waiting_for_secret(nodes.master):
+                live.error = ("the Spark master is not started: it waits for the cluster's "
+                              "secret, which `sparkstack up` brings over SSH")  # fmt: skip
+            else:
+                live.error = f"the Spark master's status page does not answer: {exc}"
         return live
     finally:
         nodes.close()

@@ -7,6 +7,10 @@ daemon hands it to its executors), and root:<client group> on the master, whose 
 are the spark user and the hub's users (their notebooks' drivers read it). The secret is
 made on the master once and copied to the workers over SSH, never through user_data.
 It keeps outsiders off the cluster, not hub users from each other: they all share it.
+
+The daemons start here, after the block is written: a node's boot only enables its unit,
+and the unit refuses to start without the secret, so no port of the cluster ever takes a
+client that lacks it (and a fresh cluster needs no restart).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import tenacity
 from provisioner.errors import RemoteError
 from provisioner.inventory.names import SMOKE_USER, SPARK_CLIENT_GROUP, SPARK_MASTER_UI_PORT
 from provisioner.remote import Session, on_each
-from provisioner.render import SPARK_HOME
+from provisioner.render import READY_MARKER, SPARK_HOME, SPARK_PID_DIR
 from provisioner.workflows.ssh_stage import Nodes
 
 log = logging.getLogger(__name__)
@@ -78,25 +82,78 @@ done
     master.run(script, sudo=True)
 
 
-def _configure(session: Session, role: str, secret: str, group: str) -> bool:
-    """Write the block; restart the daemon only when the file changed. True if it did."""
+# Starts the unit if it is down, restarts it if it runs on a config older than the file
+# (its pid file is written as it starts), then waits until it listens; prints what it did.
+# bash for /dev/tcp. The unit itself refuses to start without the secret (ExecStartPre).
+# reset-failed: systemd refuses to start a unit that hit its start limit (a daemon that kept
+# crashing) until its failure is reset.
+START = r"""
+set -u
+unit=$1 pid_file=$2 defaults=$3 ready=$4 port_var=$5
+. /etc/sparkstack/sparkstack.conf
+port=${!port_var}
+ip=$(sed -n 's/^private_ip=//p' /var/lib/sparkstack/node)
+state=$(systemctl is-active "$unit" 2>/dev/null | tail -n 1)
+if [ "$state" != active ]; then
+  did=started
+elif [ "$defaults" -nt "$pid_file" ]; then
+  did=restarted
+else
+  did=running
+fi
+case $did in
+  started) systemctl reset-failed "$unit" >/dev/null 2>&1; systemctl start "$unit" ;;
+  restarted) systemctl restart "$unit" ;;
+esac || { echo "systemctl could not start $unit" >&2; tail -n 30 /var/log/spark/*.out >&2; exit 1; }
+sed -i 's/^spark=waiting-for-secret$/spark=authenticated/' "$ready" 2>/dev/null || true
+for _ in $(seq 600); do
+  if (exec 3<>"/dev/tcp/$ip/$port") 2>/dev/null; then echo "$did"; exit 0; fi
+  sleep 0.2
+done
+echo "$unit is not listening on $ip:$port after 120 s" >&2
+tail -n 30 /var/log/spark/*.out >&2
+exit 1
+"""
+
+
+def _write_block(session: Session, secret: str, group: str) -> None:
     current = session.read(DEFAULTS, sudo=True)
     if current is None:
         raise RemoteError(f"{DEFAULTS} is missing", resource=session.target.name, step="spark auth")
-    text = with_auth(current.decode(), secret)
-    changed = session.put(DEFAULTS, text, mode=0o640, owner="root", group=group, sudo=True)
-    if changed:
-        port = _PORTS[role]
-        # bash for /dev/tcp: wait until the restarted daemon listens again
-        script = (
-            f"systemctl restart spark-{role}\n"
-            f". /etc/sparkstack/sparkstack.conf; ip=$(sed -n 's/^private_ip=//p' "
-            f"/var/lib/sparkstack/node)\n"
-            f"for _ in $(seq 120); do (exec 3<>/dev/tcp/$ip/${port}) 2>/dev/null && exit 0; "
-            f"sleep 1; done; tail -n 30 /var/log/spark/*.out >&2; exit 1"
+    session.put(DEFAULTS, with_auth(current.decode(), secret), mode=0o640, owner="root",
+                group=group, sudo=True)  # fmt: skip
+
+
+def _ensure_running(session: Session, role: str) -> str:
+    """The daemon running on the node's config: "started" (it was down, as on a node fresh
+    from boot), "restarted" (it ran on an older config) or "running"."""
+    args = [f"spark-{role}", pid_file(role), DEFAULTS, READY_MARKER, _PORTS[role]]
+    result = session.run(
+        " ".join(shlex.quote(a) for a in ["bash", "-c", START, "start", *args]),
+        sudo=True, timeout=180, check=False,
+    )  # fmt: skip
+    if result.status != 0:
+        raise RemoteError(
+            f"spark-{role} did not start with the cluster's secret",
+            resource=session.target.name,
+            step="spark auth",
+            log_tail=result.stderr.strip() or None,
+            hint="its log: `sparkstack logs -i INVENTORY N --spark`",
         )
-        session.run(f"bash -c {shlex.quote(script)}", sudo=True, timeout=180)
-    return changed
+    return result.stdout.strip().splitlines()[-1]
+
+
+def pid_file(role: str) -> str:
+    """The pid file spark-daemon.sh writes for the role's daemon (the unit's PIDFile)."""
+    cls = "master.Master" if role == "master" else "worker.Worker"
+    return f"{SPARK_PID_DIR}/spark-spark-org.apache.spark.deploy.{cls}-1.pid"
+
+
+def waiting_for_secret(session: Session) -> bool:
+    """Whether the node's Spark config has no secret yet: its daemon is down on purpose
+    (the boot script does not start it; the SSH stage brings the secret, then starts it)."""
+    script = f"grep -qxE 'spark[.]authenticate[.]secret [0-9a-f]{{64}}' {shlex.quote(DEFAULTS)}"
+    return session.run(script, sudo=True, check=False, timeout=30).status != 0
 
 
 def master_status(nodes: Nodes, master_ip: str) -> dict:
@@ -166,7 +223,7 @@ def wait_workers(nodes: Nodes, *, master_ip: str, workers: set[str], timeout: fl
 
     try:
         return tenacity.Retrying(
-            # A master restarted for authentication opens its UI a moment after its port.
+            # A master just started opens its UI a moment after its port.
             retry=tenacity.retry_if_result(lambda up: not workers <= up)
             | tenacity.retry_if_exception(
                 lambda e: isinstance(e, RemoteError) and not isinstance(e, WorkerStopped)
@@ -184,9 +241,10 @@ def wait_workers(nodes: Nodes, *, master_ip: str, workers: set[str], timeout: fl
         ) from None
 
 
-def ensure_spark_auth(nodes: Nodes, *, users: list[str]) -> list[str]:
-    """Every node authenticating with the cluster's secret; the names of the nodes whose
-    daemon was restarted for it (the master first, so workers re-register with it)."""
+def ensure_spark_auth(nodes: Nodes, *, users: list[str]) -> dict[str, str]:
+    """Every node's daemon running with the cluster's secret, by node name what it took:
+    "started", "restarted" (it ran on an older config) or "running". The master first,
+    listening before any worker starts, so each worker registers at its first attempt."""
     secret = _master_secret(nodes.master)
     if len(secret) != 64:
         raise RemoteError(
@@ -195,8 +253,8 @@ def ensure_spark_auth(nodes: Nodes, *, users: list[str]) -> list[str]:
             step="spark auth",
         )
     _client_group(nodes.master, users)
-    restarted = []
-    if _configure(nodes.master, "master", secret, SPARK_CLIENT_GROUP):
-        restarted.append(nodes.master.target.name)
-    changed = on_each(lambda s: _configure(s, "worker", secret, "spark"), nodes.workers)
-    return restarted + [name for name, did in changed.items() if did]
+    on_each(lambda s: _write_block(s, secret, SPARK_CLIENT_GROUP if s is nodes.master
+                                   else "spark"), nodes.all())  # fmt: skip
+    done = {nodes.master.target.name: _ensure_running(nodes.master, "master")}
+    done.update(on_each(lambda s: _ensure_running(s, "worker"), nodes.workers))
+    return done

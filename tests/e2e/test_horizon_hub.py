@@ -1,6 +1,7 @@
 """The Horizon path: servers launched by hand with `render`'s documents and a keypair of
 the user's own, then `sparkstack hub --master-ip` installs the same hub and Spark
-authentication, finding the workers on the Spark master; a user logs in and runs a job.
+authentication on the worker named with --worker-ip (no Spark daemon runs before it has
+the secret, so none has registered with the master); a user logs in and runs a job.
 On a stock image too: the pasted document has no room for the master's locks, so `hub`
 brings them over SSH and installs the hub's packages through the inventory's mirrors."""
 

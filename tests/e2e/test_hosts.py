@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import shlex
 import shutil
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 
 from provisioner.inventory import load_inventory
 from provisioner.render import FAILED_MARKER, READY_MARKER, render_cloud_init
+from provisioner.workflows.spark_auth import DEFAULTS, with_auth
 from tests.testbed import bed
 from tests.testbed.hosts import hosts, mirror
 
@@ -205,6 +207,13 @@ def test_spark_templates_boot_a_cluster(hostbed, clean_project, keypair):
                  for s in servers]
         master = nodes[0]
         assert master.fixed_ip == master_ip
+        # Booted, the daemons wait for the cluster's secret (the SSH stage's job in `up`):
+        # here it is written by hand, master first, as the SSH stage does.
+        for node, role in zip(nodes, ["master", "worker", "worker"], strict=True):
+            wait_for(lambda n=node: _marker(n) in ("ready", "failed"), timeout=300,
+                     what=f"{node.name} booted", on_timeout=lambda n=node: host_log_tail(n))
+            assert "spark=waiting-for-secret" in node.file(READY_MARKER).read_text()
+            _give_secret(connect(node, address=node.fixed_ip, key=key), role)
 
         def all_registered() -> bool:
             failed = [n for n in nodes if _marker(n) == "failed"]
@@ -244,6 +253,21 @@ def test_spark_templates_boot_a_cluster(hostbed, clean_project, keypair):
         _delete_all(conn, servers, ports)
 
 
+def _give_secret(client, role: str) -> None:
+    """The managed authentication block in spark-defaults.conf, then the daemon started."""
+    try:
+        rc, text = run(client, f"sudo cat {DEFAULTS}")
+        assert rc == 0, text
+        new = with_auth(text, "5e" * 32)
+        script = (f"printf %s {shlex.quote(new)} | sudo tee {DEFAULTS} >/dev/null && "
+                  f"sudo chown root:spark {DEFAULTS} && sudo chmod 0640 {DEFAULTS} && "
+                  f"sudo systemctl start spark-{role}")  # fmt: skip
+        rc, out = run(client, script)
+        assert rc == 0, out
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def corrupt_mirror(tmp_path):
     """A second mirror whose tarball is cut short (a half-written upload) but whose
@@ -281,8 +305,11 @@ def test_corrupted_tarball_fails_the_node_with_the_checksum_error(
         wait_for(lambda: _marker(host), timeout=180, what="ready or failed marker",
                  on_timeout=lambda: host_log_tail(host))
         assert _marker(host) == "failed"
-        output = host.file("/var/log/cloud-init-output.log").read_text()
-        assert "sha512 MISMATCH" in output, host_log_tail(host)
+        # The failed chain's log is printed once the steps beside it have ended too.
+        wait_for(
+            lambda: "sha512 MISMATCH" in host.file("/var/log/cloud-init-output.log").read_text(),
+            timeout=120, what="the checksum error in the boot log",
+            on_timeout=lambda: host_log_tail(host))
         assert not host.file("/opt/spark/bin/spark-class").exists()
         failed = host.file(FAILED_MARKER).read_text()
         assert "step=spark" in failed, failed

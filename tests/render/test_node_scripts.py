@@ -20,7 +20,8 @@ import yaml
 
 from provisioner.cli import main
 from provisioner.inventory import parse_inventory
-from provisioner.render import render_cloud_init
+from provisioner.render import READY_MARKER, render_cloud_init
+from provisioner.workflows.spark_auth import DEFAULTS, START, pid_file, with_auth
 from tests.ci import in_ci
 from tests.render.conftest import (
     PY4J,
@@ -224,6 +225,7 @@ def test_worker_installs_verified_spark_and_configures_itself(root: Root, apache
     assert Path("/etc/hosts").read_text() == host_hosts  # the host itself is untouched
     assert root.host_path("/var/lib/sparkstack/ready").read_text() == (
         f"role=worker\nspark_version={SPARK_VERSION}\nprivate_ip={host_ip}\n"
+        "spark=waiting-for-secret\n"
     )
 
     assert_unit_passes_systemd_verify(root, "spark-worker")
@@ -277,10 +279,9 @@ def test_master_refuses_to_come_up_under_another_address(root: Root, mirror: Mir
     )
 
 
-def test_units_run_the_daemons_as_spark_under_the_daemonless_systemctl(root: Root, mirror: Mirror):
-    """The service and ready steps, as on the hosts test bed: Debian's daemonless systemctl
-    runs the rendered unit (Type=forking, PIDFile, User=spark) in a network namespace of
-    our own whose only address is the node's."""
+def booted_worker(root: Root, mirror: Mirror, address: str) -> None:
+    """A worker after its boot script, the daemonless systemctl running its unit (as on the
+    hosts test bed) in a network namespace whose only address is the node's."""
     if daemonless_systemctl() is None:
         message = (
             "Debian's daemonless systemctl is not unpacked: apt-get download systemctl && "
@@ -289,21 +290,80 @@ def test_units_run_the_daemons_as_spark_under_the_daemonless_systemctl(root: Roo
         if in_ci():
             pytest.fail(message)
         pytest.skip(message)
-    address = "10.77.9.2"
     good = fake_spark_tarball()
     url = mirror.publish("daemons", good, sha512sum_line(good))
     node(root, role="worker", mirror_url=url, master_ip=address, sha512=good_sha512(good))
     installed = root.run(BOOTSTRAP, "user", "spark")  # needs the mirror: host network
     assert installed.returncode == 0, installed.stdout + installed.stderr
-    pid_file = "/var/lib/spark/run/spark-spark-org.apache.spark.deploy.worker.Worker-1.pid"
+
+
+def test_boot_enables_the_unit_but_starts_no_daemon_without_the_secret(root: Root, mirror: Mirror):
+    """Boot configures and enables, starts nothing (nothing listens on the worker's port),
+    says so in the ready marker; a start by hand fails, the unit saying why."""
+    address = "10.77.9.2"
+    booted_worker(root, mirror, address)
+    listening = f"(exec 3<>/dev/tcp/{address}/7078) 2>/dev/null"
 
     result = root.run(
         "bash",
         "-c",
         f"""
         {BOOTSTRAP} configure service ready || exit 1
-        systemctl is-active spark-worker
-        echo "daemon user: $(ps -o user= -p "$(cat {pid_file})")"
+        echo "after boot: $(systemctl is-active spark-worker)"
+        if {listening}; then echo "open after boot"; fi
+        if systemctl start spark-worker 2>/dev/null; then echo "started without the secret"; fi
+        if {listening}; then echo "open after a start by hand"; fi
+        echo done
+        """,
+        address=address,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (
+        "spark-worker enabled, to start once sparkstack brings the cluster's secret"
+        in result.stdout
+    )
+    assert "after boot: inactive\n" in result.stdout
+    assert "open after" not in result.stdout and "started without" not in result.stdout
+    assert result.stdout.endswith("done\n")
+    # the unit's own refusal, in the unit's log as the daemonless systemctl keeps it
+    unit_log = root.host_path("/var/log/journal/spark-worker.service.log").read_text()
+    assert f"spark-worker: no cluster secret in {DEFAULTS}; sparkstack up brings it" in unit_log
+    assert not root.host_path("/var/log/spark/worker.out").exists()  # never ran
+    assert root.host_path(READY_MARKER).read_text() == (
+        f"role=worker\nspark_version={SPARK_VERSION}\nprivate_ip={address}\n"
+        "spark=waiting-for-secret\n"
+    )
+
+
+def test_the_ssh_stage_starts_the_daemon_once_and_restarts_it_only_for_a_newer_config(
+    root: Root, mirror: Mirror
+):
+    """What ensure_spark_auth runs on a node once the block is written: the daemon fresh
+    from boot is started (as spark), a second run leaves it, a newer config restarts it."""
+    address = "10.77.9.2"
+    booted_worker(root, mirror, address)
+    pid = pid_file("worker")
+    ssh_stage = " ".join(shlex.quote(a) for a in [
+        "bash", "-c", START, "start", "spark-worker", pid, DEFAULTS, READY_MARKER,
+        "SPARK_WORKER_PORT",
+    ])  # fmt: skip
+
+    result = root.run(
+        "bash",
+        "-c",
+        f"""
+        {BOOTSTRAP} configure service ready || exit 1
+        # the block as the SSH stage writes it: root:spark 0640
+        printf '%s' {shlex.quote(with_auth("", "ab" * 32))} >>{DEFAULTS}
+        chgrp spark {DEFAULTS} && chmod 0640 {DEFAULTS}
+        echo "first: $({ssh_stage})"
+        echo "state: $(systemctl is-active spark-worker)"
+        echo "daemon user: $(ps -o user= -p "$(cat {pid})")"
+        echo "again: $({ssh_stage})"
+        touch {DEFAULTS}
+        echo "newer config: $({ssh_stage})"
+        echo "marker: $(sed -n 's/^spark=//p' {READY_MARKER})"
         systemctl stop spark-worker
         if (exec 3<>/dev/tcp/{address}/7078) 2>/dev/null; then echo "still listening"; fi
         echo done
@@ -311,17 +371,13 @@ def test_units_run_the_daemons_as_spark_under_the_daemonless_systemctl(root: Roo
         address=address,
     )
 
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    assert f"spark-worker is listening on {address}:7078" in result.stdout
-    assert "\nactive\n" in result.stdout
-    assert "daemon user: spark\n" in result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "first: started\nstate: active\ndaemon user: spark\n" in result.stdout
+    assert "again: running\nnewer config: restarted\nmarker: authenticated\n" in result.stdout
     assert "still listening" not in result.stdout and result.stdout.endswith("done\n")
     log = root.host_path("/var/log/spark/worker.out").read_text()
-    assert f"started by spark with: spark://{address}:7077\n" in log
-    assert root.host_path("/var/lib/sparkstack/ready").read_text() == (
-        f"role=worker\nspark_version={SPARK_VERSION}\nprivate_ip={address}\n"
-    )
+    # once for the secret, once for the newer config
+    assert log.count(f"started by spark with: spark://{address}:7077\n") == 2, log
 
 
 def test_an_unforeseen_failure_still_leaves_its_reason(root: Root, mirror: Mirror, host_ip):
