@@ -1,16 +1,18 @@
 #!/bin/sh
 # Builds a Debian bookworm root file system for sparkstack nodes in TARGET:
-# debootstrap (minbase) + provision.sh in a chroot. The test bed boots its namespace
-# hosts from it; it is also a starting point for a container or disk image.
+# debootstrap (minbase) + provision.sh in a chroot, with the node boot script's files from
+# TREE (`sparkstack render --role image -i INVENTORY --tree TREE`). The test bed boots its
+# namespace hosts from it; it is also a starting point for a container or disk image.
 #
-# usage: build-rootfs.sh TARGET [MIRROR]
+# usage: build-rootfs.sh TARGET TREE [MIRROR]
 # MIRROR defaults to $SPARKSTACK_DEBIAN_MIRROR, else the first Debian archive that
 # apt on this machine uses (so no mirror host is written down here).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-target=${1:?usage: build-rootfs.sh TARGET [MIRROR]}
-mirror=${2:-${SPARKSTACK_DEBIAN_MIRROR:-}}
+target=${1:?usage: build-rootfs.sh TARGET TREE [MIRROR]}
+tree=${2:?usage: build-rootfs.sh TARGET TREE [MIRROR]}
+mirror=${3:-${SPARKSTACK_DEBIAN_MIRROR:-}}
 
 apt_mirror() {
     # deb822 sources first (Debian 12 default), then one-line sources.list entries;
@@ -53,7 +55,8 @@ mkdir -p "$work/etc/cloud/cloud.cfg.d"
 printf 'manage_etc_hosts: true\n' > "$work/etc/cloud/cloud.cfg.d/01_debian_cloud.cfg"
 
 mkdir -p "$work/tmp/sparkstack-image"
-cp -r "$here"/provision.sh "$here"/*.txt "$here"/npm "$work/tmp/sparkstack-image/"
+cp -r "$here"/provision.sh "$here"/*.txt "$work/tmp/sparkstack-image/"
+cp -R "$tree" "$work/tmp/sparkstack-image/tree"
 # pip and npm inside the chroot trust what this machine trusts (a TLS-inspecting proxy's
 # CA, for one), for the build only: the bundle is not left in the image.
 ca_env=""
@@ -65,7 +68,7 @@ if [ -f "$ca" ]; then
 fi
 # shellcheck disable=SC2086 # ca_env is a list of assignments
 env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 $ca_env \
-    chroot "$work" /bin/sh /tmp/sparkstack-image/provision.sh --no-systemd
+    chroot "$work" /bin/sh /tmp/sparkstack-image/provision.sh /tmp/sparkstack-image/tree --no-systemd
 rm -rf "$work/tmp/sparkstack-image"
 sed -i -E 's/^# *(en_US\.UTF-8 UTF-8)/\1/' "$work/etc/locale.gen"
 chroot "$work" locale-gen

@@ -1,25 +1,38 @@
 #!/bin/sh
-# Installs everything a sparkstack node needs, so cloud-init only configures and starts.
+# Installs everything a sparkstack node needs on this machine (as root), so a node's boot
+# only configures and starts. Not a recipe of its own: it runs the install steps of the node
+# boot script (templates/cloud-init/_bootstrap.sh.j2, the same steps a stock node's boot and
+# `sparkstack image build`'s builder run) from the files sparkstack renders for an image:
 #
-# One recipe for two uses:
-#   * a pre-baked cloud image: run as root on a Debian 12 VM (or with virt-customize
-#     --run), then snapshot it;
-#   * the test bed's rootfs: build-rootfs.sh runs it inside a debootstrap chroot with
-#     --no-systemd.
-# Package lists live beside this script (packages*.txt; requirements.txt, locked from
-# requirements.in by ./lock-requirements; npm/package-lock.json); change them there, never
-# here. Everything from PyPI and npm is installed at exact versions and checked against the
-# hashes those files hold.
+#   sparkstack render --role image -i inventory.toml --tree TREE
+#   sh image/provision.sh TREE [--no-systemd] [--with-spark]
+#
+# Used for the test bed's node tree (image/build-rootfs.sh runs it in a debootstrap chroot,
+# with --no-systemd and without Spark, which the bed's nodes fetch from its mirror), and by
+# hand on a VM one snapshots oneself (`sparkstack image build` does all of that for you).
+# packages.txt lists what a stock cloud image has and the boot script does not install
+# (cloud-init, sshd, sudo); the rest comes from the locks, at exact versions and hashes.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-venv=/opt/sparkstack/venv
-npm_dir=/opt/sparkstack/npm
+usage() { echo "usage: $0 TREE [--no-systemd] [--with-spark]" >&2; exit 2; }
+[ $# -ge 1 ] || usage
+tree=$1
+shift
+[ -x "$tree/usr/local/sbin/sparkstack-bootstrap" ] || {
+    echo "$tree has no usr/local/sbin/sparkstack-bootstrap: render it with" \
+        "sparkstack render --role image --tree $tree" >&2
+    exit 2
+}
 no_systemd=0
+# Not mirrors (the image keeps its own apt sources) nor harden (its firewall rule would
+# land in the machine running a chroot build): the nodes' own boots do both.
+steps="base user java proxy python"
 for arg in "$@"; do
     case "$arg" in
         --no-systemd) no_systemd=1 ;;
-        *) echo "usage: $0 [--no-systemd]" >&2; exit 2 ;;
+        --with-spark) steps="$steps spark" ;;
+        *) usage ;;
     esac
 done
 
@@ -35,23 +48,11 @@ apt-get update
 # shellcheck disable=SC2086 # word splitting of the package list is intended
 apt-get install -y --no-install-recommends $pkgs
 
-# The venv lives outside /root: hub users' kernels and servers must be able to read it.
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-fi
-# Into the venv only, never the system Python; the venv's own pip (the distribution's) is
-# kept: upgrading it would be one more unpinned download.
-"$venv/bin/pip" install --no-cache-dir --no-input --require-hashes --only-binary=:all: \
-    -r "$here/requirements.txt"
-# Kept in the image: a master's boot installs from it again (a no-op when nothing changed).
-install -m 0644 "$here/requirements.txt" /opt/sparkstack/requirements.txt
-
-# configurable-http-proxy and its dependencies exactly as package-lock.json says (npm ci
-# checks each tarball's integrity hash), without running any package's install scripts.
-mkdir -p "$npm_dir"
-cp "$here/npm/package.json" "$here/npm/package-lock.json" "$npm_dir/"
-(cd "$npm_dir" && npm ci --omit=dev --ignore-scripts --no-fund --no-audit)
-ln -sf "$npm_dir/node_modules/.bin/configurable-http-proxy" /usr/local/bin/configurable-http-proxy
+cp -R "$tree"/. /
+# shellcheck disable=SC2086 # one word per step
+/usr/local/sbin/sparkstack-bootstrap $steps
+# What the run leaves that belongs to each node's own boot (its settings, its markers).
+rm -rf /var/lib/sparkstack /etc/sparkstack/sparkstack.conf /etc/apt/apt.conf.d/80sparkstack
 
 # pam_loginuid fails where there is no audit subsystem (containers, namespaces) and
 # would then refuse every SSH login; a missing loginuid costs nothing on a node.

@@ -42,7 +42,7 @@ def build_app() -> typer.Typer:
     import typer
     import typer.core
 
-    from provisioner.commands import cluster, hub, nodes, render, smoke
+    from provisioner.commands import cluster, hub, image, nodes, render, smoke
 
     class Group(typer.core.TyperGroup):
         """typer turns a KeyboardInterrupt anywhere in its main, parsing the command line
@@ -92,6 +92,7 @@ def build_app() -> typer.Typer:
     smoke.register(app)
     hub.register(app)
     nodes.register(app)
+    image.register(app)
     return app
 
 

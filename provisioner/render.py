@@ -14,6 +14,7 @@ import gzip
 import ipaddress
 import json
 import logging
+import re
 import shlex
 from dataclasses import dataclass
 from importlib.resources import files
@@ -31,8 +32,11 @@ from provisioner.locks import locks
 
 log = logging.getLogger(__name__)
 
-Role = Literal["master", "worker"]
+Role = Literal["master", "worker", "image"]
 ROLES: tuple[Role, ...] = ("master", "worker")
+# "image": the one-off builder `sparkstack image build` snapshots. It installs what a master
+# installs (a baked image serves masters and workers alike) and configures nothing.
+IMAGE_ROLE: Role = "image"
 
 # Nova rejects user_data whose base64 encoding is longer than this (the column is a TEXT).
 MAX_USER_DATA_BASE64 = 65535
@@ -46,6 +50,9 @@ SPARK_PID_DIR = "/var/lib/spark/run"
 READY_MARKER = f"{STATE_DIR}/ready"
 FAILED_MARKER = f"{STATE_DIR}/failed"
 CONF_PATH = "/etc/sparkstack/sparkstack.conf"
+# What a baked image holds (sparkstack, Spark, Java, lock hashes, OS): written by the
+# builder's boot, read back for the image's Glance properties and by nodes' boots.
+IMAGE_RECORD = "/etc/sparkstack/image"
 # The locks as the master's user_data delivers them (provisioner.locks): its boot installs
 # the venv and the proxy from them, so nothing unpinned comes from a mirror.
 REQUIREMENTS_PATH = locks_mod.LOCK_DIR + "/requirements.txt"
@@ -69,6 +76,9 @@ _STEPS = {
         "mirrors", "base", "harden", "user", "java", "proxy", "python", "spark", "configure",
         "kernel", "service", "ready",
     ),
+    "image": (
+        "mirrors", "base", "harden", "user", "java", "proxy", "python", "spark", "baked",
+    ),
     "worker": (
         "mirrors", "base", "harden", "user", "java", "python", "spark", "configure", "service",
         "ready",
@@ -79,6 +89,7 @@ _STEPS = {
 PARALLEL = {
     "master": (("java", "proxy"), ("python",), ("spark",)),
     "worker": (("java",), ("python",), ("spark",)),
+    "image": (("java", "proxy"), ("python",), ("spark",)),
 }
 
 
@@ -136,7 +147,34 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["sh"] = shlex.quote
+    env.filters["compact_shell"] = compact_shell
     return env
+
+
+_HEREDOC = re.compile(r"<<-?\s*['\"]?([A-Za-z_]+)['\"]?")
+# A script's opening comment (what it is, how to run it) stays even when compacted.
+_KEEP_HEAD = 12
+
+
+def compact_shell(script: str, on: bool = True) -> str:
+    """A shell script without its comment-only lines, for the plain document Horizon sends
+    as it is (Nova limits user_data, and comments cost a third of the scripts). The
+    opening lines, shellcheck directives and everything inside here-documents stay."""
+    if not on:
+        return script
+    out, until = [], ""
+    for number, line in enumerate(script.splitlines(keepends=True)):
+        stripped = line.strip()
+        if until:
+            until = "" if stripped == until else until
+        elif (number >= _KEEP_HEAD and stripped.startswith("#")
+              and not stripped.startswith(("#!", "# shellcheck"))):  # fmt: skip
+            continue
+        else:
+            match = _HEREDOC.search(line)
+            until = match.group(1) if match else ""
+        out.append(line)
+    return "".join(out)
 
 
 def _ipv4(value: str | None, *, option: str) -> str:
@@ -181,6 +219,7 @@ def _paths() -> dict[str, str]:
         "requirements": REQUIREMENTS_PATH,
         "npm_lock_dir": NPM_LOCK_DIR,
         "npm_dir": NPM_DIR,
+        "image_record": IMAGE_RECORD,
     }
 
 
@@ -207,7 +246,7 @@ def render_cloud_init(
     ``spark_hash`` is the tarball's sha512 fetched by the caller (provisioner.checksums);
     it may be left out only when the inventory pins the hash or trusts the mirror's.
     """
-    if role not in ROLES:
+    if role not in (*ROLES, IMAGE_ROLE):
         raise UserInputError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     if role == "worker" or master_ip is not None:
         master_ip = _ipv4(master_ip, option="--master-ip")
@@ -229,14 +268,20 @@ def render_cloud_init(
         "locks": locks(),
         "ca_certs": inv.mirrors.ca_certificates(),
         "version": __version__,
-        "with_locks": for_api and role == "master",
+        "with_locks": (for_api and role == "master") or role == IMAGE_ROLE,
+        # The roles that install the hub's packages (pip lock, Node.js, the proxy).
+        "hub": role in ("master", IMAGE_ROLE),
+        # The plain document (Horizon's form) leaves the scripts' comments out.
+        "compact": not for_api and role != IMAGE_ROLE,
     }
     if role == "master":
         context["kernel_json"] = _kernel_json(
             inv, master_ip=_BOOT_MASTER_IP, py4j_zip=_BOOT_PY4J_ZIP, java_home=_BOOT_JAVA_HOME
         )
     user_data = _environment().get_template(f"{role}.yaml.j2").render(context)
-    check_user_data_size(user_data, what=f"{role} user_data", compressed=for_api)
+    # The builder's document only ever goes through the API, compressed.
+    check_user_data_size(user_data, what=f"{role} user_data",
+                         compressed=for_api or role == IMAGE_ROLE)
     log.debug("rendered %s user_data: %d bytes", role, len(user_data.encode()))
     return user_data
 

@@ -103,6 +103,7 @@ class CloudReader(CloudBase):
             status=image.status,
             min_disk=image.min_disk or 0,
             min_ram=image.min_ram or 0,
+            properties={str(k): str(v) for k, v in (image.properties or {}).items()},
         )
         return (
             P.Resolved(
@@ -348,8 +349,15 @@ class CloudReader(CloudBase):
             hit = next((a for a in addresses if a in addrs), None)
             if hit is None:
                 continue
-            fixed = next((a["addr"] for net in s.addresses.values() for a in net
-                          if a.get("OS-EXT-IPS:type") != "floating" and "." in a["addr"]), "")
+            fixed = next(
+                (
+                    a["addr"]
+                    for net in s.addresses.values()
+                    for a in net
+                    if a.get("OS-EXT-IPS:type") != "floating" and "." in a["addr"]
+                ),
+                "",
+            )
             floating = next((a["addr"] for net in s.addresses.values() for a in net
                              if a.get("OS-EXT-IPS:type") == "floating"), "")  # fmt: skip
             found[hit] = P.Node(

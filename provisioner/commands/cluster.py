@@ -263,6 +263,8 @@ def register(app: typer.Typer) -> None:
         inv = load(inventory)
         out, err = Console(emoji=False), Console(stderr=True, emoji=False)
         name = inv.cluster.name
+        if not dry_run:
+            _remove_builder_leftovers(inv, err, quiet=as_json)
         with session(name) as current:
             cloud = cluster_cloud(inv)
             # As in scale: with --yes the real run alone observes the cloud.
@@ -339,6 +341,22 @@ def register(app: typer.Typer) -> None:
             out.print(f"hub: {live.hub}  {_hub_url(inv, observed)}", highlight=False)
             if live.error:
                 out.print(f"[yellow]{escape(live.error)}[/]", highlight=False, soft_wrap=True)
+
+
+def _remove_builder_leftovers(inv: Any, err: Console, *, quiet: bool) -> None:
+    """What an `image build` on this machine left of its builder (it removes it itself
+    unless it was killed): its local key marks it, so `down` costs no request otherwise."""
+    from provisioner.workflows.image_build import builder_name, clean_up, key_dir_of_builder
+
+    if not key_dir_of_builder(inv.cluster.name).exists():
+        return
+    from provisioner.commands.image import image_clouds
+
+    builder = builder_name(inv.cluster.name)
+    with session(builder), progress(err, f"down {builder}", quiet=quiet) as reporter:
+        cloud, images = image_clouds(inv)
+        for line in clean_up(inv, builder=cloud, images=images, reporter=reporter):
+            reporter.step(f"deleted {line}")
 
 
 def _hub_url(inv: Any, observed: P.Observed) -> str:

@@ -32,6 +32,7 @@ class RenderRole(str, enum.Enum):
     master = "master"
     worker = "worker"
     kernel = "kernel"
+    image = "image"
 
 
 def register(app: typer.Typer) -> None:
@@ -43,7 +44,9 @@ def register(app: typer.Typer) -> None:
             RenderRole,
             typer.Option(
                 "--role",
-                help="master or worker: a #cloud-config for that node; kernel: kernel.json.",
+                help="master or worker: a #cloud-config for that node; kernel: kernel.json; "
+                "image: a #cloud-config that installs everything a node needs on a VM you "
+                "then seal (sudo sparkstack-bootstrap seal) and snapshot yourself.",
                 case_sensitive=False,
             ),
         ],
@@ -78,6 +81,16 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option("--java-home", help="kernel only: JAVA_HOME on the master."),
         ] = DEFAULT_JAVA_HOME,
+        tree: Annotated[
+            Path | None,
+            typer.Option(
+                "--tree",
+                help="image only: write the document's files (the boot script, its settings, "
+                "the locks) under this directory, for image/provision.sh on a machine "
+                "without cloud-init.",
+                file_okay=False,
+            ),
+        ] = None,
         output: Annotated[
             Path | None,
             typer.Option(
@@ -89,7 +102,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
     ) -> None:
-        """Write the cloud-config of a master or a worker, or the PySpark kernel.json."""
+        """Write the cloud-config of a master, a worker or an image builder, or kernel.json."""
         inv = load_inventory(inventory)
         if role is RenderRole.kernel:
             if master_ip is None:
@@ -106,6 +119,9 @@ def register(app: typer.Typer) -> None:
         else:
             if py4j_zip is not None:
                 raise UserInputError("--py4j-zip is only used with --role kernel")
+            if role is RenderRole.image and master_ip is not None:
+                raise UserInputError("--master-ip is not used with --role image",
+                                     hint="an image belongs to no cluster yet")  # fmt: skip
             if role is RenderRole.worker and master_ip is None:
                 raise UserInputError(
                     "--master-ip is required for --role worker",
@@ -117,7 +133,13 @@ def register(app: typer.Typer) -> None:
             spark = spark_hash(inv.spark)
             text = render_cloud_init(inv, role=role.value, master_ip=master_ip, spark_hash=spark)
             typer.echo(f"spark tarball sha512: {spark.source}", err=True)
-        if output is None:
+        if tree is not None:
+            if role is not RenderRole.image:
+                raise UserInputError("--tree is only used with --role image")
+            for path in write_tree(text, tree):
+                log.debug("wrote %s", path)
+            typer.echo(f"wrote the image's files under {tree}", err=True)
+        elif output is None:
             typer.echo(text, nl=False)
         else:
             _write(output, text)
@@ -125,13 +147,18 @@ def register(app: typer.Typer) -> None:
 
 
 def _write(path: Path, text: str) -> None:
-    """Write whole or not at all, so a paste never picks up a truncated document."""
+    """Write whole or not at all, so a paste never picks up a truncated document. A name
+    ending in .gz gets it gzip-compressed, as `up` sends it (cloud-init unpacks it): the
+    image builder's document is over Nova's limit as plain text."""
+    from provisioner.render import wire_user_data
+
+    data = wire_user_data(text) if path.suffix == ".gz" else text.encode("utf-8")
     try:
         directory = path.parent if str(path.parent) else Path(".")
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         except BaseException:
@@ -142,3 +169,21 @@ def _write(path: Path, text: str) -> None:
             f"cannot write {path}: {exc.strerror or exc}", resource=str(path)
         ) from None
     log.debug("wrote %s", path)
+
+
+def write_tree(document: str, root: Path) -> list[Path]:
+    """The files a #cloud-config's write_files would make, under `root`, with their modes."""
+    import yaml
+
+    written = []
+    for entry in yaml.safe_load(document).get("write_files", []):
+        path = root / entry["path"].lstrip("/")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(entry["content"], encoding="utf-8")
+            os.chmod(path, int(str(entry.get("permissions", "0644")), 8))
+        except OSError as exc:
+            raise UserInputError(f"cannot write {path}: {exc.strerror or exc}",
+                                 resource=str(path)) from None  # fmt: skip
+        written.append(path)
+    return written

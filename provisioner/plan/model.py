@@ -42,7 +42,6 @@ class Desired:
     def wanted(self) -> list[tuple[str, int]]:
         return [(MASTER, 0)] + [(WORKER, i) for i in range(1, self.workers + 1)]
 
-
     @property
     def server_group_policy(self) -> str:
         """Nova's name for the anti-affinity the inventory asks for ("" = no group)."""
@@ -150,6 +149,8 @@ class Image:
     status: str
     min_disk: int = 0
     min_ram: int = 0
+    # Glance's custom properties: a baked image says what it holds (see `image build`).
+    properties: dict[str, str] = dataclasses.field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,6 @@ class Quota:
     @property
     def left(self) -> int | None:
         return None if self.limit < 0 else max(self.limit - self.used, 0)
-
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,10 @@ def down(
     settings: Settings | None = None,
     dry_run: bool = False,
     key_dir: Path | None = None,
+    desired: P.Desired | None = None,
 ) -> Result:
-    desired = P.desired_from_inventory(inv)
+    # `desired` given: a deployment that is not the inventory's cluster (an image builder).
+    desired = desired or P.desired_from_inventory(inv)
     key_dir = key_dir or config_dir(desired.cluster)
     observed, lookalikes = separate(desired, cloud.observe(), key_dir)
     actions = P.plan_down(desired, observed)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner import plan as P
+from provisioner.baked import image_note
 from provisioner.keys import config_dir
 from provisioner.workflows.context import Hooks, Reporter, Result, Run, Settings, UserData
 from provisioner.workflows.executor import converge, execute
@@ -24,13 +25,15 @@ def up(
     hooks: Hooks | None = None,
     settings: Settings | None = None,
     key_dir: Path | None = None,
+    desired: P.Desired | None = None,
     dry_run: bool = False,
     until: str = "all",
 ) -> Result:
     """Create what is missing until every server is ACTIVE and the floating IP is on the
     master; then (unless until == "servers") hand over to the SSH stage hook."""
     reporter = reporter or Reporter()
-    desired = P.desired_from_inventory(inv)
+    # `desired` given: a deployment that is not the inventory's cluster (an image builder).
+    desired = desired or P.desired_from_inventory(inv)
     key_dir = key_dir or config_dir(desired.cluster)
     reporter.step(f"looking at cluster {desired.cluster}")
     observed, lookalikes = separate(desired, cloud.observe(), key_dir)
@@ -47,6 +50,10 @@ def up(
     if dry_run:
         return result
     assert resolved is not None
+    note = image_note(resolved.image, inv)
+    if note:
+        reporter.step(note)
+        result.notes.append(note)
     hooks = hooks or Hooks()
     run = Run(
         cloud=cloud,

@@ -244,11 +244,12 @@ def test_only_the_master_installs_from_the_index_and_only_pinned_with_hashes(doc
             assert text == (REPO / "image" / "requirements.txt").read_text()
         else:
             assert locks == set(), name
-    # what the image installs the same file from, and leaves where the boot path reads it
+    # One recipe: image/provision.sh installs nothing itself, it runs the boot script's steps.
     provision = (REPO / "image" / "provision.sh").read_text()
-    assert '--require-hashes --only-binary=:all: \\\n    -r "$here/requirements.txt"' in provision
-    assert "/opt/sparkstack/requirements.txt" in provision
-    assert "npm ci " in provision and "npm install" not in provision
+    assert 'steps="base user java proxy python"' in provision
+    assert "/usr/local/sbin/sparkstack-bootstrap $steps" in provision
+    for own in ("pip ", "npm ci", "python3 -m venv", "openjdk"):
+        assert own not in provision, own
 
 
 def test_nodes_are_hardened_by_files_cloud_init_writes(documents):
@@ -390,3 +391,26 @@ def test_kernel_json_has_what_a_pyspark_notebook_needs():
 def test_bad_kernel_arguments_are_user_errors(kwargs, message):
     with pytest.raises(UserInputError, match=message):
         R.render_kernel(edge_inventories()["example"], **kwargs)
+
+
+def test_the_plain_document_leaves_comments_out_but_not_here_documents():
+    script = "\n".join([
+        "#!/bin/bash", *(f"# header {i}" for i in range(11)),
+        "# a comment further down", "  # an indented one",
+        "# shellcheck disable=SC2086", "echo hi # trailing comments stay",
+        "cat >x <<'PY'", "# inside a here-document: part of the file", "PY",
+        "cat >y <<ENV", "# also kept", "ENV", "# gone again", "",
+    ])
+    out = R.compact_shell(script)
+    assert "a comment further down" not in out and "an indented one" not in out
+    assert "gone again" not in out
+    for kept in ("# header 10", "# shellcheck disable=SC2086", "echo hi # trailing",
+                 "# inside a here-document", "# also kept"):
+        assert kept in out, kept
+    assert R.compact_shell(script, on=False) == script
+    # what the API sends keeps every comment; what Horizon gets does not
+    inv = parse_inventory(with_changes({}), source="t")
+    api = render(inv, role="master", for_api=True)
+    plain = render(inv, role="master")
+    assert "# The first failure is the one to report" in api
+    assert "# The first failure is the one to report" not in plain

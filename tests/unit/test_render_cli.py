@@ -72,6 +72,8 @@ def test_kernel_role_writes_kernel_json(capsys, pinned):
         (["--role", "kernel"], "--master-ip is required for --role kernel"),
         (["--role", "worker", "--master-ip", "10.0.0"], "not an IPv4 address: '10.0.0'"),
         (["--role", "master", "--py4j-zip", "/x.zip"], "--py4j-zip is only used with"),
+        (["--role", "image", "--master-ip", "10.0.0.7"], "--master-ip is not used with"),
+        (["--role", "master", "--tree", "/tmp/never"], "--tree is only used with --role image"),
     ],
 )
 def test_missing_or_bad_options_exit_2_with_a_message(capsys, pinned, args, message):
@@ -80,6 +82,26 @@ def test_missing_or_bad_options_exit_2_with_a_message(capsys, pinned, args, mess
     assert out == ""
     assert message in " ".join(err.split())
     assert "Traceback" not in err
+
+
+def test_image_role_as_a_tree_and_as_gzip(capsys, pinned, tmp_path: Path):
+    import gzip
+    import os
+
+    code, _, err = run(capsys, "render", "-i", str(pinned), "--role", "image",
+                       "--tree", str(tmp_path / "tree"))  # fmt: skip
+    assert code == 0, err
+    boot = tmp_path / "tree" / "usr/local/sbin/sparkstack-bootstrap"
+    assert os.stat(boot).st_mode & 0o777 == 0o755
+    assert "steps: mirrors base harden user java proxy python spark baked" in boot.read_text()
+    lock = tmp_path / "tree" / "etc/sparkstack/locks/requirements.txt"
+    assert lock.read_text() == (Path(__file__).parents[2] / "image/requirements.txt").read_text()
+    # as plain text the builder's document is over Nova's limit: .gz writes it compressed
+    code, _, err = run(capsys, "render", "-i", str(pinned), "--role", "image",
+                       "-o", str(tmp_path / "builder.yaml.gz"))  # fmt: skip
+    assert code == 0, err
+    text = gzip.decompress((tmp_path / "builder.yaml.gz").read_bytes()).decode()
+    assert text.startswith("#cloud-config\n# sparkstack: builder of an image")
 
 
 def test_missing_inventory_exits_2(capsys, tmp_path: Path):

@@ -2,8 +2,10 @@
 
 Two kinds of tree:
 
-* pre-baked (`rootfs-<hash>`): image/ (package lists + provision.sh + build-rootfs.sh),
-  shared with anyone pre-baking a cloud image; everything a node needs is installed.
+* pre-baked (`rootfs-<hash>`): image/ (package lists + provision.sh + build-rootfs.sh)
+  running the node boot script's install steps, rendered for the bed's inventory
+  (TREE_INVENTORY) by `sparkstack render --role image --tree`; everything a node needs but
+  Spark is installed (the bed's nodes fetch Spark from its mirror).
 * stock (`stock-<suite>-<hash>`): build-stock-rootfs.sh beside this file, what Debian's
   genericcloud image holds and nothing more, so the product's install-at-boot path (through
   the bed's mirrors) runs for real. Glance images name theirs with the property
@@ -23,6 +25,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +40,17 @@ STOCK_SUITES = ("bookworm", "trixie")
 # The Glance image property naming the rootfs a server boots from (`stock-<suite>`); an
 # image without it boots the pre-baked tree.
 IMAGE_PROPERTY = "sparkstack_testbed_rootfs"
+# The inventory the pre-baked tree's boot script files are rendered for.
+TREE_INVENTORY = REPO / "tests" / "testbed" / "inventory.testbed.toml"
+
+
+def image_document() -> str:
+    """The image role's cloud-config for the bed's inventory: its files are the recipe."""
+    from provisioner.inventory import load_inventory
+    from provisioner.render import IMAGE_ROLE, SparkHash, render_cloud_init
+
+    inv = load_inventory(TREE_INVENTORY)
+    return render_cloud_init(inv, role=IMAGE_ROLE, spark_hash=SparkHash.of_inventory(inv.spark))
 
 
 def _not_recipe(path: Path, image_dir: Path) -> bool:
@@ -64,6 +78,8 @@ def recipe_hash(image_dir: Path = IMAGE_DIR) -> str:
     for path in sorted(files):
         digest.update(str(path.relative_to(image_dir)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
+    # The boot script and its settings are the steps provision.sh runs.
+    digest.update(image_document().encode())
     return digest.hexdigest()[:16]
 
 
@@ -82,7 +98,11 @@ def ensure_rootfs(cache_dir: Path = CACHE_DIR) -> Path:
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    subprocess.run(["sh", str(IMAGE_DIR / "build-rootfs.sh"), str(target)], check=True)
+    from provisioner.commands.render import write_tree
+
+    with tempfile.TemporaryDirectory(prefix="sparkstack-image-tree-") as tree:
+        write_tree(image_document(), Path(tree))
+        subprocess.run(["sh", str(IMAGE_DIR / "build-rootfs.sh"), str(target), tree], check=True)
     log.info("rootfs built in %.0f s: %s", time.monotonic() - start, target)
     for old in cache_dir.glob("rootfs-*"):
         if old != target and old.is_dir():
