@@ -141,7 +141,10 @@ def run(workdir: Path, image: str = "prebaked") -> dict[str, Any]:
     if image == "baked":
         _delete_image(BAKED_IMAGE)
         start = time.monotonic()
-        built = sparkstack("image", "build", "--name", BAKED_IMAGE, "--json")
+        stock = re.search(r'(?m)^image = "(.*)"$', INVENTORIES["stock"].read_text())
+        assert stock is not None
+        built = sparkstack("image", "build", "--from", stock.group(1), "--name", BAKED_IMAGE,
+                           "--json")  # fmt: skip
         if built.returncode != 0:
             raise RuntimeError(f"image build failed ({built.returncode}):\n{built.stderr[-3000:]}")
         row["image build"] = json.loads(built.stdout)["seconds"]

@@ -61,6 +61,10 @@ NPM_LOCK_DIR = locks_mod.LOCK_DIR + "/npm"
 NPM_DIR = "/opt/sparkstack/npm"
 KERNEL_DIR = "/usr/local/share/jupyter/kernels/pyspark"
 KERNEL_PATH = f"{KERNEL_DIR}/kernel.json"
+# The kernel's start on a master sparkstack set up (kernels/pyspark/startup.py): Spark
+# connects in the background; `render --role kernel` keeps Spark's own shell.py.
+KERNEL_STARTUP = f"{KERNEL_DIR}/sparkstack_startup.py"
+SPARK_SHELL = f"{SPARK_HOME}/python/pyspark/shell.py"
 # Java of Debian 12 / Ubuntu 22.04+ on amd64; the node finds its own, this is for
 # `render --role kernel` when no better value is known.
 DEFAULT_JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
@@ -276,8 +280,10 @@ def render_cloud_init(
     }
     if role == "master":
         context["kernel_json"] = _kernel_json(
-            inv, master_ip=_BOOT_MASTER_IP, py4j_zip=_BOOT_PY4J_ZIP, java_home=_BOOT_JAVA_HOME
+            inv, master_ip=_BOOT_MASTER_IP, py4j_zip=_BOOT_PY4J_ZIP, java_home=_BOOT_JAVA_HOME,
+            startup=KERNEL_STARTUP,
         )
+        context["kernel_startup"] = kernel_startup()
     user_data = _environment().get_template(f"{role}.yaml.j2").render(context)
     # The builder's document only ever goes through the API, compressed.
     check_user_data_size(user_data, what=f"{role} user_data",
@@ -316,7 +322,13 @@ def default_py4j_zip() -> str:
     return f"{SPARK_HOME}/python/lib/py4j-0.10.9.9-src.zip"
 
 
-def _kernel_json(inv: Inventory, *, master_ip: str, py4j_zip: str, java_home: str) -> str:
+def kernel_startup() -> str:
+    """kernels/pyspark/startup.py: the kernel's PYTHONSTARTUP on a master sparkstack set up."""
+    return files("provisioner.kernels").joinpath("pyspark", "startup.py").read_text()
+
+
+def _kernel_json(inv: Inventory, *, master_ip: str, py4j_zip: str, java_home: str,
+                 startup: str = SPARK_SHELL) -> str:  # fmt: skip
     limits = inv.spark.limits
     submit_args = (
         f"--master spark://{master_ip}:{inv_mod.SPARK_MASTER_PORT} "
@@ -335,6 +347,7 @@ def _kernel_json(inv: Inventory, *, master_ip: str, py4j_zip: str, java_home: st
             java_home=java_home,
             py4j_zip=py4j_zip,
             submit_args=submit_args,
+            startup=startup,
         )
     )
     json.loads(text)  # a template bug must fail here, not in Jupyter on the node

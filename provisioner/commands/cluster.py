@@ -62,27 +62,48 @@ class _NodeStage:
         nodes = bring_up(observed, cloud=self.cloud, access=access, reporter=self.reporter)
         try:
             self.reporter.step(f"all {len(observed.nodes)} node(s) booted and reachable over SSH")
-            if self.hub:
-                from provisioner.workflows.hub_stage import install_hub
+            done = self._hub_and_daemons(nodes, observed) if self.hub else None
+            spark_stage(nodes, observed, inv=self.inv, reporter=self.reporter, done=done)
+        finally:
+            nodes.close()
 
+    def _hub_and_daemons(self, nodes: Any, observed: P.Observed) -> dict[str, str]:
+        """The hub installed while the Spark daemons get the secret and start: they need
+        nothing from each other (on a cloud, different machines do the work), and the
+        hub's users join the secret's group once both are done (spark_stage)."""
+        import concurrent.futures as cf
+
+        from provisioner.workflows.hub_stage import install_hub
+        from provisioner.workflows.spark_auth import ensure_spark_auth
+
+        with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="spark") as pool:
+            # users=None: hub users' group memberships wait until the hub made them
+            daemons = pool.submit(ensure_spark_auth, nodes, users=None)
+            try:
                 self.outcome = install_hub(
                     nodes, inv=self.inv, observed=observed, reporter=self.reporter
                 )
-            spark_stage(nodes, observed, inv=self.inv, reporter=self.reporter)
-        finally:
-            nodes.close()
+            except BaseException:
+                daemons.exception()  # the hub's failure is the one to report
+                raise
+            return daemons.result()
 
     def hooks(self) -> workflows.Hooks:
         return workflows.Hooks(after_servers_active=self)
 
 
-def spark_stage(nodes: Any, observed: P.Observed, *, inv: Any, reporter: Any) -> None:
-    """The cluster's secret on every node and its daemons started with it, then every
-    worker ALIVE. After the hub: its users must exist to join the group that reads the
-    secret."""
-    from provisioner.workflows.spark_auth import ensure_spark_auth, wait_workers
+def spark_stage(nodes: Any, observed: P.Observed, *, inv: Any, reporter: Any,
+                done: dict[str, str] | None = None) -> None:  # fmt: skip
+    """The cluster's secret on every node and its daemons started with it (`done`: that
+    happened already, beside the hub), then every worker ALIVE. After the hub: its users
+    must exist to join the group that reads the secret."""
+    from provisioner.workflows.spark_auth import client_group, ensure_spark_auth, wait_workers
 
-    done = ensure_spark_auth(nodes, users=list(inv.jupyterhub.users))
+    users = list(inv.jupyterhub.users)
+    if done is None:
+        done = ensure_spark_auth(nodes, users=users)
+    else:
+        client_group(nodes.master, users)
     for what in ("started", "restarted"):
         names = [name for name, did in done.items() if did == what]
         if names:

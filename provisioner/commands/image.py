@@ -20,7 +20,7 @@ from provisioner.commands.common import (
     session,
 )
 from provisioner.commands.output import emit_json, progress
-from provisioner.errors import SparkstackError
+from provisioner.errors import PreflightError, SparkstackError
 
 
 def image_clouds(inv: Any) -> tuple[Any, Any]:
@@ -95,6 +95,8 @@ def register(app: typer.Typer) -> None:
                         inv, builder=cloud, images=images, user_data=user_data, source=source,
                         image_name=image_name, reporter=reporter, on_stopped=stopped,
                     )  # fmt: skip
+                except PreflightError:
+                    raise  # nothing was created: its own message says so
                 except SparkstackError as exc:
                     exc.hint = image_build.failed_hint(exc.hint, builder, removed[0])
                     raise

@@ -20,7 +20,7 @@ from typing import Any
 
 from provisioner import plan as P
 from provisioner.baked import RECORD_TO_PROPERTY, differences
-from provisioner.errors import CloudError, RemoteError
+from provisioner.errors import CloudError, PreflightError, RemoteError
 from provisioner.keys import config_dir, generated_key_path
 from provisioner.render import IMAGE_ROLE, READY_MARKER
 from provisioner.workflows.context import Reporter, Settings
@@ -240,6 +240,8 @@ def build(inv: Any, *, builder: Any, images: Any, user_data: str, source: str,
         phases.end()
         return Built(image_id=image_id, name=image_name, properties=properties,
                      size=final.size, seconds=phases.seconds)  # fmt: skip
+    except PreflightError:
+        raise  # the builder's preflight: nothing was created
     except BaseException:
         phases.end()
         reporter.step(f"the build stopped: removing the builder {name} and any unfinished image")

@@ -154,7 +154,11 @@ def _as_smoke_user(
             kernel = api.call(
                 "POST", f"/user/{user}/api/kernels", {"name": "pyspark"}, expect=(201,)
             )
-            d.append(kernel["id"][:8])
+            # Answering a cell is what a user waits for; Spark connects behind it, and the
+            # first cell that uses Spark (the job below) waits for that.
+            answer = api.execute(user, kernel["id"], "print(6 * 7)", timeout=timeout)
+            assert answer == "42", f"the kernel answered {answer!r}"
+            d.append(f"{kernel['id'][:8]} answering")
 
         with run.check(f"job {JOB} = {JOB_ANSWER}") as d:
             answer = api.execute(user, kernel["id"], JOB, timeout=timeout)

@@ -64,10 +64,16 @@ def _master_secret(master: Session) -> str:
     return (master.read(SECRET_PATH, sudo=True) or b"").decode().strip()
 
 
-def _client_group(master: Session, users: list[str]) -> None:
+def client_group(master: Session, users: list[str] | None) -> None:
     """The group that may read the master's Spark config: spark, the hub's users and the
-    smoke account; a user removed from the inventory leaves it."""
+    smoke account; a user removed from the inventory leaves it. users None: the group and
+    spark only, nobody else's membership touched (while the hub stage makes its users)."""
     group = shlex.quote(SPARK_CLIENT_GROUP)
+    if users is None:
+        master.run(f"getent group {group} >/dev/null || groupadd --system {group}; "
+                   f"id -nG spark | tr ' ' '\\n' | grep -qx {group} || "
+                   f"usermod -aG {group} spark", sudo=True)  # fmt: skip
+        return
     wanted = " ".join(shlex.quote(u) for u in ["spark", SMOKE_USER, *users])
     script = f"""
 getent group {group} >/dev/null || groupadd --system {group}
@@ -241,7 +247,7 @@ def wait_workers(nodes: Nodes, *, master_ip: str, workers: set[str], timeout: fl
         ) from None
 
 
-def ensure_spark_auth(nodes: Nodes, *, users: list[str]) -> dict[str, str]:
+def ensure_spark_auth(nodes: Nodes, *, users: list[str] | None) -> dict[str, str]:
     """Every node's daemon running with the cluster's secret, by node name what it took:
     "started", "restarted" (it ran on an older config) or "running". The master first,
     listening before any worker starts, so each worker registers at its first attempt."""
@@ -252,7 +258,7 @@ def ensure_spark_auth(nodes: Nodes, *, users: list[str]) -> dict[str, str]:
             resource=nodes.master.target.name,
             step="spark auth",
         )
-    _client_group(nodes.master, users)
+    client_group(nodes.master, users)
     on_each(lambda s: _write_block(s, secret, SPARK_CLIENT_GROUP if s is nodes.master
                                    else "spark"), nodes.all())  # fmt: skip
     done = {nodes.master.target.name: _ensure_running(nodes.master, "master")}

@@ -64,9 +64,9 @@ def test_hub_for_a_master_launched_from_horizon(hostbed, clean_project, keypair,
         assert proc.returncode == 0, proc.stderr
         if stock:  # over plain HTTP here: pip and npm trust the lock's hashes, not the wire
             assert "hub packages: changed (installed over SSH (" in proc.stderr
-        else:  # pre-baked from this very lock: nothing to install
+        else:  # pre-baked from this very lock (which the image keeps): nothing to install
             assert "hub packages: unchanged (hub and proxy installed from this sparkstack's " \
-                   "locks (locks placed))" in proc.stderr
+                   "locks)" in proc.stderr
         assert "1 worker(s):" in proc.stderr
         assert "every worker is ALIVE on the Spark master" in proc.stderr
         assert "hub: https://" in proc.stdout

@@ -153,3 +153,50 @@ def test_ctrl_c_while_the_snapshot_is_made_leaves_no_builder_and_no_image(
     assert "any unfinished image were removed" in rest, rest
     assert images_named(admin, image) == []
     builder_gone(admin, name)
+
+
+def test_a_killed_build_is_removed_by_down(hostbed, clean_project, tmp_path):
+    """SIGKILL gives the build no chance to clean up: its builder's local key marks it, and
+    `down` of the cluster removes what it left."""
+    admin = clean_project.admin()
+    env = cli_env(tmp_path, clean_project.clouds_yaml)
+    name = "bakekill"
+    inv = write_inventory(tmp_path / "inv.toml", name=name, image="debian-12-stock")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "provisioner.cli", "image", "build", "-i", str(inv)],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            if "waiting for the builder's boot" in line:
+                proc.kill()
+                break
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen[-20:])
+    assert cluster_resources(admin, f"{name}-builder").get("server") == 1
+    down = run_cli("down", "-i", str(inv), "--yes", env=env, check=False, timeout=600)
+    assert down.returncode == 0, down.stderr
+    assert f"delete server {name}-builder-master" in down.stderr, down.stderr
+    builder_gone(admin, name)
+
+
+def test_a_missing_source_image_is_refused_before_anything_exists(
+    hostbed, clean_project, tmp_path
+):
+    admin = clean_project.admin()
+    env = cli_env(tmp_path, clean_project.clouds_yaml)
+    inv = write_inventory(tmp_path / "inv.toml", name="bakenone", image="debian-12-stock")
+    built = run_cli("image", "build", "-i", str(inv), "--from", "no-such-image", env=env,
+                    check=False)  # fmt: skip
+    assert built.returncode == 2, built.stderr
+    assert "image 'no-such-image' not found" in built.stderr
+    assert "nothing was created" in built.stderr and "removed" not in built.stderr
+    assert "Traceback" not in built.stderr
+    builder_gone(admin, "bakenone")

@@ -414,3 +414,18 @@ def test_the_plain_document_leaves_comments_out_but_not_here_documents():
     plain = render(inv, role="master")
     assert "# The first failure is the one to report" in api
     assert "# The first failure is the one to report" not in plain
+
+
+def test_the_masters_kernel_starts_spark_in_the_background():
+    inv = parse_inventory(with_changes({}), source="t")
+    files = {f["path"]: f["content"]
+             for f in yaml.safe_load(render(inv, role="master"))["write_files"]}  # fmt: skip
+    kernel = json.loads(files["/etc/sparkstack/kernel.json.in"])
+    assert kernel["env"]["PYTHONSTARTUP"] == R.KERNEL_STARTUP
+    startup = files[R.KERNEL_STARTUP]
+    assert startup == R.kernel_startup()
+    # the startup script runs Spark's own shell.py, in a thread, and waits before Spark cells
+    assert 'os.path.join(os.environ["SPARK_HOME"], "python", "pyspark", "shell.py")' in startup
+    assert "threading.Thread(target=connect" in startup
+    assert 'ipython.events.register("pre_run_cell"' in startup
+    compile(startup, R.KERNEL_STARTUP, "exec")
