@@ -10,7 +10,8 @@ last node reached it, counted from the start of `up`:
     cloud-init done     every node's boot reported ready
     workers registered  every worker ALIVE on the Spark master
     hub ready           the hub answers over HTTPS
-    first kernel ready  after `up`, smoke's "PySpark kernel starts" check, end to end
+    first kernel ready  after `up`, smoke's "PySpark kernel starts" check: the kernel
+                        answering its first cell
     first cell          after `up`, smoke's first job answered (the kernel started, its
                         SparkContext up, executors on the workers, the answer back)
 
