@@ -70,10 +70,18 @@ class Testbed:
         return bed.write_clouds_yaml(path, **kwargs)
 
 
-def _take_bed(path: Path) -> int:
+# This process's hold on the bed: [fd, holders]. Every conftest that imports `testbed`
+# defines a session fixture of its own, so one session may take the bed several times.
+_held: list[int] = [-1, 0]
+
+
+def _take_bed(path: Path) -> None:
     """Hold the bed for this pytest session: one session at a time, since `clean_project`
     deletes whatever appears in the test project and the hypervisor boots every server of
     it. A second session waits here (saying so) instead of breaking the first."""
+    if _held[1]:
+        _held[1] += 1
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -83,7 +91,14 @@ def _take_bed(path: Path) -> int:
         sys.stderr.write(f"\nanother test session holds the bed ({path}); waiting for it\n")
         fcntl.flock(fd, fcntl.LOCK_EX)
         log.info("waited %.0f s for the bed", time.monotonic() - started)
-    return fd
+    _held[:] = [fd, 1]
+
+
+def _release_bed() -> None:
+    _held[1] -= 1
+    if _held[1] == 0:
+        os.close(_held[0])  # releases the flock
+        _held[0] = -1
 
 
 @pytest.fixture(scope="session")
@@ -96,7 +111,7 @@ def testbed() -> Iterator[Testbed]:
                 pytrace=False,
             )
         pytest.skip(reason)
-    lock_fd = _take_bed(bed.state_dir() / "test-session.lock")
+    _take_bed(bed.state_dir() / "test-session.lock")
     up_seconds = 0.0
     if bed.is_healthy():
         log.info("reusing the running test bed in %s", bed.state_dir())
@@ -119,7 +134,7 @@ def testbed() -> Iterator[Testbed]:
         )
     finally:
         mp.undo()
-        os.close(lock_fd)  # releases the flock
+        _release_bed()
 
 
 def config_dirs(tmp_path: Path) -> list[Path]:
