@@ -86,4 +86,9 @@ def test_npm_packages_are_exact_versions_with_integrity_from_the_lockfile():
     for name, entry in packages.items():
         assert re.fullmatch(r"\d+\.\d+\.\d+", entry["version"]), name
         assert entry["integrity"].startswith("sha512-"), name
-    assert "npm ci " in (IMAGE / "provision.sh").read_text()
+    # The one install of them, for every path (a node's boot, image build, provision.sh):
+    # the boot script's proxy step, `npm ci` (the lock, integrity-checked), no scripts.
+    boot = (IMAGE.parent / "templates" / "cloud-init" / "_bootstrap.sh.j2").read_text()
+    assert "args=(ci --omit=dev --ignore-scripts" in boot
+    assert "npm install" not in boot
+    assert "proxy" in re.search(r'steps="([^"]*)"', (IMAGE / "provision.sh").read_text())[1]
