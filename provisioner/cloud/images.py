@@ -42,6 +42,10 @@ class ImageInfo:
 
 def _info(image: Any) -> ImageInfo:
     props = {str(k): str(v) for k, v in (getattr(image, "properties", None) or {}).items()}
+    # Glance's well-known properties are attributes of openstacksdk's Image, not in the dict.
+    for known in ("os_distro", "os_version"):
+        if getattr(image, known, None):
+            props[known] = str(getattr(image, known))
     return ImageInfo(
         id=image.id, name=image.name or "", status=image.status or "",
         size=int(image.size or 0), created=str(image.created_at or ""), properties=props,

@@ -19,7 +19,7 @@ from provisioner.commands.common import (
     load,
     session,
 )
-from provisioner.commands.output import emit_json, progress
+from provisioner.commands.output import age, emit_json, progress
 from provisioner.errors import PreflightError, SparkstackError
 
 
@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
                   f"{p.get('sparkstack_python')}, the hub's packages of sparkstack "
                   f"{p.get('sparkstack_version')}; {p.get('os_distro')} {p.get('os_version')}",
                   highlight=False, soft_wrap=True)  # fmt: skip
-        out.print("  use it: in the inventory's [cluster] table,", highlight=False)
+        out.print(escape("  use it: in the inventory's [cluster] table,"), highlight=False)
         out.print(f'    image = "{escape(built.name)}"', highlight=False)
 
     @image_app.command("list")
@@ -150,12 +150,12 @@ def register(app: typer.Typer) -> None:
             out.print("no baked images in this project: `sparkstack image build -i "
                       f"{inventory}` makes one", highlight=False)  # fmt: skip
             return
-        table = Table(
-            "name", "id", "status", "Spark", "Java", "OS", "created", "for this inventory"
-        )
+        table = Table("name", "id", "status", "Spark", "Java", "OS", "age", "for this inventory")
+        for column in table.columns[:2]:
+            column.overflow = "fold"  # names and ids whole, on several lines if need be
         for i, state in rows:
             p = i.properties
             table.add_row(escape(i.name), i.id, i.status, p.get("spark_version", ""),
                           p.get("java", ""), f"{p.get('os_distro', '')} {p.get('os_version', '')}",
-                          i.created, escape(state))  # fmt: skip
+                          age(i.created), escape(state))  # fmt: skip
         out.print(table)
