@@ -59,7 +59,7 @@ def acme_cert_problem(cert_pem: bytes | None, *, domain: str) -> str | None:
 
 
 def _domain(settings: HubSettings) -> str:
-    assert settings.tls_domain and settings.tls_email, "HubSettings checks them for acme"
+    assert settings.tls_domain and settings.tls_email, "the inventory requires them for acme"
     return settings.tls_domain
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +27,6 @@ VENV = "/opt/sparkstack/venv"
 UNIT_NAME = "sparkstack-hub"
 # The certificate's renewal (tls.mode = "acme"): a oneshot service and its timer.
 ACME_UNIT_NAME = "sparkstack-hub-acme"
-# jupyterhub-idle-culler's --timeout must exceed the hub's activity interval (300 s, how
-# often single-user servers report activity) plus a margin, or it culls busy servers.
-HUB_ACTIVITY_INTERVAL = 300
-MIN_SERVER_IDLE_TIMEOUT = HUB_ACTIVITY_INTERVAL + 30
-_UNIX_USER_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
 @dataclass(frozen=True)
@@ -118,7 +112,8 @@ class HubPaths:
 
 @dataclass(frozen=True)
 class HubSettings:
-    """Everything the hub's configuration depends on; invalid combinations cannot exist."""
+    """Everything the hub's configuration depends on. Built by :meth:`from_inventory` from
+    an Inventory, whose checks (users, admins, port, TLS, culling) it relies on."""
 
     users: tuple[str, ...]
     admins: tuple[str, ...]
@@ -141,31 +136,9 @@ class HubSettings:
     paths: HubPaths = field(default_factory=HubPaths)
 
     def __post_init__(self) -> None:
+        # Users, admins, port, TLS and culling come from an Inventory, which has checked
+        # them, each against its key; only what the inventory cannot know is checked here.
         problems = []
-        for name in self.users:
-            if not _UNIX_USER_RE.match(name):
-                problems.append(f"jupyterhub.users: not a valid Unix user name: {name!r}")
-        if len(set(self.users)) != len(self.users):
-            problems.append("jupyterhub.users: a name is listed twice")
-        for name in self.admins:
-            if name not in self.users:
-                problems.append(f"jupyterhub.admins: {name!r} is not in jupyterhub.users")
-        if not 1 <= self.port <= 65535:
-            problems.append(f"jupyterhub.port: must be 1-65535, got {self.port}")
-        if self.tls_mode not in ("self-signed", "files", "acme"):
-            problems.append(f"jupyterhub.tls.mode: unknown mode {self.tls_mode!r}")
-        if self.tls_mode == "files" and (self.tls_cert_file is None or self.tls_key_file is None):
-            problems.append('jupyterhub.tls: cert_file and key_file are needed with "files"')
-        if self.tls_mode == "acme" and not (self.tls_domain and self.tls_email):
-            problems.append('jupyterhub.tls: domain and email are needed with "acme"')
-        if 0 < self.server_idle_timeout < MIN_SERVER_IDLE_TIMEOUT:
-            problems.append(
-                f"jupyterhub.culling.server_idle_timeout: must be 0 (never) or at least "
-                f"{MIN_SERVER_IDLE_TIMEOUT} s (the hub learns of activity every "
-                f"{HUB_ACTIVITY_INTERVAL} s), got {self.server_idle_timeout}"
-            )
-        if self.kernel_idle_timeout < 0:
-            problems.append("jupyterhub.culling.kernel_idle_timeout: must be >= 0")
         if not self.addresses:
             problems.append("the master's addresses are unknown (needed for the certificate)")
         for address in self.addresses:
@@ -211,7 +184,7 @@ def _py(value: object) -> str:
     return repr(value)
 
 
-def culler_service(settings: HubSettings) -> dict | None:
+def culler_service(settings: HubSettings) -> dict[str, object] | None:
     """The idle-culler hub service, or None when server culling is off (timeout 0)."""
     timeout = settings.server_idle_timeout
     if timeout == 0:
@@ -303,7 +276,7 @@ def render_config(settings: HubSettings, *, former_users: Iterable[str] = ()) ->
         ]
     # Admins as an exact admin role: with Authenticator.admin_users, a name removed from
     # the list keeps admin=True in the database for ever.
-    roles: list[dict] = [{"name": "admin", "users": sorted(settings.admins)}]
+    roles: list[dict[str, object]] = [{"name": "admin", "users": sorted(settings.admins)}]
     culler = culler_service(settings)
     lines.append("")
     roles.append(

@@ -6,19 +6,34 @@ from __future__ import annotations
 import os
 import re
 import stat
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationInfo,
+    field_validator,
+)
 
-NAME_RE = re.compile(r"^[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+# The value patterns, one per concept. Each is meant for .fullmatch(): with .match() and
+# "^...$", "$" also matches before a final newline, so "spark-demo\n" would pass.
+NAME_RE = re.compile(r"[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?")
 # Debian's adduser NAME_REGEX, limited to 32 characters (useradd's limit).
-UNIX_USER_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
-MEMORY_RE = re.compile(r"^([1-9][0-9]*)([kmgt])$")
-SHA512_RE = re.compile(r"^[0-9a-f]{128}$")
-DNS_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+UNIX_USER_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+# ASCII digits only: \d would take "٤.٣.٠" (Arabic-Indic digits) for 4.3.0.
+VERSION_RE = re.compile(r"([0-9]+)\.([0-9]+)\.([0-9]+)")
+MEMORY_RE = re.compile(r"([1-9][0-9]*)([kmgt])")
+SHA512_RE = re.compile(r"[0-9a-f]{128}")
+DNS_LABEL_RE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# A base URL: http(s), a host, a path, no query or fragment (spark.mirror, spark.checksums).
+HTTP_BASE_URL_RE = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
+# RFC 8555 section 6.1: ACME is spoken over HTTPS only; a directory URL may have a query.
+ACME_DIRECTORY_RE = re.compile(r"https://[^\s/?#]+(/[^\s#]*)?")
 # Accounts a Debian/Ubuntu image already has, or that sparkstack itself creates: a hub user
 # with one of these names would get a password on a system account.
 RESERVED_USERS = frozenset(
@@ -76,6 +91,32 @@ class KeyProblems(ValueError):
         self.problems = problems
 
 
+# Unicode categories no inventory string may hold: C0 and C1 controls (newline, tab, NUL,
+# DEL, NEL) and the line and paragraph separators, which YAML reads as line breaks too.
+# Every string lands in a cloud-config, a shell script or a node's settings file, where
+# any of them ends a line early or starts a new one.
+_CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+
+
+def not_one_line(text: str) -> str | None:
+    """Why ``text`` is not printable text on one line, naming the character to remove (a
+    TOML escape like \\n in a basic string is the usual way one gets in), or None."""
+    found = next((ch for ch in text if unicodedata.category(ch) in _CONTROL_CATEGORIES), None)
+    if found is None:
+        return None
+    return (
+        "must not contain control characters such as newlines or tabs, "
+        f"got {show(text)}; remove the {toml_string(found)[1:-1]}"
+    )
+
+
+def one_line(value: str) -> str:
+    problem = not_one_line(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
 def empty_to_none(value: Any) -> Any:
     return None if value == "" else value
 
@@ -87,11 +128,13 @@ def not_empty(value: str) -> str:
 
 
 OptionalStr = Annotated[str | None, BeforeValidator(empty_to_none)]
+# A name the cloud resolves (image, flavor, network): any text, but some text.
+NonEmptyStr = Annotated[str, AfterValidator(not_empty)]
 
 
 def memory_mib(size: str) -> int:
     """MiB in a JVM memory size like ``"2g"``; used to compare sizes against node memory."""
-    match = MEMORY_RE.match(size)
+    match = MEMORY_RE.fullmatch(size)
     if not match:
         raise ValueError(f"not a memory size: {size!r}")
     number, unit = int(match.group(1)), match.group(2)
@@ -101,7 +144,7 @@ def memory_mib(size: str) -> int:
 
 def memory(value: str) -> str:
     text = value.strip().lower()
-    if not MEMORY_RE.match(text):
+    if not MEMORY_RE.fullmatch(text):
         raise ValueError(f'must be a size like "2g" or "512m", got {show(value)}')
     if memory_mib(text) < MIN_JVM_MIB:
         raise ValueError(f"must be at least {MIN_JVM_MIB}m (Spark's minimum), got {show(value)}")
@@ -152,14 +195,31 @@ def path_value(value: Any, info: ValidationInfo) -> Path | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"must be a string (a file path), got {typed(value)}")
-    if "\0" in value:
-        raise ValueError(f"a file path cannot contain a NUL character, got {show(value)}")
-    return resolve_path(value, info)
+    # Checked here, not only by Table: a path is resolved before Table's check sees it.
+    return resolve_path(one_line(value), info)
 
 
 class Table(BaseModel):
     # strict: TOML has real types, so "2" where a number belongs is a mistake worth naming.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strings_are_one_line(cls, value: Any) -> Any:
+        """Every string of every table, and every string in an array, before the key's
+        own check: one rule for all keys, including those that take free text (names of
+        images, flavors, networks) and those a later check strips."""
+        if isinstance(value, str):
+            return one_line(value)
+        if isinstance(value, list):
+            problems: list[tuple[str | int, str]] = [
+                (index, problem)
+                for index, item in enumerate(value)
+                if isinstance(item, str) and (problem := not_one_line(item)) is not None
+            ]
+            if problems:
+                raise KeyProblems(problems)
+        return value
 
 
 TOML_TYPE = {
@@ -181,7 +241,7 @@ _ESCAPES = {
     '"': '\\"',
     "\\": "\\\\",
 }
-BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def toml_string(text: str) -> str:

@@ -12,9 +12,9 @@ from provisioner.inventory.fields import (
     NAME_RE,
     UNIX_USER_RE,
     KeyProblems,
+    NonEmptyStr,
     OptionalStr,
     Table,
-    not_empty,
     path_value,
     show,
 )
@@ -23,35 +23,25 @@ from provisioner.inventory.fields import (
 class ClusterConfig(Table):
     name: str
     cloud: OptionalStr = None
-    image: str
+    image: NonEmptyStr
     max_parallel_creates: int = Field(default=10, ge=1, le=100)
 
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
+        if not NAME_RE.fullmatch(value):
             raise ValueError(
                 f"must be 1-40 characters of lowercase letters, digits and '-', start with a "
                 f"letter and not end with '-', got {show(value)}"
             )
         return value
 
-    @field_validator("image")
-    @classmethod
-    def _check_image(cls, value: str) -> str:
-        return not_empty(value)
-
 
 class NetworkConfig(Table):
-    name: str
+    name: NonEmptyStr
     floating_ip_pool: OptionalStr = "public"
     floating_ip: OptionalStr = None
     allowed_cidrs: list[str] = Field(default_factory=list)
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        return not_empty(value)
 
     @field_validator("floating_ip")
     @classmethod
@@ -106,7 +96,7 @@ class SshConfig(Table):
     @field_validator("user")
     @classmethod
     def _check_user(cls, value: str) -> str:
-        if not UNIX_USER_RE.match(value):
+        if not UNIX_USER_RE.fullmatch(value):
             raise ValueError(f"not a valid Unix user name: {show(value)}")
         return value
 
@@ -131,22 +121,12 @@ class SshConfig(Table):
 
 
 class MasterConfig(Table):
-    flavor: str
-
-    @field_validator("flavor")
-    @classmethod
-    def _check_flavor(cls, value: str) -> str:
-        return not_empty(value)
+    flavor: NonEmptyStr
 
 
 class WorkersConfig(Table):
-    flavor: str
+    flavor: NonEmptyStr
     count: int = Field(default=2, ge=0, le=1000)
     anti_affinity: Literal["soft", "hard", "none"] = "soft"
     # Seconds `scale` waits for a removed worker's executors to finish and leave.
     decommission_timeout: float = Field(default=300.0, ge=0, le=86400)
-
-    @field_validator("flavor")
-    @classmethod
-    def _check_flavor(cls, value: str) -> str:
-        return not_empty(value)

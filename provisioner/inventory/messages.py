@@ -18,7 +18,7 @@ def _key_path(loc: tuple[str | int, ...]) -> str:
         else:
             # quoted as in TOML when it is not a bare key (a newline in a key must not
             # start a new line of the message)
-            key = part if BARE_KEY_RE.match(part) else toml_string(part)
+            key = part if BARE_KEY_RE.fullmatch(part) else toml_string(part)
             out += f".{key}" if out else key
     return out or "(top level)"
 

@@ -151,7 +151,7 @@ class MirrorsConfig(Table):
                 except ValueError as exc:
                     problem = str(exc)
         if problem is not None:
-            # Shown as TOML would write it: a path may hold a newline or a carriage return.
+            # Shown as TOML would write it, quoted: a path may end in spaces.
             raise ValueError(f"{toml_string(str(value))} {problem}")
         return value
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from provisioner.inventory.fields import (
+    ACME_DIRECTORY_RE,
     DNS_LABEL_RE,
     EMAIL_RE,
+    HTTP_BASE_URL_RE,
     MAX_CORES,
     MAX_TIMEOUT,
     MIN_SPARK,
@@ -60,19 +61,21 @@ class SparkLimits(Table):
 # Apache's own release areas: the download area has current releases only, the archive
 # every release ever. Tried in this order for the tarball's .sha512.
 APACHE_CHECKSUMS = ("https://downloads.apache.org/spark", "https://archive.apache.org/dist/spark")
-_URL_RE = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
 
 
 def _base_url(value: str) -> str:
     text = value.strip()
-    if not _URL_RE.match(text):
+    if not HTTP_BASE_URL_RE.fullmatch(text):
         raise ValueError(f"must be an http:// or https:// URL without query, got {show(value)}")
     return text.rstrip("/")
 
 
+BaseUrl = Annotated[str, AfterValidator(_base_url)]
+
+
 class SparkConfig(Table):
     version: str = "4.3.0"
-    mirror: str = "https://downloads.apache.org/spark"
+    mirror: BaseUrl = "https://downloads.apache.org/spark"
     sha512: OptionalStr = None
     # Where sparkstack itself fetches the tarball's .sha512 when it is not pinned: never
     # from the mirror, so a mirror that serves a bad tarball cannot vouch for it too.
@@ -84,7 +87,7 @@ class SparkConfig(Table):
     @field_validator("version")
     @classmethod
     def _check_version(cls, value: str) -> str:
-        match = VERSION_RE.match(value)
+        match = VERSION_RE.fullmatch(value)
         if not match:
             raise ValueError(f'must be a release number like "4.3.0", got {show(value)}')
         if tuple(int(g) for g in match.groups()) < MIN_SPARK:
@@ -93,11 +96,6 @@ class SparkConfig(Table):
                 f"got {show(value)}"
             )
         return value
-
-    @field_validator("mirror")
-    @classmethod
-    def _check_mirror(cls, value: str) -> str:
-        return _base_url(value)
 
     @field_validator("checksums")
     @classmethod
@@ -119,7 +117,7 @@ class SparkConfig(Table):
         if value is None:
             return None
         text = value.strip().lower()
-        if not SHA512_RE.match(text):
+        if not SHA512_RE.fullmatch(text):
             raise ValueError(
                 f"must be 128 hexadecimal digits (a sha512), got {len(text)} characters"
             )
@@ -205,14 +203,15 @@ class TlsConfig(Table):
             return None
         text = value.strip().lower().rstrip(".")
         labels = text.split(".")
-        if len(text) > 253 or len(labels) < 2 or not all(DNS_LABEL_RE.match(x) for x in labels):
+        labels_ok = all(DNS_LABEL_RE.fullmatch(label) for label in labels)
+        if len(text) > 253 or len(labels) < 2 or not labels_ok:
             raise ValueError(f'not a DNS name like "spark.example.org": {show(value)}')
         return text
 
     @field_validator("email")
     @classmethod
     def _check_email(cls, value: str | None) -> str | None:
-        if value is not None and not EMAIL_RE.match(value.strip()):
+        if value is not None and not EMAIL_RE.fullmatch(value.strip()):
             raise ValueError(f"not an e-mail address: {show(value)}")
         return None if value is None else value.strip()
 
@@ -220,8 +219,7 @@ class TlsConfig(Table):
     @classmethod
     def _check_directory(cls, value: str) -> str:
         text = value.strip()
-        # RFC 8555 section 6.1: ACME is spoken over HTTPS only.
-        if not re.match(r"^https://[^\s/?#]+(/[^\s#]*)?$", text):
+        if not ACME_DIRECTORY_RE.fullmatch(text):
             raise ValueError(f"must be an https:// URL, got {show(value)}")
         return text
 
@@ -275,10 +273,26 @@ class TlsConfig(Table):
         return self
 
 
+# jupyterhub-idle-culler's --timeout must exceed the hub's activity interval (300 s, how
+# often single-user servers report activity) plus a margin, or it culls busy servers.
+HUB_ACTIVITY_INTERVAL = 300
+MIN_SERVER_IDLE_TIMEOUT = HUB_ACTIVITY_INTERVAL + 30
+
+
 class CullingConfig(Table):
     # At most a year: 0 already means "never".
     server_idle_timeout: int = Field(default=3600, ge=0, le=MAX_TIMEOUT)
     kernel_idle_timeout: int = Field(default=1800, ge=0, le=MAX_TIMEOUT)
+
+    @field_validator("server_idle_timeout")
+    @classmethod
+    def _check_server_idle_timeout(cls, value: int) -> int:
+        if 0 < value < MIN_SERVER_IDLE_TIMEOUT:
+            raise ValueError(
+                f"must be 0 (never) or at least {MIN_SERVER_IDLE_TIMEOUT} s (the hub learns "
+                f"of activity every {HUB_ACTIVITY_INTERVAL} s), got {value}"
+            )
+        return value
 
 
 class JupyterHubConfig(Table):
@@ -294,7 +308,7 @@ class JupyterHubConfig(Table):
     def _check_names(cls, value: list[str]) -> list[str]:
         problems: list[tuple[str | int, str]] = []
         for index, name in enumerate(value):
-            if not UNIX_USER_RE.match(name):
+            if not UNIX_USER_RE.fullmatch(name):
                 problems.append(
                     (
                         index,

@@ -117,3 +117,78 @@ def edge_inventories() -> dict[str, Inventory]:
         name: parse_inventory(with_changes(changes), source=f"<{name}>")
         for name, changes in cases.items()
     }
+
+
+def every_string_set(files: Path) -> list[dict[str, Any]]:
+    """Valid inventories that between them give every string key of the example (and every
+    array of strings) a real value: the example's empty keys set, TLS from files in one and
+    from ACME in the other. ``files`` is a directory for the certificate files they name."""
+    cert = files / "hub.crt"
+    cert.write_bytes(mirrors_ca_bundle().read_bytes())
+    common = {
+        "cluster.cloud": "openstack",
+        "network.floating_ip": "198.51.100.7",
+        "ssh.keypair": "my-key",
+        "ssh.private_key": str(files / "id_ed25519"),
+        "spark.sha512": PINNED_SHA512,
+        "mirrors.apt_proxy": "http://apt-cache.internal:3142",
+        "mirrors.apt_mirror": "https://deb.internal/debian",
+        "mirrors.apt_security_mirror": "https://deb.internal/debian-security",
+        "mirrors.pypi": "https://pypi.internal/simple/",
+        "mirrors.npm": "https://npm.internal/",
+        "mirrors.http_proxy": "http://proxy.internal:3128",
+        "mirrors.https_proxy": "http://proxy.internal:3128",
+        "mirrors.no_proxy": [".internal", "10.0.0.0/8"],
+        "mirrors.ca_bundle": str(mirrors_ca_bundle()),
+    }
+    tls_files = {
+        "jupyterhub.tls.mode": "files",
+        "jupyterhub.tls.cert_file": str(cert),
+        "jupyterhub.tls.key_file": str(cert),
+    }
+    tls_acme = {
+        "jupyterhub.tls.mode": "acme",
+        "jupyterhub.tls.domain": "spark.example.org",
+        "jupyterhub.tls.email": "ops@example.org",
+        "jupyterhub.tls.acme_directory": "https://acme.example.org/directory",
+        "jupyterhub.tls.acme_ca_file": str(cert),
+    }
+    return [with_changes(common | tls_files), with_changes(common | tls_acme)]
+
+
+def string_keys(data: dict[str, Any], prefix: str = "") -> list[tuple[str, tuple[str | int, ...]]]:
+    """(key as messages spell it, where it is in ``data``) of every non-empty string in
+    ``data``, array items included: ``("network.allowed_cidrs[0]", ("network",
+    "allowed_cidrs", 0))``."""
+    found: list[tuple[str, tuple[str | int, ...]]] = []
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            found += [(k, (key, *where)) for k, where in string_keys(value, dotted)]
+        elif isinstance(value, str) and value:
+            found.append((dotted, (key,)))
+        elif isinstance(value, list):
+            found += [
+                (f"{dotted}[{index}]", (key, index))
+                for index, item in enumerate(value)
+                if isinstance(item, str) and item
+            ]
+    return found
+
+
+def with_string(data: dict[str, Any], where: tuple[str | int, ...], text: str) -> dict[str, Any]:
+    """A copy of ``data`` with the string at ``where`` replaced by ``text``."""
+    data = copy.deepcopy(data)
+    node: Any = data
+    for step in where[:-1]:
+        node = node[step]
+    node[where[-1]] = text
+    return data
+
+
+def string_at(data: dict[str, Any], where: tuple[str | int, ...]) -> str:
+    node: Any = data
+    for step in where:
+        node = node[step]
+    assert isinstance(node, str)
+    return node

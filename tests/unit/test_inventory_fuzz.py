@@ -6,6 +6,8 @@ The documents are the example inventory with random edits around the real schema
 set to values of every TOML type (unicode, huge and negative numbers, nan, dates, nested
 arrays and tables), keys deleted, tables replaced by values, near-miss and unknown keys
 added; and the example's text with random characters cut or inserted, for the parser.
+And valid inventories with a control character put into one string key, anywhere in it:
+refused, naming that key alone.
 1,000 examples each under CI, derandomised so a CI run is the same every time.
 """
 
@@ -25,7 +27,14 @@ from hypothesis import strategies as st
 from provisioner.errors import InventoryError
 from provisioner.inventory import Inventory, load_inventory
 from tests.ci import in_ci
-from tests.unit.inventory_cases import EXAMPLE, example_data
+from tests.unit.inventory_cases import (
+    EXAMPLE,
+    every_string_set,
+    example_data,
+    string_at,
+    string_keys,
+    with_string,
+)
 from tests.unit.toml_writer import toml_document
 
 if sys.version_info >= (3, 11):
@@ -81,6 +90,10 @@ nasty_strings = st.one_of(
             "-1",
             "https://",
             "http://h/?q",
+            "spark-demo\n",
+            "2g\n",
+            "debian\t",
+            "4.3.0\r\n",
         ]
     ),
 )
@@ -248,3 +261,37 @@ def test_a_mangled_inventory_text_loads_or_says_what_is_wrong(scratch, text):
         except tomllib.TOMLDecodeError:
             data = {}  # then the message must be the parser's, with its line
         assert_names_keys(result, SCHEMA_KEYS | set(key_paths(data)) | {"(top level)"})
+
+
+@pytest.fixture(scope="module")
+def string_keyed(scratch: Path) -> list[tuple[str, dict[str, Any], tuple[str | int, ...]]]:
+    """(key, a valid inventory where it holds a real value, where) per string key."""
+    files = scratch / "files"
+    files.mkdir()
+    cases = {}
+    for data in every_string_set(files):
+        for key, where in string_keys(data):
+            cases.setdefault(key, (key, data, where))
+    return list(cases.values())
+
+
+# Newlines, tabs, NUL, the rest of C0 and C1, DEL, and Unicode's line/paragraph separators.
+control_characters = st.characters(categories=["Cc", "Zl", "Zp"])
+
+
+@FUZZ
+@given(choice=st.data())
+def test_a_control_character_anywhere_in_a_string_key_is_refused_naming_that_key(
+    scratch, string_keyed, choice
+):
+    key, data, where = choice.draw(st.sampled_from(string_keyed))
+    good = string_at(data, where)
+    control = choice.draw(control_characters)
+    at = choice.draw(st.integers(min_value=0, max_value=len(good)))
+    bad = good[:at] + control + good[at:]
+    result = load_text(scratch, toml_document(with_string(data, where, bad)))
+    assert isinstance(result, InventoryError)
+    head, *lines = result.message.splitlines()
+    assert head == "inventory is not valid:"
+    assert [line.split(": ", 1)[0].strip() for line in lines] == [key], result.message
+    assert "must not contain control characters" in lines[0], result.message

@@ -38,7 +38,10 @@ NASTY = {
     "unicode name": ({"cluster.name": "spаrk"}, "cluster.name: must be 1-40 characters"),
     "emoji name": ({"cluster.name": "🚀-demo"}, 'got "🚀-demo"'),
     "zero-width space": ({"cluster.name": "spark\u200bdemo"}, r'got "spark\u200Bdemo"'),
-    "newline in a name": ({"cluster.name": "a\nb"}, r"cluster.name: must be 1-40 characters"),
+    "newline in a name": (
+        {"cluster.name": "a\nb"},
+        r'cluster.name: must not contain control characters such as newlines or tabs, got "a\nb"',
+    ),
     "a million workers": ({"workers.count": 10**6}, "workers.count: must be <= 1000, got 1000000"),
     "2**64 workers": ({"workers.count": 2**64}, f"workers.count: must be <= 1000, got {2**64}"),
     "negative workers": ({"workers.count": -1}, "workers.count: must be >= 0, got -1"),
@@ -85,7 +88,8 @@ NASTY = {
     ),
     "NUL in a key path": (
         {"ssh.private_key": "id\x00rsa"},
-        r'ssh.private_key: a file path cannot contain a NUL character, got "id\u0000rsa"',
+        r'ssh.private_key: must not contain control characters such as newlines or tabs, '
+        r'got "id\u0000rsa"; remove the \u0000',
     ),
     "key path as a table": (
         {"ssh.private_key": {"path": "x"}},
