@@ -81,6 +81,22 @@ def with_changes(changes: dict[str, Any], *, drop: tuple[str, ...] = ()) -> dict
     return data
 
 
+def every_mirror_set() -> dict[str, Any]:
+    """[mirrors] for a cloud without internet: every source named, behind a proxy, with
+    its own CA."""
+    return {
+        "mirrors.apt_proxy": "http://apt-cache.internal:3142",
+        "mirrors.apt_mirror": "https://deb.internal/debian",
+        "mirrors.apt_security_mirror": "https://deb.internal/debian-security",
+        "mirrors.pypi": "https://pypi.internal/simple/",
+        "mirrors.npm": "https://npm.internal/",
+        "mirrors.http_proxy": "http://proxy.internal:3128",
+        "mirrors.https_proxy": "http://proxy.internal:3128",
+        "mirrors.no_proxy": [".internal", "10.0.0.0/8"],
+        "mirrors.ca_bundle": str(mirrors_ca_bundle()),
+    }
+
+
 def edge_inventories() -> dict[str, Inventory]:
     """The example plus the edges every template must survive."""
     cases = {
@@ -99,19 +115,7 @@ def edge_inventories() -> dict[str, Inventory]:
             "spark.mirror": "https://mirror.example.org/spark",
             "spark.trust_mirror_checksum": True,
         },
-        # A cloud without internet: every source named, behind a proxy, with its own CA.
-        "mirrors": {
-            "mirrors.apt_proxy": "http://apt-cache.internal:3142",
-            "mirrors.apt_mirror": "https://deb.internal/debian",
-            "mirrors.apt_security_mirror": "https://deb.internal/debian-security",
-            "mirrors.pypi": "https://pypi.internal/simple/",
-            "mirrors.npm": "https://npm.internal/",
-            "mirrors.http_proxy": "http://proxy.internal:3128",
-            "mirrors.https_proxy": "http://proxy.internal:3128",
-            "mirrors.no_proxy": [".internal", "10.0.0.0/8"],
-            "mirrors.ca_bundle": str(mirrors_ca_bundle()),
-            "spark.mirror": "https://mirror.internal/spark",
-        },
+        "mirrors": every_mirror_set() | {"spark.mirror": "https://mirror.internal/spark"},
     }
     return {
         name: parse_inventory(with_changes(changes), source=f"<{name}>")
@@ -131,16 +135,7 @@ def every_string_set(files: Path) -> list[dict[str, Any]]:
         "ssh.keypair": "my-key",
         "ssh.private_key": str(files / "id_ed25519"),
         "spark.sha512": PINNED_SHA512,
-        "mirrors.apt_proxy": "http://apt-cache.internal:3142",
-        "mirrors.apt_mirror": "https://deb.internal/debian",
-        "mirrors.apt_security_mirror": "https://deb.internal/debian-security",
-        "mirrors.pypi": "https://pypi.internal/simple/",
-        "mirrors.npm": "https://npm.internal/",
-        "mirrors.http_proxy": "http://proxy.internal:3128",
-        "mirrors.https_proxy": "http://proxy.internal:3128",
-        "mirrors.no_proxy": [".internal", "10.0.0.0/8"],
-        "mirrors.ca_bundle": str(mirrors_ca_bundle()),
-    }
+    } | every_mirror_set()
     tls_files = {
         "jupyterhub.tls.mode": "files",
         "jupyterhub.tls.cert_file": str(cert),
