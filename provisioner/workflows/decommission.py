@@ -28,10 +28,12 @@ from typing import Any
 
 from provisioner import plan as P
 from provisioner.errors import RemoteError
+from provisioner.inventory import Inventory
 from provisioner.inventory.names import SPARK_MASTER_UI_PORT, SPARK_WORKER_UI_PORT
 from provisioner.remote import Session, on_each
 from provisioner.render import SPARK_PID_DIR
 from provisioner.workflows.context import Reporter
+from provisioner.workflows.ports import Cloud
 from provisioner.workflows.spark_auth import workers_by_host
 from provisioner.workflows.ssh_stage import Access, reach
 
@@ -212,7 +214,7 @@ class Decommissioner:
     """The `decommission` hook of `scale`: log in to the master and the leaving workers,
     then drain them."""
 
-    def __init__(self, inv: Any, cloud: Any, reporter: Reporter, *, force: bool) -> None:
+    def __init__(self, inv: Inventory, cloud: Cloud, reporter: Reporter, *, force: bool) -> None:
         self.inv, self.cloud, self.reporter, self.force = inv, cloud, reporter, force
         self.notes: list[str] = []
 
