@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -162,7 +162,7 @@ def user_data_renderer(inv: Inventory) -> UserData:
 
     def render(role: str, master_ip: str) -> str:
         from provisioner.checksums import spark_hash
-        from provisioner.render import render_cloud_init
+        from provisioner.render import Role, render_cloud_init
 
         if not known:
             try:
@@ -173,8 +173,9 @@ def user_data_renderer(inv: Inventory) -> UserData:
                 log.info("spark tarball sha512 %s", known[0].source)
         if isinstance(known[0], Exception):
             raise known[0]
-        return render_cloud_init(inv, role=role, master_ip=master_ip, spark_hash=known[0],
-                                 for_api=True)
+        # the workflows pass roles as plain text; render_cloud_init refuses an unknown one
+        return render_cloud_init(inv, role=cast(Role, role), master_ip=master_ip,
+                                 spark_hash=known[0], for_api=True)  # fmt: skip
 
     return render
 

@@ -76,7 +76,8 @@ def _fetch_script(urls: Sequence[str]) -> str:
 
 def _parse(output: str) -> dict[str, Any]:
     found: dict[str, Any] = {}
-    url, body = "", []
+    url = ""
+    body: list[str] = []
     for line in [*output.splitlines(), _MARK]:
         if line.startswith(_MARK):
             if url:
@@ -236,8 +237,8 @@ class Decommissioner:
                           f"(--force; the master is not reachable: {exc.message})"]  # fmt: skip
             return
         try:
-            for exc in errors:
-                log.warning("cannot reach %s to decommission it: %s", exc.resource, exc)
+            for failure in errors:
+                log.warning("cannot reach %s to decommission it: %s", failure.resource, failure)
             self.notes = drain(
                 nodes.master, nodes.workers, leaving, master_ip=master.fixed_ip,
                 timeout=self.inv.workers.decommission_timeout, force=self.force,
