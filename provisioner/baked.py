@@ -3,9 +3,8 @@ an inventory would install: pure, so `up`, `image list` and `image build` agree.
 
 from __future__ import annotations
 
-from typing import Any
-
 from provisioner import plan as P
+from provisioner.inventory import Inventory
 from provisioner.locks import locks
 
 # Glance properties of a baked image, from the builder's record (provisioner.render.
@@ -22,7 +21,7 @@ RECORD_TO_PROPERTY = {
 }
 
 
-def expected_properties(inv: Any) -> dict[str, str]:
+def expected_properties(inv: Inventory) -> dict[str, str]:
     """What an image must say to hold exactly what this sparkstack installs for `inv`."""
     from provisioner import __version__
 
@@ -35,7 +34,7 @@ def expected_properties(inv: Any) -> dict[str, str]:
     }
 
 
-def differences(properties: dict[str, str], inv: Any) -> list[str]:
+def differences(properties: dict[str, str], inv: Inventory) -> list[str]:
     """What a node booted from an image with these properties installs anyway, in words;
     empty when the image holds everything (a different sparkstack version alone is not a
     difference: the locks and Spark decide)."""
@@ -51,7 +50,7 @@ def differences(properties: dict[str, str], inv: Any) -> list[str]:
     return out
 
 
-def image_note(image: P.Image, inv: Any) -> str:
+def image_note(image: P.Image, inv: Inventory) -> str:
     """One line on what the cluster's image means for its boots: nothing to install, what
     will be installed anyway, or (a stock image) that baking it once saves every boot."""
     props = image.properties

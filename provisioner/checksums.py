@@ -55,7 +55,7 @@ def fetch_text(url: str, *, timeout: float) -> str:
     # A fresh default context: the system's CAs (or SSL_CERT_FILE), hostnames checked.
     context = ssl.create_default_context() if url.startswith("https://") else None
     with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-        body = response.read(_MAX_BYTES + 1)
+        body: bytes = response.read(_MAX_BYTES + 1)
     if len(body) > _MAX_BYTES:
         raise ValueError(f"more than {_MAX_BYTES} bytes: not a .sha512 file")
     return body.decode("ascii")

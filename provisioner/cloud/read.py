@@ -1,32 +1,31 @@
-"""Reading the cloud: resolve the inventory's names to ids, read quotas, observe the cluster.
+"""Reading the cloud beyond the cluster's own resources: resolve the inventory's names to
+ids, read the project's quotas, a server's console, whether a keypair exists.
 
-Every read the planner needs happens here, with as few requests as the API allows: one
-server list for the whole cluster (Nova's tag filter), never one request per server.
+The cluster itself is observed by ClusterObserver (observe.py), which this extends.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import logging
-import re
-import threading
-from collections.abc import Callable
-from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import Any
 
 import openstack.exceptions as os_exc
 
 from provisioner import plan as P
-from provisioner.cloud.connection import UUID_RE, CloudBase
+from provisioner.cloud.connection import UUID_RE
+from provisioner.cloud.observe import ClusterObserver, port_ip
 from provisioner.errors import CloudError, UserInputError
-from provisioner.inventory import names
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+# port_ip is also the writer's (it reads a port it made the same way)
+__all__ = ["CloudReader", "port_ip"]
 
 
-class CloudReader(CloudBase):
+class CloudReader(ClusterObserver):
+    """The reads preflight and the SSH stage make, on top of the cluster's observation."""
+
     def _find_one(self, kind: str, key: str, items: list[Any]) -> Any | None:
         exact = [i for i in items if i.id == key] or [i for i in items if i.name == key]
         if len(exact) > 1:
@@ -80,9 +79,10 @@ class CloudReader(CloudBase):
         ):
             if not key:
                 continue
-            nets = self._list("list networks", lambda k=key: self.conn.network.networks(name=k))
+            networks = self.conn.network.networks
+            nets = self._list("list networks", functools.partial(networks, name=key))
             if not nets and UUID_RE.match(key):
-                nets = self._list("list networks", lambda k=key: self.conn.network.networks(id=k))
+                nets = self._list("list networks", functools.partial(networks, id=key))
             try:
                 n = self._find_one(kind, key, nets)
             except UserInputError as exc:
@@ -117,13 +117,6 @@ class CloudReader(CloudBase):
             problems,
         )
 
-    @staticmethod
-    def _get_or_none(get: Callable[[str], T], key: str) -> T | None:
-        try:
-            return get(key)
-        except os_exc.NotFoundException:
-            return None
-
     def quotas(self) -> dict[str, P.Quota]:
         """What the project may still use. A quota the user may not read is skipped."""
         out: dict[str, P.Quota] = {}
@@ -157,163 +150,6 @@ class CloudReader(CloudBase):
                 out[key] = P.Quota(int(d["limit"]), used)
         return out
 
-    # ----------------------------------------------------------------- observation
-
-    def _node(self, s: Any) -> P.Node | None:
-        md = s.metadata or {}
-        if md.get(P.META_CLUSTER) != self.cluster:
-            return None  # the tag filter matched, the metadata does not: not ours
-        fixed = floating = ""
-        for addrs in (s.addresses or {}).values():
-            for a in addrs:
-                if a.get("OS-EXT-IPS:type") == "floating":
-                    floating = floating or a.get("addr", "")
-                elif a.get("version", 4) == 4:
-                    fixed = fixed or a.get("addr", "")
-        flavor = s.flavor or {}
-        fault = (s.fault or {}).get("message", "") if isinstance(s.fault, dict) else ""
-        role = md.get(P.META_ROLE, "")
-        try:
-            index = int(md.get(P.META_INDEX, "0"))
-        except ValueError:
-            index = 0
-        if P.META_INDEX not in md and role == P.WORKER:  # made in one multi-create POST
-            index = names.worker_index_from_name(self.cluster, s.name or "")
-        return P.Node(
-            name=s.name,
-            role=role,
-            index=index,
-            id=s.id,
-            status=s.status or "",
-            fixed_ip=fixed,
-            floating_ip=floating,
-            flavor=flavor.get("original_name") or flavor.get("name") or flavor.get("id", ""),
-            created=s.created_at or "",
-            fault=fault,
-        )
-
-    def _servers(self, what: str, *, detail: bool, **query: str) -> list[SimpleNamespace]:
-        """A server list as plain records with openstacksdk's attribute names. Read from
-        Nova's JSON directly: building SDK objects costs ~9 ms a server, seconds per poll
-        for a few hundred workers. Nova pages past osapi_max_limit (1000): follow it."""
-
-        def fetch() -> list[SimpleNamespace]:
-            out: list[SimpleNamespace] = []
-            url: str | None = "/servers/detail" if detail else "/servers"
-            params: dict[str, str] | None = query
-            while url:
-                resp = self.conn.compute.get(url, params=params, microversion=SERVER_MICROVERSION)
-                os_exc.raise_from_response(resp)
-                body = resp.json()
-                out += [_server_record(d) for d in body.get("servers", [])]
-                links = body.get("servers_links") or []
-                url = next((lk["href"] for lk in links if lk.get("rel") == "next"), None)
-                params = None  # the next link carries the query
-            return out
-
-        return self.call(what, fetch)
-
-    def list_nodes(self) -> list[P.Node]:
-        """All servers of the cluster: ONE request, filtered by tag on the server side
-        (Nova's `tags` filter, microversion >= 2.26) and by metadata here."""
-        servers = self._servers("list servers", detail=True, tags=names.cluster_tag(self.cluster))
-        return [n for n in (self._node(s) for s in servers) if n is not None]
-
-    def lookalike_servers(
-        self, nodes: list[P.Node], named: list[SimpleNamespace] | None = None
-    ) -> list[str]:
-        """Servers named like the cluster's that are not among its nodes (no tag, or
-        another cluster's metadata): one list, of names and ids only (`named`, when the
-        caller has listed them already)."""
-        pattern = f"^{self.cluster}-(master|worker-[0-9]+)$"  # names are [a-z0-9-]: no escaping
-        ours = {n.id for n in nodes}
-        servers = named if named is not None else self._named_servers()
-        return [
-            f"server {s.name} ({s.id})"
-            for s in servers
-            if s.id not in ours and re.match(pattern, s.name or "")
-        ]
-
-    def _named_servers(self) -> list[SimpleNamespace]:
-        # Nova matches `name` as a regular expression, but on a Zed bed an alternation
-        # matched nothing: ask for the prefix, match the rest here.
-        return self._servers("list servers by name", detail=False, name=f"^{self.cluster}-")
-
-    def observe(self) -> P.Observed:
-        """The whole cluster: its seven lists asked at once (they are independent)."""
-        c = self.cluster
-        keypair = names.generated_keypair_name(c)
-        reads: dict[str, Callable[[], Any]] = {
-            "nodes": self.list_nodes,
-            "named": self._named_servers,
-            "sgs": lambda: self._list(
-                "list security groups",
-                lambda: self.conn.network.security_groups(name=names.security_group_name(c)),
-            ),
-            "ports": lambda: self._list(
-                "list ports", lambda: self.conn.network.ports(name=names.master_port_name(c))
-            ),
-            "groups": lambda: self._list(
-                "list server groups", lambda: self.conn.compute.server_groups()
-            ),
-            "fips": lambda: self._list("list floating IPs", lambda: self.conn.network.ips()),
-            # one GET: find_keypair would list every keypair after a 404
-            "keypair": lambda: self.call(
-                "read keypair",
-                lambda: self._get_or_none(self.conn.compute.get_keypair, keypair),
-                resource=keypair,
-            ),
-        }
-        got = read_at_once(reads)
-        nodes = got["nodes"]
-        lookalikes = self.lookalike_servers(nodes, got["named"])
-        named_sgs = got["sgs"]
-        sgs = [s for s in named_sgs if self._ours(s)]
-        named_ports = got["ports"]
-        ports = [p for p in named_ports if self._ours(p)]
-        lookalikes += [f"security group {s.name} ({s.id})" for s in named_sgs if s not in sgs]
-        lookalikes += [f"port {p.name} ({p.id})" for p in named_ports if p not in ports]
-        # A server group can carry no identity; one whose members are not the cluster's
-        # servers is someone else's.
-        ids = {n.id for n in nodes}
-        named_groups = [g for g in got["groups"] if g.name == names.server_group_name(c)]
-        groups = [g for g in named_groups if set(g.member_ids or []) <= ids]
-        lookalikes += [
-            f"server group {g.name} ({g.id}), whose members are other servers"
-            for g in named_groups
-            if g not in groups
-        ]
-        port = ports[0] if ports else None
-        fips = got["fips"]
-        ours = [f for f in fips if self._ours(f)]
-        attached = ""
-        if port is not None:
-            attached = next((f.floating_ip_address for f in fips if f.port_id == port.id), "")
-        kp = got["keypair"]
-        if len(ports) > 1 or len(sgs) > 1 or len(groups) > 1:
-            log.warning("cluster %s has duplicate resources; using the first of each", c)
-        if attached:
-            # Nova's view of addresses lags behind Neutron's for a moment after an attach
-            nodes = [
-                dataclasses.replace(n, floating_ip=attached)
-                if n.role == P.MASTER and not n.floating_ip
-                else n
-                for n in nodes
-            ]
-        return P.Observed(
-            cluster=c,
-            nodes=tuple(nodes),
-            security_group=P.Ref(sgs[0].id, sgs[0].name) if sgs else None,
-            server_group=P.Ref(groups[0].id, groups[0].name, groups[0].policy or "")
-            if groups
-            else None,
-            master_port=P.Ref(port.id, port.name, port_ip(port)) if port else None,
-            floating_ip=P.Ref(ours[0].id, "", ours[0].floating_ip_address) if ours else None,
-            attached_ip=attached,
-            keypair=P.Ref(kp.name, kp.name, kp.public_key or "") if kp is not None else None,
-            lookalikes=tuple(lookalikes),
-        )
-
     def console_output(self, server_id: str, *, name: str = "") -> str:
         """The server's console log ("" while Nova says it is not ready yet: 409). A cloud
         whose policy hides the console answers 403 (or 404/501): that is a CloudError
@@ -336,39 +172,6 @@ class CloudReader(CloudBase):
             )
             raise
 
-    def nodes_at(self, addresses: list[str], *, role: str) -> list[P.Node]:
-        """Servers of the project with one of these fixed or floating addresses, in the
-        order given (servers launched by hand carry no cluster identity: found by IP)."""
-        wanted = set(addresses)
-        if not wanted:
-            return []
-        servers = self._list("list servers", lambda: self.conn.compute.servers(details=True))
-        found: dict[str, P.Node] = {}
-        for s in servers:
-            addrs = [a.get("addr", "") for net in (s.addresses or {}).values() for a in net]
-            hit = next((a for a in addresses if a in addrs), None)
-            if hit is None:
-                continue
-            fixed = next(
-                (
-                    a["addr"]
-                    for net in s.addresses.values()
-                    for a in net
-                    if a.get("OS-EXT-IPS:type") != "floating" and "." in a["addr"]
-                ),
-                "",
-            )
-            floating = next((a["addr"] for net in s.addresses.values() for a in net
-                             if a.get("OS-EXT-IPS:type") == "floating"), "")  # fmt: skip
-            found[hit] = P.Node(
-                name=s.name, role=role, index=0, id=s.id, status=s.status or "",
-                fixed_ip=fixed, floating_ip=floating, created=s.created_at or "",
-            )  # fmt: skip
-        nodes = [found[a] for a in addresses if a in found]
-        if role == P.WORKER:  # indices by the order the master lists them
-            nodes = [dataclasses.replace(n, index=i) for i, n in enumerate(nodes, 1)]
-        return nodes
-
     def find_keypair(self, name: str) -> bool:
         """Whether a keypair of that name exists for the user."""
         kp = self.call(
@@ -377,55 +180,3 @@ class CloudReader(CloudBase):
             resource=name,
         )
         return kp is not None
-
-
-def read_at_once(reads: dict[str, Callable[[], Any]]) -> dict[str, Any]:
-    """Independent reads, each in a daemon thread; the first error is raised once all
-    ended. Daemon threads, not a pool: a read changes nothing, so Ctrl-C need not wait for
-    a cloud that never answers (the interpreter joins a pool's threads at exit)."""
-    results: dict[str, Any] = {}
-    errors: list[BaseException] = []
-
-    def one(key: str, read: Callable[[], Any]) -> None:
-        try:
-            results[key] = read()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            errors.append(exc)
-
-    threads = [
-        threading.Thread(target=one, args=item, daemon=True, name=f"read-{item[0]}")
-        for item in reads.items()
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return results
-
-
-# 2.26: the `tags` filter; 2.47: the flavor's name in a server's record
-SERVER_MICROVERSION = "2.47"
-
-
-def _server_record(d: dict[str, Any]) -> SimpleNamespace:
-    return SimpleNamespace(
-        id=d.get("id", ""),
-        name=d.get("name", ""),
-        status=d.get("status", ""),
-        metadata=d.get("metadata") or {},
-        addresses=d.get("addresses") or {},
-        flavor=d.get("flavor") or {},
-        fault=d.get("fault"),
-        created_at=d.get("created", ""),
-        tags=d.get("tags") or [],
-    )
-
-
-def port_ip(port: Any) -> str:
-    for ip in port.fixed_ips or []:
-        addr = ip.get("ip_address", "")
-        if addr and ":" not in addr:
-            return addr
-    return ""

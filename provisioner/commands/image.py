@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -22,8 +22,13 @@ from provisioner.commands.common import (
 from provisioner.commands.output import age, emit_json, progress
 from provisioner.errors import PreflightError, SparkstackError
 
+if TYPE_CHECKING:  # imported where used: commands that need neither start faster
+    from provisioner.cloud import ClusterCloud
+    from provisioner.cloud.images import ImageCloud
+    from provisioner.inventory import Inventory
 
-def image_clouds(inv: Any) -> tuple[Any, Any]:
+
+def image_clouds(inv: Inventory) -> tuple[ClusterCloud, ImageCloud]:
     """The builder's cluster view and the image calls, over one connection."""
     from provisioner.cloud import ClusterCloud
     from provisioner.cloud.images import ImageCloud
@@ -35,7 +40,7 @@ def image_clouds(inv: Any) -> tuple[Any, Any]:
             ImageCloud(cloud.conn, cluster=name, retry_for=cloud.retry_for))  # fmt: skip
 
 
-def _image_user_data(inv: Any) -> str:
+def _image_user_data(inv: Inventory) -> str:
     from provisioner.checksums import spark_hash
     from provisioner.render import IMAGE_ROLE, render_cloud_init
 

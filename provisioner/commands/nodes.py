@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.console import Console
 from provisioner import plan as P
 from provisioner.commands.common import InventoryOpt, cluster_cloud, load, session
 from provisioner.errors import RemoteError, UserInputError
+
+if TYPE_CHECKING:  # imported where used: commands that need neither start faster
+    from provisioner.inventory import Inventory
 
 NodeArg = Annotated[
     str,
@@ -45,7 +48,7 @@ class ClusterSSH:
     """What the three commands share: the cluster read once, the host keys of the nodes
     they touch pinned into a known_hosts file of the cluster's own."""
 
-    def __init__(self, inv: Any) -> None:
+    def __init__(self, inv: Inventory) -> None:
         from provisioner import openssh
         from provisioner.keys import config_dir
         from provisioner.workflows.ssh_stage import Access
@@ -96,7 +99,7 @@ class ClusterSSH:
         openssh.write_known_hosts(self.known_hosts, keys)
 
 
-def _remote(inv: Any, spec: str, command: str | None, *, tty: bool) -> int:
+def _remote(inv: Inventory, spec: str, command: str | None, *, tty: bool) -> int:
     from provisioner import openssh
 
     cluster = ClusterSSH(inv)

@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console, Group
@@ -22,6 +22,9 @@ from rich.text import Text
 from provisioner import plan as P
 from provisioner.render import MAX_USER_DATA_BASE64
 from provisioner.workflows import Reporter, Result, refusal
+
+if TYPE_CHECKING:  # imported where used: commands that need neither start faster
+    from provisioner.inventory import Inventory
 
 
 def age(created: str) -> str:
@@ -111,7 +114,7 @@ def result_json(name: str, res: Result, *, dry_run: bool) -> dict[str, Any]:
     }
 
 
-def fetch_sources(inv: Any) -> list[tuple[str, str]]:
+def fetch_sources(inv: Inventory) -> list[tuple[str, str]]:
     """Where a new node fetches each kind of package from, for the dry run."""
     return inv.mirrors.sources(spark_url=inv.spark.tarball_url())
 

@@ -301,7 +301,7 @@ def on_each(fn: Callable[[Session], T], sessions: Mapping[str, Session]) -> dict
         return dict(zip(sessions, pool.map(fn, sessions.values()), strict=True))
 
 
-def _tail(data: bytes, lines: int = 20) -> str:
+def _tail(data: bytes | bytearray, lines: int = 20) -> str:
     return "\n".join(data.decode(errors="replace").rstrip().splitlines()[-lines:])
 
 

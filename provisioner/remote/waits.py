@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from tenacity import (
+    RetryCallState,
     Retrying,
     before_sleep_log,
     retry_if_exception_type,
@@ -50,7 +51,7 @@ def _retry(attempt: Callable[[float], T], *, deadline: float,
     """
     backoff = wait_exponential(multiplier=0.2, max=2.0)
 
-    def pause(state: object) -> float:
+    def pause(state: RetryCallState) -> float:
         return max(0.0, min(backoff(state), deadline - time.monotonic()))
 
     retrying = Retrying(

@@ -7,17 +7,16 @@ benchmarks. Nothing here imports openstack: the cloud is handed in.
 
 from __future__ import annotations
 
-from typing import Any
-
 from provisioner import plan as P
 from provisioner.workflows.context import Hooks, Reporter, Result, Settings, UserData
 from provisioner.workflows.down import down
+from provisioner.workflows.ports import Cloud
 from provisioner.workflows.preflight import refusal
 from provisioner.workflows.scale import scale
 from provisioner.workflows.up import up
 
 
-def status(cloud: Any) -> P.Observed:
+def status(cloud: Cloud) -> P.Observed:
     """The cluster as the cloud has it now (one observation)."""
     return cloud.observe()
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from provisioner import plan as P
 from provisioner.inventory import names
+from provisioner.workflows.ports import Cloud
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Run:
     """One apply: its inputs, and what it learns as actions run (the ids later actions
     need). The executor's handlers read and fill it."""
 
-    cloud: Any  # a ClusterCloud; typed loosely so this module never imports openstack
+    cloud: Cloud  # a Protocol: this module never imports openstack
     desired: P.Desired
     observed: P.Observed
     resolved: P.Resolved

@@ -11,13 +11,13 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import tenacity
 
 from provisioner import plan as P
 from provisioner.errors import CloudError
 from provisioner.workflows.context import Reporter, Settings
+from provisioner.workflows.ports import Servers
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Converger:
     def __init__(
         self,
         *,
-        cloud: Any,
+        cloud: Servers,
         reporter: Reporter,
         settings: Settings,
         create: Callable[[P.CreateServer], str],
@@ -215,7 +215,7 @@ class Converger:
         return False
 
 
-def wait_gone(cloud: Any, ids: set[str], *, settings: Settings, reporter: Reporter) -> None:
+def wait_gone(cloud: Servers, ids: set[str], *, settings: Settings, reporter: Reporter) -> None:
     """Until no server with one of these ids is listed any more."""
     if not ids:
         return

@@ -28,10 +28,12 @@ from typing import Any
 
 from provisioner import plan as P
 from provisioner.errors import RemoteError
+from provisioner.inventory import Inventory
 from provisioner.inventory.names import SPARK_MASTER_UI_PORT, SPARK_WORKER_UI_PORT
 from provisioner.remote import Session, on_each
 from provisioner.render import SPARK_PID_DIR
 from provisioner.workflows.context import Reporter
+from provisioner.workflows.ports import Cloud
 from provisioner.workflows.spark_auth import workers_by_host
 from provisioner.workflows.ssh_stage import Access, reach
 
@@ -74,7 +76,8 @@ def _fetch_script(urls: Sequence[str]) -> str:
 
 def _parse(output: str) -> dict[str, Any]:
     found: dict[str, Any] = {}
-    url, body = "", []
+    url = ""
+    body: list[str] = []
     for line in [*output.splitlines(), _MARK]:
         if line.startswith(_MARK):
             if url:
@@ -212,7 +215,7 @@ class Decommissioner:
     """The `decommission` hook of `scale`: log in to the master and the leaving workers,
     then drain them."""
 
-    def __init__(self, inv: Any, cloud: Any, reporter: Reporter, *, force: bool) -> None:
+    def __init__(self, inv: Inventory, cloud: Cloud, reporter: Reporter, *, force: bool) -> None:
         self.inv, self.cloud, self.reporter, self.force = inv, cloud, reporter, force
         self.notes: list[str] = []
 
@@ -234,8 +237,8 @@ class Decommissioner:
                           f"(--force; the master is not reachable: {exc.message})"]  # fmt: skip
             return
         try:
-            for exc in errors:
-                log.warning("cannot reach %s to decommission it: %s", exc.resource, exc)
+            for failure in errors:
+                log.warning("cannot reach %s to decommission it: %s", failure.resource, failure)
             self.notes = drain(
                 nodes.master, nodes.workers, leaving, master_ip=master.fixed_ip,
                 timeout=self.inv.workers.decommission_timeout, force=self.force,

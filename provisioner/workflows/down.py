@@ -5,14 +5,15 @@ the private key generated for it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from provisioner import plan as P
+from provisioner.inventory import Inventory
 from provisioner.keys import config_dir, remove_cluster_files
 from provisioner.workflows.context import Hooks, Reporter, Result, Run, Settings
 from provisioner.workflows.executor import execute
 from provisioner.workflows.guard import guard
 from provisioner.workflows.lookalikes import left, separate
+from provisioner.workflows.ports import Cloud
 
 # down creates nothing, so it resolves nothing: the executor's handlers for deletes never
 # read these.
@@ -27,9 +28,9 @@ _NOTHING_RESOLVED = P.Resolved(
 
 
 def down(
-    inv: Any,
+    inv: Inventory,
     *,
-    cloud: Any,
+    cloud: Cloud,
     reporter: Reporter | None = None,
     settings: Settings | None = None,
     dry_run: bool = False,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from provisioner import plan as P
 from provisioner.hub import HubSettings, Sudo, ensure_hub
+from provisioner.inventory import Inventory
 from provisioner.keys import config_dir, save_credentials
 from provisioner.workflows.context import Reporter
 from provisioner.workflows.ssh_stage import Nodes
@@ -29,7 +29,7 @@ class HubOutcome:
 
 
 def install_hub(
-    nodes: Nodes, *, inv: Any, observed: P.Observed, reporter: Reporter
+    nodes: Nodes, *, inv: Inventory, observed: P.Observed, reporter: Reporter
 ) -> HubOutcome:
     master = observed.master()
     assert master is not None

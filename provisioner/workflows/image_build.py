@@ -16,16 +16,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisioner import plan as P
 from provisioner.baked import RECORD_TO_PROPERTY, differences
 from provisioner.errors import CloudError, PreflightError, RemoteError
+from provisioner.inventory import Inventory
 from provisioner.keys import config_dir, generated_key_path
 from provisioner.render import IMAGE_ROLE, READY_MARKER
 from provisioner.workflows.context import Reporter, Settings
 from provisioner.workflows.down import down
+from provisioner.workflows.ports import Cloud
 from provisioner.workflows.up import up
+
+if TYPE_CHECKING:  # the image calls are the real edge's; only commands import it
+    from provisioner.cloud.images import ImageCloud
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,7 @@ def builder_name(cluster: str) -> str:
     return cluster + BUILDER_SUFFIX
 
 
-def builder_desired(inv: Any, *, source: str) -> P.Desired:
+def builder_desired(inv: Inventory, *, source: str) -> P.Desired:
     """One server from `source`, SSH from the inventory's CIDRs only, a keypair of its own."""
     return P.Desired(
         cluster=builder_name(inv.cluster.name),
@@ -103,7 +108,7 @@ def _wait(what: str, probe: Callable[[], Any], done: Callable[[Any], bool], *,
         pause = min(5.0, pause * 1.5)
 
 
-def _smallest_disk(builder: Any, desired: P.Desired, reporter: Reporter) -> P.Desired:
+def _smallest_disk(builder: Cloud, desired: P.Desired, reporter: Reporter) -> P.Desired:
     """The builder on whichever of the cluster's flavors has the smaller root disk: a
     snapshot needs at least its builder's disk (Nova sets its min_disk so, and its virtual
     size is that disk), so an image built on the master's flavor may not boot the workers'."""
@@ -123,14 +128,14 @@ def _record(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def leftovers(builder: Any, images: Any, name: str) -> list[str]:
+def leftovers(builder: Cloud, images: ImageCloud, name: str) -> list[str]:
     """What an earlier build of this builder left (servers, its group, keypair, images)."""
     found = [n.name for n in builder.observe().nodes]
     found += [f"image {i.name} ({i.id})" for i in images.building_images(name)]
     return found
 
 
-def clean_up(inv: Any, *, builder: Any, images: Any, reporter: Reporter,
+def clean_up(inv: Inventory, *, builder: Cloud, images: ImageCloud, reporter: Reporter,
              image_id: str = "") -> list[str]:  # fmt: skip
     """Remove the builder (as `down` would) and this build's or an earlier build's
     unfinished image; what was deleted."""
@@ -149,7 +154,7 @@ def clean_up(inv: Any, *, builder: Any, images: Any, reporter: Reporter,
     return deleted + res.deleted
 
 
-def build(inv: Any, *, builder: Any, images: Any, user_data: str, source: str,
+def build(inv: Inventory, *, builder: Cloud, images: ImageCloud, user_data: str, source: str,
           image_name: str, reporter: Reporter, stop_timeout: float = 600,
           snapshot_timeout: float = 3600,
           on_stopped: Callable[[bool], None] = lambda removed: None) -> Built:  # fmt: skip
@@ -259,7 +264,7 @@ def build(inv: Any, *, builder: Any, images: Any, user_data: str, source: str,
         raise
 
 
-def default_name(inv: Any) -> str:
+def default_name(inv: Inventory) -> str:
     """<cluster>-spark<version>-<yyyymmdd-hhmm>: sorts by date, says what it holds."""
     stamp = time.strftime("%Y%m%d-%H%M", time.gmtime())
     return f"sparkstack-spark{inv.spark.version}-{stamp}"

@@ -14,7 +14,9 @@ from typing import Any
 from provisioner import plan as P
 from provisioner.errors import SparkstackError
 from provisioner.hub.config import UNIT_NAME, VENV
+from provisioner.inventory import Inventory
 from provisioner.workflows.context import Reporter
+from provisioner.workflows.ports import Cloud
 from provisioner.workflows.spark_auth import master_status, waiting_for_secret, workers_by_host
 from provisioner.workflows.ssh_stage import Access, bring_up
 
@@ -76,7 +78,7 @@ def spark_states(status: dict[str, Any], observed: P.Observed) -> dict[str, dict
     return states
 
 
-def live_state(inv: Any, *, cloud: Any, observed: P.Observed, timeout: float = 30) -> Live:
+def live_state(inv: Inventory, *, cloud: Cloud, observed: P.Observed, timeout: float = 30) -> Live:
     """Never raises for an unreachable or half-booted cluster: `error` says why instead."""
     master = observed.master()
     if master is None or master.status != "ACTIVE":

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from provisioner import plan as P
 from provisioner.errors import PreflightError, UserInputError
 from provisioner.inventory.fields import unusable_file
 from provisioner.workflows.context import Result, UserData
+from provisioner.workflows.ports import Cloud
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def render_sizes(
 
 def preflight(
     *,
-    cloud: Any,
+    cloud: Cloud,
     desired: P.Desired,
     observed: P.Observed,
     actions: list[P.Action],
@@ -86,7 +86,7 @@ def preflight(
 
 def checked(
     *,
-    cloud: Any,
+    cloud: Cloud,
     desired: P.Desired,
     observed: P.Observed,
     actions: list[P.Action],

@@ -3,23 +3,23 @@ the graceful-decommission hook."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from provisioner import plan as P
 from provisioner.errors import UserInputError
+from provisioner.inventory import Inventory
 from provisioner.keys import config_dir
 from provisioner.workflows.context import Hooks, Reporter, Result, Run, Settings, UserData
 from provisioner.workflows.executor import converge, execute
 from provisioner.workflows.guard import guard
 from provisioner.workflows.lookalikes import refusals, separate
+from provisioner.workflows.ports import Cloud
 from provisioner.workflows.preflight import checked
 
 
 def scale(
-    inv: Any,
+    inv: Inventory,
     *,
     workers: int,
-    cloud: Any,
+    cloud: Cloud,
     user_data: UserData,
     reporter: Reporter | None = None,
     hooks: Hooks | None = None,

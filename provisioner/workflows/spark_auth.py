@@ -19,6 +19,7 @@ import json
 import logging
 import shlex
 import time
+from typing import Any
 
 import tenacity
 
@@ -162,16 +163,19 @@ def waiting_for_secret(session: Session) -> bool:
     return session.run(script, sudo=True, check=False, timeout=30).status != 0
 
 
-def master_status(nodes: Nodes, master_ip: str) -> dict:
+def master_status(nodes: Nodes, master_ip: str) -> dict[str, Any]:
     """The Spark master's /json/ status, read on the master (its UI is private)."""
     url = f"http://{master_ip}:{SPARK_MASTER_UI_PORT}/json/"
-    return json.loads(nodes.master.run(f"curl -fsS --max-time 10 {url}", timeout=30).stdout)
+    status: dict[str, Any] = json.loads(
+        nodes.master.run(f"curl -fsS --max-time 10 {url}", timeout=30).stdout
+    )
+    return status
 
 
-def workers_by_host(status: dict) -> dict[str, dict]:
+def workers_by_host(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The master's worker entries by host. A worker that re-registered after a restart is
     listed once per registration; the newest (highest id) counts."""
-    entries: dict[str, dict] = {}
+    entries: dict[str, dict[str, Any]] = {}
     for entry in sorted(status.get("workers", []), key=lambda e: str(e.get("id", ""))):
         entries[str(entry.get("host"))] = entry
     return entries

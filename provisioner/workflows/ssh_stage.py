@@ -25,9 +25,11 @@ from provisioner import plan as P
 from provisioner import remote
 from provisioner.errors import RemoteError, UserInputError
 from provisioner.hostkeys import HostKey, parse_console
+from provisioner.inventory import Inventory
 from provisioner.keys import config_dir, generated_key_path
 from provisioner.render import FAILED_MARKER, READY_MARKER
 from provisioner.workflows.context import Reporter
+from provisioner.workflows.ports import Cloud
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ class Access:
     boot_timeout: float = 1200.0
 
     @classmethod
-    def from_inventory(cls, inv: Any) -> Access:
+    def from_inventory(cls, inv: Inventory) -> Access:
         cluster_dir = config_dir(inv.cluster.name)
         key = inv.ssh.private_key or generated_key_path(cluster_dir)
         if not Path(key).is_file():
@@ -121,7 +123,7 @@ def _stop(deadline: float, cancel: threading.Event | None) -> Any:
 
 
 def console_keys(
-    cloud: Any,
+    cloud: Cloud,
     node: P.Node,
     *,
     deadline: float,
@@ -210,7 +212,7 @@ def wait_booted(
 class _Login:
     """Logs in to one node: pin its host keys, wait for TCP and SSH, then for its boot."""
 
-    def __init__(self, *, cloud: Any, access: Access, phases: _Phases, timeout: float,
+    def __init__(self, *, cloud: Cloud, access: Access, phases: _Phases, timeout: float,
                  cancel: threading.Event) -> None:  # fmt: skip
         self.cloud, self.access, self.phases = cloud, access, phases
         self.deadline, self.cancel = time.monotonic() + timeout, cancel
@@ -272,7 +274,7 @@ def _login_workers(login: _Login, head: remote.Session, workers: Sequence[P.Node
 def reach(
     observed: P.Observed,
     *,
-    cloud: Any,
+    cloud: Cloud,
     access: Access,
     reporter: Reporter,
     timeout: float | None = None,
@@ -299,7 +301,7 @@ def reach(
 def bring_up(
     observed: P.Observed,
     *,
-    cloud: Any,
+    cloud: Cloud,
     access: Access,
     reporter: Reporter,
     timeout: float | None = None,

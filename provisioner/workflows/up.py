@@ -4,22 +4,23 @@ SSH stage."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from provisioner import plan as P
 from provisioner.baked import image_note
+from provisioner.inventory import Inventory
 from provisioner.keys import config_dir
 from provisioner.workflows.context import Hooks, Reporter, Result, Run, Settings, UserData
 from provisioner.workflows.executor import converge, execute
 from provisioner.workflows.guard import guard
 from provisioner.workflows.lookalikes import refusals, separate
+from provisioner.workflows.ports import Cloud
 from provisioner.workflows.preflight import checked
 
 
 def up(
-    inv: Any,
+    inv: Inventory,
     *,
-    cloud: Any,
+    cloud: Cloud,
     user_data: UserData,
     reporter: Reporter | None = None,
     hooks: Hooks | None = None,

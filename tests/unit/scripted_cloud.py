@@ -8,6 +8,7 @@ import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from provisioner import plan as P
 
@@ -43,9 +44,9 @@ class ScriptedCloud:
     requests: list[tuple[str, int]] = field(default_factory=list)  # (name, count) per POST
     on_create: Callable[[str], None] | None = None
     _servers: list[_Server] = field(default_factory=list)
-    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _clock: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # --- what tests set up and read
     def add(self, name: str, role: str, index: int, status: str = "ACTIVE") -> P.Node:
@@ -94,7 +95,7 @@ class ScriptedCloud:
                 boots = self.script.get(one, [])
                 boot = boots[attempt] if attempt < len(boots) else Boot()
                 lose = lose or boot.lose_answer
-                for _ in range(2 if boot.create_twice else 1):
+                for _copy in range(2 if boot.create_twice else 1):
                     node = P.Node(
                         name=one, role=role, index=idx, id=f"s{next(self._ids)}",
                         status=boot.statuses[0], created=f"t{next(self._clock):04d}",
@@ -103,7 +104,7 @@ class ScriptedCloud:
                     self._servers.append(_Server(node, list(boot.statuses), boot.fault))
                     ids.append(node.id)
         if self.on_create:
-            for one, _ in made:
+            for one, _index in made:
                 self.on_create(one)
         if lose:
             raise LostAnswer(f"connection reset while creating {name}")
@@ -185,3 +186,43 @@ class ScriptedProject(ScriptedCloud):
         self._record("attach_floating_ip", address)
         self.attached = address or "10.78.0.20"
         return self.attached
+
+    def delete_floating_ip(self, fip_id: str, *, address: str = "") -> None:
+        self._record("delete_floating_ip", address or fip_id)
+        self.attached = ""
+
+    def delete_port(self, port_id: str, *, name: str = "") -> None:
+        self._record("delete_port", name or port_id)
+        self.refs.pop("port", None)
+
+    def delete_security_group(self, sg_id: str, *, name: str = "") -> None:
+        self._record("delete_security_group", name or sg_id)
+        self.refs.pop("sg", None)
+
+    def delete_server_group(self, group_id: str, *, name: str = "") -> None:
+        self._record("delete_server_group", name or group_id)
+        self.refs.pop("group", None)
+
+    def console_output(self, server_id: str, *, name: str = "") -> str:
+        self._record("console_output", name or server_id)
+        return ""  # as Nova before the console has anything
+
+    def nodes_at(self, addresses: list[str], *, role: str) -> list[P.Node]:
+        with self._lock:
+            self.calls.append(("nodes_at", ",".join(addresses)))
+            nodes = [s.node for s in self._servers]
+        by_ip = {ip: n for n in nodes for ip in (n.fixed_ip, n.floating_ip) if ip}
+        return [
+            P.Node(**{**by_ip[a].to_json(), "role": role})
+            for a in addresses
+            if a in by_ip
+        ]
+
+
+if TYPE_CHECKING:
+    from provisioner.workflows.ports import Cloud, Servers
+
+    def _conforms(servers: ScriptedCloud, project: ScriptedProject) -> tuple[Servers, Cloud]:
+        """Never run: mypy checks that the stand-ins take every call the workflows make, as
+        the real edge does (provisioner/cloud/__init__.py), with the same signatures."""
+        return servers, project
