@@ -51,34 +51,10 @@ class CloudWriter(CloudBase):
             resource=name,
         )
         self._tag(sg, name)
-        rules: list[dict[str, Any]] = [
-            {
-                "security_group_id": sg.id,
-                "direction": "ingress",
-                "ethertype": eth,
-                "remote_group_id": sg.id,
-            }
-            for eth in ("IPv4", "IPv6")
+        rules = [
+            self._neutron_rule(sg.id, rule)
+            for rule in P.security_group_rules(cidrs, ports, world_ports)
         ]
-        ports = tuple(ports)
-        access = [(cidr, port) for cidr in cidrs for port in ports]
-        access += [(cidr, port) for port in world_ports for cidr in ("0.0.0.0/0", "::/0")]
-        # Neutron answers 409 to a duplicate rule (a world-open port that allowed_cidrs
-        # also opens to 0.0.0.0/0): each pair once.
-        for cidr, port in dict.fromkeys(access):
-            eth = "IPv6" if ":" in cidr else "IPv4"
-            rules.append(
-                {
-                    "security_group_id": sg.id,
-                    "direction": "ingress",
-                    "ethertype": eth,
-                    "protocol": "tcp",
-                    "port_range_min": port,
-                    "port_range_max": port,
-                    "remote_ip_prefix": cidr,
-                    "description": self.description,
-                }
-            )
 
         def add_rules() -> None:
             try:
@@ -89,6 +65,23 @@ class CloudWriter(CloudBase):
 
         self.call("create security group rules", add_rules, resource=name)
         return sg.id
+
+    def _neutron_rule(self, group_id: str, rule: P.IngressRule) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "security_group_id": group_id,
+            "direction": "ingress",
+            "ethertype": rule.ethertype,
+        }
+        if rule.from_own_group:
+            return {**body, "remote_group_id": group_id}
+        return {
+            **body,
+            "protocol": "tcp",
+            "port_range_min": rule.port,
+            "port_range_max": rule.port,
+            "remote_ip_prefix": rule.cidr,
+            "description": self.description,
+        }
 
     def create_keypair(self, *, name: str, public_key: str) -> None:
         def create() -> None:

@@ -17,6 +17,7 @@ import typer
 
 from provisioner.checksums import spark_hash
 from provisioner.errors import UserInputError
+from provisioner.heat import render_heat
 from provisioner.inventory import load_inventory
 from provisioner.render import (
     DEFAULT_JAVA_HOME,
@@ -41,7 +42,7 @@ def register(app: typer.Typer) -> None:
     @app.command("render")
     def render(
         role: Annotated[
-            RenderRole,
+            RenderRole | None,
             typer.Option(
                 "--role",
                 help="master or worker: a #cloud-config for that node; kernel: kernel.json; "
@@ -49,7 +50,15 @@ def register(app: typer.Typer) -> None:
                 "then seal (sudo sparkstack-bootstrap seal) and snapshot yourself.",
                 case_sensitive=False,
             ),
-        ],
+        ] = None,
+        heat: Annotated[
+            bool,
+            typer.Option(
+                "--heat",
+                help="A Heat template for the whole cluster instead (Horizon: Project > "
+                "Orchestration > Stacks > Launch Stack); then run its hub_command output.",
+            ),
+        ] = False,
         inventory: Annotated[
             Path,
             typer.Option(
@@ -102,8 +111,35 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
     ) -> None:
-        """Write the cloud-config of a master, a worker or an image builder, or kernel.json."""
+        """Write the cloud-config of a master, a worker or an image builder, kernel.json, or
+        a Heat template for the whole cluster."""
+        if role is None and not heat:
+            raise UserInputError(
+                "give --role (or --heat)",
+                hint="--role master|worker|kernel|image for one document, --heat for a "
+                "template of the whole cluster",
+            )
         inv = load_inventory(inventory)
+        if heat:
+            if role is not None:
+                raise UserInputError("--role is not used with --heat",
+                                     hint="the template holds every node's document")  # fmt: skip
+            if master_ip is not None or py4j_zip is not None or tree is not None:
+                raise UserInputError("--master-ip, --py4j-zip and --tree are not used with --heat",
+                                     hint="the stack knows the master's address")  # fmt: skip
+            spark = spark_hash(inv.spark)
+            text = render_heat(inv, spark=spark, inventory_name=inventory.name)
+            typer.echo(f"spark tarball sha512: {spark.source}", err=True)
+            if output is None:
+                typer.echo(text, nl=False)
+            else:
+                _write(output, text)
+                typer.echo(f"wrote {output} (Heat template of cluster {inv.cluster.name}); "
+                           "launch it in Horizon: Project > Orchestration > Stacks > "
+                           "Launch Stack", err=True)  # fmt: skip
+            return
+        if role is None:
+            raise UserInputError("give --role (or --heat)")
         if role is RenderRole.kernel:
             if master_ip is None:
                 raise UserInputError(

@@ -60,6 +60,7 @@ from provisioner.plan.planner import (
     rank,
     to_json,
 )
+from provisioner.plan.rules import IngressRule, security_group_rules
 
 __all__ = [
     "CLEAN_UP",
@@ -72,6 +73,8 @@ __all__ = [
     "META_ROLE",
     "WORKER",
     "Action",
+    "IngressRule",
+    "security_group_rules",
     "AttachFloatingIP",
     "CreateKeypair",
     "CreateMasterPort",

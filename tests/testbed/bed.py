@@ -39,6 +39,8 @@ SERVICES = {
     "placement": (8778, ""),
     "compute": (8774, "/v2.1"),
     "network": (9696, ""),
+    # Heat's URL carries the project; keystone fills it in per token.
+    "orchestration": (8004, "/v1/%(project_id)s"),
 }
 
 COMPUTE_HOSTS = ("compute-1", "compute-2", "compute-3")
@@ -56,6 +58,8 @@ PROCESSES = (
     "nova-api",
     *(f"nova-compute-{h}" for h in COMPUTE_HOSTS),
     "neutron-server",
+    "heat-engine",
+    "heat-api",
 )
 
 IMAGE = {"name": "debian-12", "min_disk": 1, "min_ram": 512}
@@ -298,6 +302,9 @@ def snapshot_project(admin_conn) -> ProjectSnapshot:
             snap.ids[kind].add(item.id)
             snap.names[item.id] = item.name or ""
 
+    # Heat lists a project's stacks to that project only (its global index is denied to
+    # everybody by default): ask as the admin scoped to the test project.
+    add("stack", admin_conn.connect_as_project(PROJECT).orchestration.stacks())
     add("server", admin_conn.compute.servers(all_projects=True, project_id=pid))
     # The project's own images (server snapshots, whatever their status); the bed's
     # public base images belong to the admin project.
@@ -355,6 +362,7 @@ def describe_new(now: ProjectSnapshot, before: ProjectSnapshot) -> list[str]:
 
 
 CLEANUP_ORDER = (
+    "stack",
     "server",
     "image",
     "floating_ip",
@@ -379,9 +387,22 @@ def cleanup_project(
     new = extra.new_since(keep)
     deleted = describe_new(extra, keep)
     uid = user_id(admin_conn)
+    deadline = time.monotonic() + timeout
+    # A stack first, through Heat, which deletes what it made; what it leaves (or a stack
+    # that fails to delete) the resource kinds below pick up.
+    orchestration = admin_conn.connect_as_project(PROJECT).orchestration
+    for stack_id in new.get("stack", ()):
+        orchestration.delete_stack(stack_id, ignore_missing=True)
+    for stack_id in new.get("stack", ()):
+        stack = orchestration.find_stack(stack_id, ignore_missing=True)
+        if stack is not None:
+            orchestration.wait_for_delete(
+                stack, interval=1, wait=max(1, int(deadline - time.monotonic()))
+            )
+    extra = snapshot_project(admin_conn)
+    new = extra.new_since(keep)
     for sid in new.get("server", ()):
         admin_conn.compute.delete_server(sid, ignore_missing=True)
-    deadline = time.monotonic() + timeout
     for sid in new.get("server", ()):
         server = admin_conn.compute.find_server(sid, all_projects=True)
         if server is not None:

@@ -16,6 +16,7 @@ import concurrent.futures
 import contextlib
 import datetime
 import faulthandler
+import hashlib
 import json
 import logging
 import os
@@ -37,8 +38,13 @@ import bed  # noqa: E402  (tests/testbed/bed.py: the names shared with the tests
 
 log = logging.getLogger("testbed")
 
-DATABASES = ("keystone", "glance", "placement", "nova_api", "nova", "nova_cell0", "neutron")
-SERVICE_USERS = ("glance", "placement", "nova", "neutron")
+DATABASES = (
+    "keystone", "glance", "placement", "nova_api", "nova", "nova_cell0", "neutron", "heat"
+)
+SERVICE_USERS = ("glance", "placement", "nova", "neutron", "heat")
+# Heat's own domain for the users it makes inside stacks, and its admin there.
+HEAT_DOMAIN = "heat"
+HEAT_DOMAIN_ADMIN = "heat_domain_admin"
 START_ORDER = bed.PROCESSES
 
 
@@ -194,6 +200,11 @@ def run(
     return proc.stdout
 
 
+def _digest(parts) -> str:
+    """A short stable name for a set of things, for markers that must change with it."""
+    return hashlib.sha256(repr(sorted(parts)).encode()).hexdigest()[:12]
+
+
 def once(paths: Paths, marker: str, func) -> None:
     """Run a one-time setup step (a DB sync, a bootstrap) unless it already succeeded."""
     done = paths.done / marker
@@ -264,6 +275,7 @@ def render_configs(paths: Paths, sec: dict[str, str]) -> None:
             common, authtoken=authtoken("neutron")
         ),
         "neutron/ml2_conf.ini": tmpl("ml2_conf.ini").substitute(common),
+        "heat/heat.conf": tmpl("heat.conf").substitute(common, authtoken=authtoken("heat")),
     }
     for host in bed.COMPUTE_HOSTS:
         files[f"nova/nova-compute-{host}.conf"] = tmpl("nova-compute.conf").substitute(
@@ -333,6 +345,7 @@ def render_configs(paths: Paths, sec: dict[str, str]) -> None:
         "glance/lock",
         "nova/lock",
         "neutron/lock",
+        "heat/lock",
         "keystone",
         "rabbitmq",
         "logs/rabbitmq",
@@ -404,7 +417,8 @@ def ensure_mariadb(paths: Paths, sec: dict[str, str]) -> None:
             name="mariadb-setup",
         )
 
-    once(paths, "databases", create)
+    # The marker names the databases, so a bed made before one was added creates it.
+    once(paths, "databases-" + _digest(DATABASES), create)
 
 
 def rabbit_env(paths: Paths) -> dict[str, str]:
@@ -594,6 +608,25 @@ def ensure_nova(paths: Paths) -> None:
     start_uwsgi(paths, "nova-api", 8774)
 
 
+def ensure_heat(paths: Paths) -> None:
+    conf = ["--config-file", str(paths.etc / "heat" / "heat.conf")]
+    once(
+        paths,
+        "heat-db",
+        lambda: run(["heat-manage", *conf, "db_sync"], paths=paths, name="heat-setup"),
+    )
+    for name in ("heat-engine", "heat-api"):
+        if running_pid(paths, name) is None:
+            spawn(paths, name, [name, *conf])
+    wait_for(
+        "heat-api",
+        lambda: http_answers("http://127.0.0.1:8004/"),
+        timeout=300,
+        paths=paths,
+        name="heat-api",
+    )
+
+
 def ensure_neutron(paths: Paths) -> None:
     conf = [
         "--config-file",
@@ -655,7 +688,14 @@ def ensure_catalog(paths: Paths, sec: dict[str, str]) -> None:
         if user is None:
             user = ident.create_user(name=user_name, password=sec["service"], domain_id="default")
         ident.assign_project_role_to_user(service_project, user, admin_role)
-    names = {"image": "glance", "placement": "placement", "compute": "nova", "network": "neutron"}
+    _ensure_heat_domain(ident, sec)
+    names = {
+        "image": "glance",
+        "placement": "placement",
+        "compute": "nova",
+        "network": "neutron",
+        "orchestration": "heat",
+    }
     for stype, url in bed.endpoints().items():
         if stype == "identity":
             continue
@@ -684,9 +724,27 @@ def ensure_catalog(paths: Paths, sec: dict[str, str]) -> None:
     ident.assign_project_role_to_user(project, ident.find_user(bed.ADMIN_USER), admin_role)
 
 
+def _ensure_heat_domain(ident, sec: dict[str, str]) -> None:
+    """What Heat needs in keystone beyond its service user: a domain for the users it makes
+    inside stacks, that domain's admin, and the role those users get (heat_stack_user;
+    Heat's policy denies that role everything but signalling)."""
+    domain = ident.find_domain(HEAT_DOMAIN) or ident.create_domain(
+        name=HEAT_DOMAIN, description="users Heat creates inside stacks"
+    )
+    admin = ident.find_user(HEAT_DOMAIN_ADMIN, domain_id=domain.id)
+    if admin is None:
+        admin = ident.create_user(
+            name=HEAT_DOMAIN_ADMIN, password=sec["service"], domain_id=domain.id
+        )
+    ident.assign_domain_role_to_user(domain, admin, ident.find_role("admin"))
+    if ident.find_role("heat_stack_user") is None:
+        ident.create_role(name="heat_stack_user")
+
+
 def ensure_keystone_and_catalog(paths: Paths, sec: dict[str, str]) -> None:
     ensure_keystone(paths, sec)
-    once(paths, "catalog", lambda: ensure_catalog(paths, sec))
+    catalog = (*SERVICE_USERS, *bed.endpoints().values(), HEAT_DOMAIN, HEAT_DOMAIN_ADMIN)
+    once(paths, "catalog-" + _digest(catalog), lambda: ensure_catalog(paths, sec))
 
 
 def write_clouds_yaml(paths: Paths, sec: dict[str, str]) -> None:
@@ -880,12 +938,13 @@ def cmd_up(paths: Paths) -> None:
     # The other services' DB migrations are the slow part of a cold start; run each
     # service's chain (migrate, start, wait) side by side. They start after the catalog:
     # nova-conductor and nova-scheduler exit if their service users cannot log in yet.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=5) as pool:
         futures = [
             pool.submit(timer.step, "glance", ensure_glance, paths),
             pool.submit(timer.step, "placement", ensure_placement, paths),
             pool.submit(timer.step, "nova", ensure_nova, paths),
             pool.submit(timer.step, "neutron", ensure_neutron, paths),
+            pool.submit(timer.step, "heat", ensure_heat, paths),
         ]
         errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:

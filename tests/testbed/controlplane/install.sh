@@ -6,7 +6,7 @@ set -eu
 
 PACKAGES="keystone glance-api placement-api nova-api nova-conductor nova-scheduler
 nova-compute nova-compute-ironic neutron-server mariadb-server rabbitmq-server
-python3-openstackclient uwsgi uwsgi-plugin-python3 python3-pymysql"
+python3-openstackclient uwsgi uwsgi-plugin-python3 python3-pymysql heat-api heat-engine"
 
 # One dpkg-query for all: it prints a line only for packages it knows.
 # shellcheck disable=SC2086
@@ -36,11 +36,14 @@ fi
              nova/configure_db novaapi/configure_db nova/configure_rabbit nova/configure_ksat \
              nova/configure_neutron nova/configure_placement nova/configure_api-endpoint \
              neutron/configure_db neutron/configure_rabbit neutron/configure_ksat \
-             neutron/configure_nova; do
+             neutron/configure_nova \
+             heat/configure_with_debconf heat/configure_db heat/configure_rabbit \
+             heat/configure_ksat heat/configure_api-endpoint; do
         owner=${q%%/*}
         echo "$owner-common $q boolean false"
     done
 } | sed -e 's/^keystone-common /keystone /' -e 's/^novaapi-common /nova-api /' \
+        -e 's|^heat-common heat/configure_api-endpoint |heat-api heat/configure_api-endpoint |' \
     | debconf-set-selections
 
 # shellcheck disable=SC2086
