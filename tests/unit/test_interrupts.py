@@ -23,6 +23,7 @@ import pytest
 
 from provisioner.cli import main
 from provisioner.interrupts import Signalled, checkpoint, handled_signals
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = "intr"
@@ -123,11 +124,9 @@ def start(
 
 def wait_for_request(proc: subprocess.Popen, hole: Blackhole, timeout: float = 60) -> None:
     """Until the command's first request reaches the cloud: it is observing the cluster."""
-    deadline = time.monotonic() + timeout
-    while not hole.accepted:
-        assert proc.poll() is None, f"ended before its first request: {proc.communicate()}"
-        assert time.monotonic() < deadline, "the command never made a request"
-        time.sleep(0.02)
+    wait_until(lambda: hole.accepted or proc.poll() is not None, timeout=timeout,
+               what="the command's first request")
+    assert hole.accepted, f"ended before its first request: {proc.communicate()}"
 
 
 def finish(proc: subprocess.Popen, sig: int) -> tuple[int, str, str]:
