@@ -1,11 +1,12 @@
 """The hub's certificate from an ACME CA (tls.mode = "acme"), obtained and renewed by lego.
 
-lego runs on the master and answers the CA's HTTP-01 challenge with its own web server on
-port 80, only while a challenge is open (the hub serves HTTPS on jupyterhub.port, never
-80). The account key and the private key are made by lego on the node and never leave it;
-only the public certificate comes back, to be checked here. Renewal needs no provisioner:
-a systemd timer runs ``lego renew --days 30``, whose hook installs the new certificate and
-restarts the hub only when lego really renewed it.
+lego runs on the master and answers the CA's HTTP-01 challenge through a webroot that the
+master's port-80 server serves (provisioner/hub/acme_http.py), which redirects every other
+plain-HTTP request to the hub's HTTPS (jupyterhub.port). The account key and the private
+key are made by lego on the node and never leave it; only the public certificate comes
+back, to be checked here. Renewal needs no provisioner: a systemd timer runs ``lego renew
+--days 30``, whose hook installs the new certificate and restarts the hub only when lego
+really renewed it.
 
 Let's Encrypt allows 5 certificates per week for the same names, so a run never asks the
 CA again while the one in lego's store is still good: it installs that one instead.
@@ -18,6 +19,7 @@ import logging
 from cryptography import x509
 
 from provisioner.errors import RemoteError
+from provisioner.hub.acme_http import ensure_http_redirect, unit_word
 from provisioner.hub.config import ACME_UNIT_NAME, UNIT_NAME, HubSettings
 from provisioner.hub.shell import MASTER, Shell, Step, q
 from provisioner.hub.tls import RENEW_BEFORE, TlsStep, expiry_problem, fingerprint, key_matches
@@ -28,9 +30,9 @@ log = logging.getLogger(__name__)
 RENEW_DAYS = RENEW_BEFORE.days
 _HINT = (
     "{domain} must resolve to the master's floating IP, port 80 must be reachable from the "
-    'internet (the security group opens it with tls.mode = "acme") and nothing else may '
-    "listen on it; check tls.acme_directory (and tls.acme_ca_file for a private CA), then "
-    "run again"
+    'internet (the security group opens it with tls.mode = "acme") and answered by the '
+    "master's port-80 server (systemctl status sparkstack-hub-http); check "
+    "tls.acme_directory (and tls.acme_ca_file for a private CA), then run again"
 )
 
 
@@ -72,7 +74,8 @@ def lego_args(settings: HubSettings) -> list[str]:
         f"--server={settings.acme_directory}",
         f"--path={settings.paths.acme_dir}",
         "--http",
-        "--http.port=:80",
+        # The port-80 server answers the challenge from here: lego binds no port.
+        f"--http.webroot={settings.paths.acme_webroot}",
         f"--domains={_domain(settings)}",
     ]
 
@@ -124,16 +127,10 @@ def render_hook(settings: HubSettings) -> str:
     )
 
 
-def _unit_word(value: str) -> str:
-    """One argument of an ExecStart= line: systemd expands % and $ and splits on spaces."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + escaped.replace("%", "%%").replace("$", "$$") + '"'
-
-
 def render_renew_service(settings: HubSettings, *, lego: str) -> str:
     argv = [lego, *lego_args(settings), "renew", f"--days={RENEW_DAYS}",
             f"--renew-hook={settings.paths.acme_hook}"]
-    env = [f"Environment={_unit_word(f'{k}={v}')}" for k, v in _lego_env(settings).items()]
+    env = [f"Environment={unit_word(f'{k}={v}')}" for k, v in _lego_env(settings).items()]
     return "\n".join(
         [
             "# Written by sparkstack; rewritten on every run.",
@@ -145,13 +142,13 @@ def render_renew_service(settings: HubSettings, *, lego: str) -> str:
             "[Service]",
             "Type=oneshot",
             *env,
-            "ExecStart=" + " ".join(_unit_word(a) for a in argv),
+            "ExecStart=" + " ".join(unit_word(a) for a in argv),
             "",
         ]
     )
 
 
-def render_renew_timer(settings: HubSettings) -> str:
+def render_renew_timer() -> str:
     return "\n".join(
         [
             "# Written by sparkstack; rewritten on every run.",
@@ -193,7 +190,8 @@ def ensure_lego(shell: Shell) -> str:
 
 
 def ensure_acme_client(shell: Shell, settings: HubSettings) -> Step:
-    """lego, the directory's CA bundle, the install and hook scripts, and the renewal timer.
+    """lego, the directory's CA bundle, the install and hook scripts, the renewal timer,
+    and the port-80 server that lego's challenges go through.
 
     Runs before the certificate step (which uses all of it); none of it is read by the hub,
     so a change here restarts nothing.
@@ -212,7 +210,7 @@ def ensure_acme_client(shell: Shell, settings: HubSettings) -> Step:
     ]
     units = [
         (p.acme_service, render_renew_service(settings, lego=lego), 0o644, "renewal service"),
-        (p.acme_timer, render_renew_timer(settings), 0o644, "renewal timer"),
+        (p.acme_timer, render_renew_timer(), 0o644, "renewal timer"),
     ]
     units_changed = False
     for path, text, mode, what in files + units:
@@ -234,6 +232,7 @@ def ensure_acme_client(shell: Shell, settings: HubSettings) -> Step:
     )
     if out.strip() == "started":
         wrote.append("timer started")
+    wrote += ensure_http_redirect(shell, settings)
     return Step("acme", bool(wrote), ", ".join(wrote) or f"lego at {lego}, renewal timer on")
 
 

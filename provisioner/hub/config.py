@@ -27,6 +27,8 @@ VENV = "/opt/sparkstack/venv"
 UNIT_NAME = "sparkstack-hub"
 # The certificate's renewal (tls.mode = "acme"): a oneshot service and its timer.
 ACME_UNIT_NAME = "sparkstack-hub-acme"
+# Port 80 with tls.mode = "acme": redirects to HTTPS, answers the CA's HTTP-01 requests.
+HTTP_UNIT_NAME = "sparkstack-hub-http"
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,20 @@ class HubPaths:
     @property
     def acme_timer(self) -> str:
         return f"{self.unit_dir}/{ACME_UNIT_NAME}.timer"
+
+    @property
+    def acme_webroot(self) -> str:
+        """lego's --http.webroot, which the port-80 server answers challenges from."""
+        return f"{self.state_dir}/acme-webroot"
+
+    @property
+    def http_server(self) -> str:
+        """The port-80 program (provisioner/hub/http_redirect.py, copied as it is)."""
+        return f"{self.config_dir}/http-redirect.py"
+
+    @property
+    def http_unit(self) -> str:
+        return f"{self.unit_dir}/{HTTP_UNIT_NAME}.service"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from tenacity import (
 from provisioner import render
 from provisioner.errors import RemoteError
 from provisioner.hub.acme import ensure_acme_client
+from provisioner.hub.acme_http import ensure_no_acme
 from provisioner.hub.config import UNIT_NAME, VENV, HubSettings, render_config, render_unit
 from provisioner.hub.packages import ensure_packages
 from provisioner.hub.shell import MASTER, Shell, Step, q
@@ -305,8 +306,10 @@ def ensure_hub(
     packages = ensure_packages(shell)
     dirs = ensure_dirs(shell, settings)
     secret = ensure_secrets(shell, settings)
-    # ACME: lego and its renewal timer first; the certificate step uses them.
-    acme = [ensure_acme_client(shell, settings)] if settings.tls_mode == "acme" else []
+    # ACME: lego, its renewal timer and port 80 first; the certificate step uses them.
+    # Without ACME, what an earlier ACME run left is removed (reported only if there was).
+    acme = [ensure_acme_client(shell, settings)] if settings.tls_mode == "acme" else [
+        s for s in [ensure_no_acme(shell, settings)] if s.changed]
     tls: TlsStep = ensure_tls(shell, settings)
     users = ensure_users(shell, settings)
     kernel = ensure_kernel(shell, inv=inv, master_ip=settings.addresses[0])
@@ -317,6 +320,7 @@ def ensure_hub(
     service = ensure_service(shell, restart=restart)
     wait_for_hub(shell, settings, timeout=ready_timeout)
     steps = (packages, dirs, secret, *acme, tls, users, kernel, config, service)
+    host = settings.tls_domain if settings.tls_mode == "acme" else settings.addresses[-1]
     for step in steps:
         log.info("hub: %s", step)
     return HubReport(
@@ -324,6 +328,6 @@ def ensure_hub(
         fingerprint=tls.fingerprint,
         passwords=dict(users.passwords),
         # An ACME certificate is for the domain, not for the address.
-        url=f"https://{settings.tls_domain if acme else settings.addresses[-1]}:{settings.port}/",
+        url=f"https://{host}:{settings.port}/",
         seconds=time.monotonic() - start,
     )

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import time
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.testbed import bed, fixtures
+from tests.waiting import wait_until
 
 USER_DATA = "#cloud-config\nwrite_files:\n  - path: /etc/sparkstack-smoke\n    content: ok\n"
 
@@ -33,14 +33,7 @@ def _public_key() -> str:
 
 def _wait(what: str, check, *, timeout: float = 60, interval: float = 0.5):
     """Poll `check` until it returns something truthy; fail with `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    return wait_until(check, timeout=timeout, what=what, interval=interval)
 
 
 @pytest.mark.cloud

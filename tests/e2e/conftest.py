@@ -22,6 +22,7 @@ from tests.testbed import bed
 from tests.testbed.fixtures import bed_required, cannot_run_reason, clean_project, testbed
 from tests.testbed.hosts import hostbed as hostbed_mod
 from tests.testbed.hosts import hosts
+from tests.waiting import wait_until
 
 __all__ = ["clean_project", "testbed"]
 
@@ -31,16 +32,8 @@ def wait_for(
     on_timeout: Callable[[], str] | None = None,
 ) -> Any:
     """Poll until `condition()` is truthy and return it; fail the test naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            detail = on_timeout() if on_timeout else ""
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{detail}",
-                        pytrace=False)
-        time.sleep(interval)
+    return wait_until(condition, timeout=timeout, what=what, interval=interval,
+                      on_timeout=on_timeout)
 
 
 @dataclass

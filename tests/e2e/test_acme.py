@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import http.client
 import ipaddress
 import json
 import logging
@@ -36,7 +37,7 @@ from cryptography.x509.oid import NameOID
 
 from provisioner.hub import HubSettings, ensure_hub, wait_for_hub
 from provisioner.hub.acme import lego_args
-from provisioner.hub.config import ACME_UNIT_NAME, HubPaths
+from provisioner.hub.config import ACME_UNIT_NAME, HTTP_UNIT_NAME, HubPaths
 from provisioner.inventory import Inventory
 from tests.testbed.fixtures import cannot_run_reason
 from tests.testbed.hosts import hosts, mirror, rootfs
@@ -242,7 +243,20 @@ def _served(ip: str, roots: ssl.SSLContext) -> x509.Certificate:
         return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
 
 
-def test_acme_certificate_from_pebble_is_served_kept_and_renewable(acme_bed, record_property):
+def _plain_http(ip: str, path: str) -> tuple[int, str | None]:
+    """Status and Location of a plain-HTTP GET of `path` on port 80, as a browser sends it."""
+    connection = http.client.HTTPConnection(ip, 80, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Host": DOMAIN})
+        response = connection.getresponse()
+        return response.status, response.getheader("Location")
+    finally:
+        connection.close()
+
+
+def test_acme_from_pebble_is_served_kept_renewed_redirects_port_80_and_is_removed_when_off(
+    acme_bed, record_property
+):
     host, shell, ca, roots, intermediate_pem = acme_bed
     ip = host.fixed_ip
     inv = _acme_inventory(ca)
@@ -261,6 +275,10 @@ def test_acme_certificate_from_pebble_is_served_kept_and_renewable(acme_bed, rec
     assert names.get_values_for_type(x509.DNSName) == [DOMAIN]
     der = served.public_bytes(serialization.Encoding.DER)
     assert first.fingerprint.replace(":", "").lower() == hashlib.sha256(der).hexdigest()
+    # Port 80 sends browsers to the same path on the hub's HTTPS, permanently.
+    assert settings.port == 443
+    assert _plain_http(ip, "/some/path?next=%2Fhub") == (
+        301, f"https://{DOMAIN}/some/path?next=%2Fhub")
     hub_pid = _hub_pid(shell)
 
     second = ensure_hub(shell, settings, inv=inv, ready_timeout=120)
@@ -303,6 +321,25 @@ def test_acme_certificate_from_pebble_is_served_kept_and_renewable(acme_bed, rec
     assert renewed.issuer == intermediate.subject
     assert _hub_pid(shell) != hub_pid, "the hook did not restart the hub"
     assert shell.run(f"stat -c %a {p.key}")[1].strip() == "600"
+    # The renewal's challenge went through port 80, which still redirects.
+    assert _plain_http(ip, "/hub/login")[1] == f"https://{DOMAIN}/hub/login"
+
+    # The cluster leaves ACME: the renewal timer, its service and port 80 go with it.
+    plain = _inventory(["alice"], ["alice"])
+    assert plain.jupyterhub.tls.mode != "acme"
+    off = ensure_hub(shell, HubSettings.from_inventory(plain, master_ip=ip), inv=plain,
+                     ready_timeout=120)
+    steps = {s.name: s for s in off.steps}
+    assert steps["acme"].changed and "removed" in steps["acme"].detail, str(steps["acme"])
+    for unit in (f"{ACME_UNIT_NAME}.timer", f"{ACME_UNIT_NAME}.service",
+                 f"{HTTP_UNIT_NAME}.service"):
+        assert shell.run(f"systemctl is-enabled {unit}", check=False)[0] != 0, unit
+    for path in (p.acme_timer, p.acme_service, p.http_unit, p.http_server):
+        assert shell.read(path) is None, path
+    wait_for(lambda: not _listening(ip, 80), timeout=30, what="port 80 to close")
+    again = ensure_hub(shell, HubSettings.from_inventory(plain, master_ip=ip), inv=plain,
+                       ready_timeout=120)
+    assert "acme" not in {s.name for s in again.steps}, "nothing left to remove is no step"
 
     seconds = time.monotonic() - start
     record_property("acme_first_run_s", round(first.seconds, 1))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.hostkeys import fingerprint
+from provisioner.hub.config import HubPaths
 from provisioner.render import READY_MARKER
 from tests.cloud.test_workflows import cli_env, cluster_resources, run_cli
 from tests.testbed.hosts import hosts
@@ -185,7 +186,12 @@ def test_ctrl_c_during_the_hub_install_exits_130_then_up_completes_and_down_clea
                 break
         else:
             pytest.fail("up ended before the hub install: " + "".join(seen))
-        time.sleep(1.0)  # into the install's steps, not before the first
+        # Into the install's steps, not before the first: the hub's cookie secret, which
+        # only its secrets step writes (third of nine, long before the hub starts).
+        master = next(h for h in hosts_of(admin, "hubint") if h.name == "hubint-master")
+        secret = master.file(HubPaths().cookie_secret)
+        wait_for(lambda: secret.exists() or proc.poll() is not None, timeout=300,
+                 what="the hub's secrets step on the master")
         proc.send_signal(signal.SIGINT)
         _, rest = proc.communicate(timeout=120)
         assert proc.returncode == 130, "".join(seen) + rest

@@ -418,10 +418,12 @@ def test_renewal_runs_lego_with_the_same_account_and_a_restarting_hook(tmp_path)
     assert argv == ["/usr/bin/lego", *lego_args(settings), "renew", "--days=30",
                     f"--renew-hook={p.acme_hook}"]
     assert "--server=https://ca.test:14000/dir" in argv and f"--path={p.acme_dir}" in argv
-    assert "--http.port=:80" in argv and "--domains=hub.example.org" in argv
+    # lego binds no port: it leaves the challenge in the webroot the port-80 server serves
+    assert f"--http.webroot={p.acme_webroot}" in argv and "--domains=hub.example.org" in argv
+    assert not any(a.startswith("--http.port") for a in argv)
     assert f'Environment="LEGO_CA_CERTIFICATES={p.acme_ca}"' in unit
     assert "Type=oneshot" in unit
-    timer = render_renew_timer(settings)
+    timer = render_renew_timer()
     assert "OnCalendar=daily" in timer and "WantedBy=timers.target" in timer
     hook = render_hook(settings)
     assert hook.splitlines()[-2:] == [p.acme_install, "systemctl restart sparkstack-hub"]

@@ -5,9 +5,11 @@ this process for the table; a sample goes through the real CLI, each in its own 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -158,15 +160,46 @@ def test_tls_files_that_cannot_be_read_are_refused_by_the_loader(tmp_path):
         assert f"jupyterhub.tls.key_file: {want}" in lines, (name, lines)
 
 
-def test_a_mode_000_key_is_refused_for_a_user_who_cannot_read_it(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root reads a mode-000 file; the FIFO, loop and EIO cases cover root")
-    key = tmp_path / "id"
-    key.write_text("secret")
-    key.chmod(0)
+NOBODY = 65534  # Debian's and most distributions' unprivileged "nobody" user and group
+
+
+def as_nobody(check, path: Path) -> str | None:
+    """``check(path)`` in a child that dropped root for nobody, whose reads the mode bits
+    govern; as anyone else, in this process. The answer comes back through a pipe."""
+    if os.geteuid() != 0:
+        return check(path)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            os.write(write_end, json.dumps(check(path)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as answer:
+        text = answer.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and text, "the unprivileged child failed"
+    return json.loads(text)
+
+
+def test_a_mode_000_key_is_refused_for_a_user_who_cannot_read_it():
     from provisioner.inventory.fields import unusable_file
 
-    assert unusable_file(key) == "cannot be read (Permission denied)"
+    # A directory of its own that anyone may enter (pytest's tmp_path is root's 0700), so
+    # only the key's own mode can refuse the read: its readable sibling proves it.
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)
+        readable, key = Path(tmp) / "id.pub", Path(tmp) / "id"
+        readable.write_text("public")
+        key.write_text("secret")
+        key.chmod(0)
+        assert as_nobody(unusable_file, readable) is None
+        assert as_nobody(unusable_file, key) == "cannot be read (Permission denied)"
 
 
 @pytest.fixture

@@ -208,7 +208,7 @@ def mutated_examples(draw) -> bytes:
 @example(content=b"[" * 2000, role="master")
 @example(content=b"a = [" * 1000, role="worker")
 @example(content=b"\xff\xfe\x00", role="kernel")
-def test_no_input_file_makes_render_print_a_traceback(
+def test_render_of_any_input_file_prints_its_output_or_one_error_never_a_traceback(
     capsys, monkeypatch, content: bytes, role: str
 ):
     # A mutation that drops the pin would send render to Apache's site: this test is about
