@@ -89,7 +89,10 @@ def connect(
     `api_timeout` from clouds.yaml, else DEFAULT_API_TIMEOUT."""
     try:
         region = openstack.config.get_cloud_region(cloud=cloud or None, app_name="sparkstack")
-    except (os_exc.ConfigException, ksa_exc.ClientException, KeyError) as exc:
+    # A cloud name missing from clouds.yaml is a ConfigException ("Cloud x was not found"),
+    # missing credentials a keystoneauth error: those are the user's to fix. Anything else
+    # out of the loader is a bug (ours or openstacksdk's), reported as one with the log.
+    except (os_exc.ConfigException, ksa_exc.ClientException) as exc:
         raise UserInputError(
             f"cannot load the cloud configuration{f' {cloud!r}' if cloud else ''}: {exc}",
             step="connect",
