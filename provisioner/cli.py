@@ -120,8 +120,9 @@ def _run(argv: list[str] | None) -> int:
         # typer vendors its own click, so usage errors are not click.ClickException: match
         # the interface (show + exit_code) rather than a class from one or the other.
         usage = getattr(exc, "exit_code", None)
-        if callable(getattr(exc, "show", None)) and isinstance(usage, int):
-            exc.show()
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(usage, int):
+            show()
             return usage
         # A bug outside any command's session: still no traceback on the terminal.
         log.debug("unexpected error", exc_info=True)

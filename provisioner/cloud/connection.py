@@ -53,16 +53,17 @@ def is_transient(exc: BaseException) -> bool:
     if not isinstance(exc, Exception):
         return False
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, ksa_exc.ConnectionError | ConnectionError):
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, ksa_exc.ConnectionError | ConnectionError):
             return True
-        if type(exc).__name__ in {"ConnectionError", "ChunkedEncodingError", "ReadTimeout"}:
+        if type(link).__name__ in {"ConnectionError", "ChunkedEncodingError", "ReadTimeout"}:
             return True  # requests' own, without importing requests for it
-        code = status_of(exc)
+        code = status_of(link)
         if code is not None:
             return code >= 500
-        exc = exc.__cause__ or exc.__context__
+        link = link.__cause__ or link.__context__
     return False
 
 
