@@ -149,15 +149,15 @@ def _log_command(source: str, *, lines: int, follow: bool) -> str:
 
 def _logs_exit(code: int, *, target: str, follow: bool, ssh_said: list[str]) -> int:
     """`logs`' exit code from ssh's. A signal decides first: Ctrl-C is how a follow is
-    meant to end (0), a SIGTERM or SIGHUP ends it like any other command (128 + N) even
-    though ssh, which got it passed on, exits 255 for it. Otherwise 255 is ssh failing to
+    meant to end (0); otherwise a signal ends it like any other command (128 + N), even
+    though ssh, which got it too, may exit 255 for it. Then 255 is ssh failing to
     connect: a NodeUnreachable quoting ssh."""
     handler = installed()
     received = handler.received if handler else None
-    if received is not None and received != signal.SIGINT:
+    if received is not None:
+        if follow and received == signal.SIGINT:
+            return 0
         raise Signalled(received)
-    if received == signal.SIGINT and follow:
-        return 0
     if code == SSH_FAILED:
         # At LogLevel=ERROR what ssh printed last is its own few lines about the failure.
         said = "; ".join(line.strip() for line in ssh_said[-4:] if line.strip())

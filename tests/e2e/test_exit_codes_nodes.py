@@ -1,9 +1,11 @@
 """`tunnel` and `logs` exit like every other command, on servers that really boot:
-SIGTERM and SIGHUP end a tunnel with 143 and 129 and its forwards closed; ssh failing to
-connect ends `logs -f` with exit 3 naming the node and quoting ssh, not 0."""
+SIGTERM and SIGHUP end a tunnel with 143 and 129 and its forwards closed; a SIGTERM ends
+`logs -f` with 143 (Ctrl-C still with 0); ssh failing to connect ends `logs -f` with exit 3
+naming the node and quoting ssh, not 0."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -54,7 +56,33 @@ def _tunnel_until(sig: signal.Signals, inv: Path, env: dict[str, str]) -> tuple[
     return tunnel.returncode, err, local
 
 
-def test_signals_end_tunnel_with_128_plus_n_and_forwards_closed_and_refused_logs_exit_3(
+def _follow_until(
+    sig: signal.Signals, inv: Path, env: dict[str, str], *, group: bool
+) -> tuple[int, str]:
+    """(exit code, stderr) of `logs -f` on worker 1 that got `sig` once a line came."""
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "provisioner.cli", "logs", "-i", str(inv), "-f", "-n", "1",
+         "worker-1"],
+        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert follow.stdout is not None
+        line = follow.stdout.readline()  # the log's last line: ssh is in, following
+        assert line, follow.communicate()[1]
+        if group:
+            os.killpg(follow.pid, sig)
+        else:
+            follow.send_signal(sig)
+        _, err = follow.communicate(timeout=60)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+    return follow.returncode, err
+
+
+def test_signals_end_tunnel_and_logs_with_128_plus_n_and_refused_logs_exit_3(
     hostbed: object, clean_project: Any, tmp_path: Path
 ) -> None:
     inv = inventory(tmp_path / "inv.toml", name=NAME, workers=1)
@@ -69,6 +97,13 @@ def test_signals_end_tunnel_with_128_plus_n_and_forwards_closed_and_refused_logs
             assert f"interrupted by {sig.name}" in " ".join(err.split()), err
             assert "Traceback" not in err
             assert _closed(local), f"the forward on {local} outlived the tunnel ({sig.name})"
+
+        # logs -f: a SIGTERM to sparkstack alone is 143; Ctrl-C at a terminal (the whole
+        # process group) is how a follow ends, 0.
+        for sig, group, expected in ((signal.SIGTERM, False, 143), (signal.SIGINT, True, 0)):
+            code, err = _follow_until(sig, inv, env, group=group)
+            assert code == expected, err
+            assert "Traceback" not in err
 
         # A user the nodes do not have: sshd refuses the login and ssh exits 255.
         text = inv.read_text()
