@@ -112,3 +112,19 @@ def test_a_key_error_out_of_the_cloud_config_loader_is_a_bug_exit_1_with_the_log
     log = tmp_path / "state" / "sparkstack" / "exits" / "sparkstack.log"
     assert f"details: {log}" in err
     assert "Traceback" in log.read_text()  # the log has what a bug report needs
+
+
+def test_ssh_stderr_is_kept_for_the_error_and_still_shown(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """What `logs` quotes when ssh cannot connect is what ssh wrote, which the user sees
+    as it comes too (a shell stands in for ssh: the same pipe, the same exit 255)."""
+    from provisioner import openssh
+
+    kept: list[str] = []
+    script = "echo 'u@10.0.0.1: Permission denied (publickey).' >&2; echo out; exit 255"
+    assert openssh.run(["sh", "-c", script], stderr_tail=kept) == 255
+    assert kept == ["u@10.0.0.1: Permission denied (publickey)."]
+    shown = capfd.readouterr()
+    assert shown.err == "u@10.0.0.1: Permission denied (publickey).\n"
+    assert shown.out == "out\n"
