@@ -21,9 +21,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The codes commands exited with through typer.Exit in this process (see _run).
-_COMMAND_EXITS: list[int] = []
-
 
 def unchanged(signum: int) -> Interrupted:
     """Stopped before any command changed anything (loading, parsing, a question)."""
@@ -38,7 +35,9 @@ def _print_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-def build_app() -> typer.Typer:
+def build_app(command_exits: list[int] | None = None) -> typer.Typer:
+    """The app; the codes its commands exit with through typer.Exit are appended to
+    `command_exits`, which belongs to one run (see _run)."""
     import typer
     import typer.core
 
@@ -61,7 +60,8 @@ def build_app() -> typer.Typer:
             except KeyboardInterrupt as exc:
                 raise unchanged(signum_of(exc)) from None
             except typer.Exit as exc:
-                _COMMAND_EXITS.append(exc.exit_code)
+                if command_exits is not None:
+                    command_exits.append(exc.exit_code)
                 raise
 
     app = typer.Typer(
@@ -100,12 +100,15 @@ def _run(argv: list[str] | None) -> int:
     """The command's exit code; its SparkstackError, or a bug as one, raised."""
     import typer
 
-    app = build_app()
+    # Per run: a record kept across calls of main() would grow with each and let an
+    # earlier command's exit 130 hide a signal typer swallowed in a later one.
+    command_exits: list[int] = []
+    app = build_app(command_exits)
     try:
         # Outside standalone mode click hands back a typer.Exit's code instead of raising it.
         code = app(args=argv, prog_name="sparkstack", standalone_mode=False)
         handler = installed()
-        if code == 130 and handler and handler.received and 130 not in _COMMAND_EXITS:
+        if code == 130 and handler and handler.received and 130 not in command_exits:
             # No command exited 130: typer's main swallowed a signal (in the moment
             # around a command, where neither hook above sees it).
             raise unchanged(handler.received)
@@ -117,8 +120,9 @@ def _run(argv: list[str] | None) -> int:
         # typer vendors its own click, so usage errors are not click.ClickException: match
         # the interface (show + exit_code) rather than a class from one or the other.
         usage = getattr(exc, "exit_code", None)
-        if callable(getattr(exc, "show", None)) and isinstance(usage, int):
-            exc.show()
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(usage, int):
+            show()
             return usage
         # A bug outside any command's session: still no traceback on the terminal.
         log.debug("unexpected error", exc_info=True)

@@ -66,6 +66,14 @@ class RemoteError(SparkstackError):
     exit_code = 4
 
 
+class NodeUnreachable(RemoteError):
+    """The system's ssh could not connect to a node (its exit 255), for a command that
+    only reads from it (`logs`): like a cloud that cannot be reached, exit 3, not a step
+    that failed on the node."""
+
+    exit_code = 3
+
+
 class UnexpectedError(SparkstackError):
     """A bug in sparkstack (not a cloud or node failure): the log has the traceback."""
 

@@ -15,9 +15,12 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from provisioner.errors import UserInputError
 from provisioner.hostkeys import HostKey, lookup_name
@@ -98,15 +101,33 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def run(argv: list[str]) -> int:
+def _tee(source: IO[bytes], kept: list[str]) -> None:
+    """Copy ssh's stderr to ours as it comes, keeping its last lines."""
+    for line in iter(source.readline, b""):
+        sys.stderr.buffer.write(line)
+        sys.stderr.buffer.flush()
+        kept[:] = [*kept[-19:], line.decode(errors="replace").rstrip()]
+
+
+def run(argv: list[str], *, stderr_tail: list[str] | None = None) -> int:
     """Run ssh in the foreground and give back its exit status. Ctrl-C reaches ssh from
     the terminal (same process group); here it only means: wait for ssh to finish. A
-    SIGTERM or SIGHUP sent to sparkstack alone (a CI runner cancelling) is passed on."""
-    proc = subprocess.Popen(argv)
+    SIGTERM or SIGHUP sent to sparkstack alone (a CI runner cancelling) is passed on.
+    With `stderr_tail`, ssh's stderr is still shown as it comes, and its last lines are
+    left there too (ssh's own message when it could not connect, for the caller's error)."""
+    proc = subprocess.Popen(argv, stderr=None if stderr_tail is None else subprocess.PIPE)
+    copier = None
+    if stderr_tail is not None and proc.stderr is not None:
+        copier = threading.Thread(target=_tee, args=(proc.stderr, stderr_tail), daemon=True)
+        copier.start()
     try:
         while True:
             try:
-                return exit_status(proc.wait())
+                code = exit_status(proc.wait())
+                if copier is not None:
+                    # ssh has exited; a ProxyCommand it ran may hold the pipe a moment longer
+                    copier.join(timeout=5)
+                return code
             except KeyboardInterrupt as exc:
                 if signum_of(exc) != signal.SIGINT:
                     proc.send_signal(signum_of(exc))

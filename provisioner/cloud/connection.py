@@ -53,16 +53,17 @@ def is_transient(exc: BaseException) -> bool:
     if not isinstance(exc, Exception):
         return False
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, ksa_exc.ConnectionError | ConnectionError):
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, ksa_exc.ConnectionError | ConnectionError):
             return True
-        if type(exc).__name__ in {"ConnectionError", "ChunkedEncodingError", "ReadTimeout"}:
+        if type(link).__name__ in {"ConnectionError", "ChunkedEncodingError", "ReadTimeout"}:
             return True  # requests' own, without importing requests for it
-        code = status_of(exc)
+        code = status_of(link)
         if code is not None:
             return code >= 500
-        exc = exc.__cause__ or exc.__context__
+        link = link.__cause__ or link.__context__
     return False
 
 
@@ -89,7 +90,10 @@ def connect(
     `api_timeout` from clouds.yaml, else DEFAULT_API_TIMEOUT."""
     try:
         region = openstack.config.get_cloud_region(cloud=cloud or None, app_name="sparkstack")
-    except (os_exc.ConfigException, ksa_exc.ClientException, KeyError) as exc:
+    # A cloud name missing from clouds.yaml is a ConfigException ("Cloud x was not found"),
+    # missing credentials a keystoneauth error: those are the user's to fix. Anything else
+    # out of the loader is a bug (ours or openstacksdk's), reported as one with the log.
+    except (os_exc.ConfigException, ksa_exc.ClientException) as exc:
         raise UserInputError(
             f"cannot load the cloud configuration{f' {cloud!r}' if cloud else ''}: {exc}",
             step="connect",

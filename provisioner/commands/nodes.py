@@ -4,6 +4,7 @@ the system's ssh client with the cluster's pinned host keys (see provisioner/ope
 from __future__ import annotations
 
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +17,12 @@ from rich.console import Console
 
 from provisioner import plan as P
 from provisioner.commands.common import InventoryOpt, cluster_cloud, load, session
-from provisioner.errors import RemoteError, UserInputError
+from provisioner.errors import NodeUnreachable, RemoteError, UserInputError
+from provisioner.interrupts import Signalled, installed, signum_of
+
+# What the system's ssh exits with when it fails itself (could not connect, authenticate,
+# verify the host key), as opposed to the remote command's own status (ssh(1)).
+SSH_FAILED = 255
 
 if TYPE_CHECKING:  # imported where used: commands that need neither start faster
     from provisioner.inventory import Inventory
@@ -144,6 +150,29 @@ def _log_command(source: str, *, lines: int, follow: bool) -> str:
     return f"sudo sh -c {shlex.quote(script)}"
 
 
+def _logs_exit(code: int, *, target: str, follow: bool, ssh_said: list[str]) -> int:
+    """`logs`' exit code from ssh's. A signal decides first: Ctrl-C is how a follow is
+    meant to end (0); otherwise a signal ends it like any other command (128 + N), even
+    though ssh, which got it too, may exit 255 for it. Then 255 is ssh failing to
+    connect: a NodeUnreachable quoting ssh."""
+    handler = installed()
+    received = handler.received if handler else None
+    if received is not None:
+        if follow and received == signal.SIGINT:
+            return 0
+        raise Signalled(received)
+    if code == SSH_FAILED:
+        # At LogLevel=ERROR what ssh printed last is its own few lines about the failure.
+        said = "; ".join(line.strip() for line in ssh_said[-4:] if line.strip())
+        raise NodeUnreachable(
+            f"ssh could not connect: {said or 'exit 255'}",
+            resource=target,
+            step="logs",
+            hint="`sparkstack status` shows whether the node is up",
+        )
+    return code
+
+
 def _free_port(preferred: int, taken: set[int]) -> int:
     """`preferred` if nothing on this machine listens there, else the next free one."""
     port = preferred
@@ -227,9 +256,9 @@ def register(app: typer.Typer) -> None:
                 extra=["-t"] if follow and sys.stdin.isatty() else [],
                 command=_log_command(source, lines=lines, follow=follow),
             )
-            code = openssh.run(argv)
-        # Ctrl-C ends a follow: that is how it is meant to stop, not a failure.
-        raise typer.Exit(0 if follow and code in (130, 255) else code)
+            ssh_said: list[str] = []
+            code = openssh.run(argv, stderr_tail=ssh_said)
+            raise typer.Exit(_logs_exit(code, target=target.name, follow=follow, ssh_said=ssh_said))
 
     @app.command()
     def tunnel(
@@ -290,9 +319,18 @@ def register(app: typer.Typer) -> None:
                     resource=cluster.master.name,
                     step="tunnel",
                 )
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
+                _close(proc)  # the forwards end with ssh, before anything is reported
                 err.print("tunnel closed", highlight=False)
+                if signum_of(exc) != signal.SIGINT:
+                    # Ctrl-C is how a tunnel is meant to end (0); SIGTERM and SIGHUP end
+                    # it like any other command, 128 + the signal's number.
+                    raise
             finally:
-                if proc.poll() is None:
-                    proc.terminate()
-                    proc.wait()
+                _close(proc)
+
+
+def _close(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait()

@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
         out, err = Console(emoji=False), Console(stderr=True, emoji=False)
         name = inv.cluster.name
         with session(name):
+            from provisioner.workflows.smoke import Check
             from provisioner.workflows.smoke import smoke as run_smoke
             from provisioner.workflows.ssh_stage import Access, bring_up
 
@@ -35,7 +36,7 @@ def register(app: typer.Typer) -> None:
                     f"cluster {name} has no master", hint="run `sparkstack up` first"
                 )
 
-            def show(check) -> None:
+            def show(check: Check) -> None:
                 if as_json:
                     return
                 mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"

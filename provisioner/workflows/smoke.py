@@ -65,6 +65,32 @@ class _Failed(Exception):
     """A check failed; later checks that depend on it are not attempted."""
 
 
+def expect_answer(answer: str, expected: str) -> None:
+    """A kernel's answer to a cell whose answer is known. A check, not an `assert`: it must
+    hold under `python -O` too, and a wrong answer is the cluster's failure, not a bug."""
+    if answer != expected:
+        raise RemoteError(f"the kernel answered {answer!r}, not {expected!r}", step="smoke")
+
+
+def executor_hosts(output: str, workers: set[str]) -> tuple[str, set[str]]:
+    """(application id, the workers that ran its executors) from what EXECUTORS printed;
+    a RemoteError when the output is not that, or when no worker ran an executor."""
+    hosts_json, _, app_id = output.strip().rpartition(" ")
+    try:
+        hosts = json.loads(hosts_json)
+    except ValueError:
+        hosts = None
+    if not app_id or not isinstance(hosts, list):
+        raise RemoteError(
+            f"the kernel printed {output!r}, not the executor hosts and application id",
+            step="smoke",
+        )
+    on = {str(h) for h in hosts} & workers
+    if workers and not on:
+        raise RemoteError(f"{app_id} had executors only on {hosts_json}", step="smoke")
+    return app_id, on
+
+
 @dataclass
 class _Runner:
     report: SmokeReport
@@ -76,9 +102,10 @@ class _Runner:
         start = time.monotonic()
         try:
             yield detail
-        except (SparkstackError, AssertionError, tenacity.RetryError) as exc:
-            text = exc.render() if isinstance(exc, SparkstackError) else str(exc)
-            self._add(Check(name, False, time.monotonic() - start, text))
+        except SparkstackError as exc:
+            # Only the project's errors are a failed check; anything else is a bug in
+            # smoke itself and goes on up as one (exit 1), not as a broken cluster.
+            self._add(Check(name, False, time.monotonic() - start, exc.render()))
             raise _Failed(name) from exc
         self._add(Check(name, True, time.monotonic() - start, " ".join(detail)))
 
@@ -87,12 +114,15 @@ class _Runner:
         self.on_check(check)
 
 
-def _poll(fn: Callable[[], Any], *, timeout: float, interval: float = 1.0) -> Any:
-    return tenacity.Retrying(
-        retry=tenacity.retry_if_result(lambda v: not v),
-        wait=tenacity.wait_fixed(interval),
-        stop=tenacity.stop_after_delay(timeout),
-    )(fn)
+def _poll(fn: Callable[[], Any], *, what: str, timeout: float, interval: float = 1.0) -> Any:
+    try:
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_result(lambda v: not v),
+            wait=tenacity.wait_fixed(interval),
+            stop=tenacity.stop_after_delay(timeout),
+        )(fn)
+    except tenacity.RetryError:
+        raise RemoteError(f"{what} not within {timeout:.0f} s", step="smoke") from None
 
 
 def smoke(
@@ -104,7 +134,8 @@ def smoke(
     timeout: float = 300,
 ) -> SmokeReport:
     master = observed.master()
-    assert master is not None, "bring_up found the master"
+    if master is None:
+        raise RemoteError("the cluster has no master", step="smoke", hint="run `sparkstack up`")
     workers = {w.fixed_ip for w in observed.workers()}
     report = SmokeReport()
     run = _Runner(report, on_check)
@@ -146,7 +177,7 @@ def _as_smoke_user(
             _poll(
                 lambda: (api.call("GET", f"/hub/api/users/{user}").get("servers", {})
                          .get("", {}).get("ready")),
-                timeout=timeout,
+                what=f"{user}'s server ready", timeout=timeout,
             )  # fmt: skip
             d.append("ready")
 
@@ -157,19 +188,17 @@ def _as_smoke_user(
             # Answering a cell is what a user waits for; Spark connects behind it, and the
             # first cell that uses Spark (the job below) waits for that.
             answer = api.execute(user, kernel["id"], "print(6 * 7)", timeout=timeout)
-            assert answer == "42", f"the kernel answered {answer!r}"
+            expect_answer(answer, "42")
             d.append(f"{kernel['id'][:8]} answering")
 
         with run.check(f"job {JOB} = {JOB_ANSWER}") as d:
             answer = api.execute(user, kernel["id"], JOB, timeout=timeout)
-            assert answer == JOB_ANSWER, f"the kernel answered {answer!r}"
+            expect_answer(answer, JOB_ANSWER)
             d.append("correct")
 
         with run.check("the application ran executors on the workers") as d:
             out = api.execute(user, kernel["id"], EXECUTORS, timeout=60)
-            hosts_json, app_id = out.rsplit(" ", 1)
-            on = set(json.loads(hosts_json)) & workers
-            assert on or not workers, f"executors only on {hosts_json}"
+            app_id, on = executor_hosts(out, workers)
             d.append(f"{app_id} on {', '.join(sorted(on))}")
     finally:
         _remove_smoke_user(nodes, api, user)
