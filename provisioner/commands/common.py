@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -19,8 +19,14 @@ from provisioner.interrupts import checkpoint, interrupted, signum_of
 from provisioner.keys import state_dir
 from provisioner.workflows import UserData
 
+if TYPE_CHECKING:
+    from provisioner.inventory import Inventory
+    from provisioner.render import Role
+
 log = logging.getLogger(__name__)
 
+# Where every command looks for the inventory unless told (-i, $SPARKSTACK_INVENTORY).
+DEFAULT_INVENTORY = Path("inventory.toml")
 InventoryOpt = Annotated[
     Path,
     typer.Option(
@@ -109,7 +115,7 @@ def session(cluster: str) -> Iterator[Session]:
 CLUSTER_NAME_ENV = "SPARKSTACK_CLUSTER_NAME"
 
 
-def load(path: Path) -> Any:
+def load(path: Path) -> Inventory:
     from provisioner.inventory import load_inventory
 
     name = os.environ.get(CLUSTER_NAME_ENV) or None
@@ -140,7 +146,7 @@ def seconds_from_env(name: str) -> float | None:
     return value
 
 
-def cluster_cloud(inv: Any) -> Any:
+def cluster_cloud(inv: Inventory) -> Any:
     from provisioner.cloud import ClusterCloud, connect
 
     conn = connect(inv.cluster.cloud or "", api_timeout=seconds_from_env(API_TIMEOUT_ENV))
@@ -150,7 +156,7 @@ def cluster_cloud(inv: Any) -> Any:
     return ClusterCloud(conn, cluster=inv.cluster.name, retry_for=retry_for)
 
 
-def user_data_renderer(inv: Any) -> UserData:
+def user_data_renderer(inv: Inventory) -> UserData:
     """Renders each role's user_data. The Spark tarball's sha512 is resolved at the first
     render, which preflight does: a checksum source that cannot be reached is then one of
     preflight's problems, before anything exists. Resolved once per command."""
@@ -169,8 +175,9 @@ def user_data_renderer(inv: Any) -> UserData:
                 log.info("spark tarball sha512 %s", known[0].source)
         if isinstance(known[0], Exception):
             raise known[0]
-        return render_cloud_init(inv, role=role, master_ip=master_ip, spark_hash=known[0],
-                                 for_api=True)
+        # the executor renders only the roles its plan creates servers for
+        return render_cloud_init(inv, role=cast("Role", role), master_ip=master_ip,
+                                 spark_hash=known[0], for_api=True)  # fmt: skip
 
     return render
 

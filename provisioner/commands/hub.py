@@ -6,15 +6,21 @@ new one is named with --worker-ip."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from provisioner import plan as P
-from provisioner.commands.common import InventoryOpt, JsonOpt, cluster_cloud, load, session
-from provisioner.commands.output import emit_json, progress
+from provisioner.commands.common import (
+    DEFAULT_INVENTORY,
+    InventoryOpt,
+    JsonOpt,
+    cluster_cloud,
+    load,
+    session,
+)
+from provisioner.commands.output import emit_json, print_hub, progress
 from provisioner.errors import UserInputError
 
 
@@ -34,13 +40,13 @@ def register(app: typer.Typer) -> None:
                 "cluster's secret before it starts, so it cannot register: name it here.",
             ),
         ] = None,
-        inventory: InventoryOpt = Path("inventory.toml"),
+        inventory: InventoryOpt = DEFAULT_INVENTORY,
         as_json: JsonOpt = False,
     ) -> None:
         """Install or reconcile JupyterHub and Spark authentication on a master launched
         from Horizon (and on the workers registered with it)."""
-        from provisioner.commands.cluster import print_hub, spark_stage
         from provisioner.workflows.hub_stage import install_hub
+        from provisioner.workflows.node_stage import spark_stage
         from provisioner.workflows.spark_auth import master_status, waiting_for_secret
         from provisioner.workflows.ssh_stage import Access, bring_up
 

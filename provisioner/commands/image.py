@@ -4,8 +4,7 @@ baked images match this sparkstack and the inventory."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from provisioner.commands.common import (
+    DEFAULT_INVENTORY,
     InventoryOpt,
     JsonOpt,
     cluster_cloud,
@@ -22,8 +22,11 @@ from provisioner.commands.common import (
 from provisioner.commands.output import age, emit_json, progress
 from provisioner.errors import PreflightError, SparkstackError
 
+if TYPE_CHECKING:
+    from provisioner.inventory import Inventory
 
-def image_clouds(inv: Any) -> tuple[Any, Any]:
+
+def image_clouds(inv: Inventory) -> tuple[Any, Any]:
     """The builder's cluster view and the image calls, over one connection."""
     from provisioner.cloud import ClusterCloud
     from provisioner.cloud.images import ImageCloud
@@ -35,7 +38,7 @@ def image_clouds(inv: Any) -> tuple[Any, Any]:
             ImageCloud(cloud.conn, cluster=name, retry_for=cloud.retry_for))  # fmt: skip
 
 
-def _image_user_data(inv: Any) -> str:
+def _image_user_data(inv: Inventory) -> str:
     from provisioner.checksums import spark_hash
     from provisioner.render import IMAGE_ROLE, render_cloud_init
 
@@ -53,7 +56,7 @@ def register(app: typer.Typer) -> None:
 
     @image_app.command("build")
     def build(
-        inventory: InventoryOpt = Path("inventory.toml"),
+        inventory: InventoryOpt = DEFAULT_INVENTORY,
         source: Annotated[
             str | None,
             typer.Option("--from", help="Stock image to start from (default: cluster.image)."),
@@ -120,7 +123,7 @@ def register(app: typer.Typer) -> None:
 
     @image_app.command("list")
     def list_(
-        inventory: InventoryOpt = Path("inventory.toml"),
+        inventory: InventoryOpt = DEFAULT_INVENTORY,
         as_json: JsonOpt = False,
     ) -> None:
         """The project's baked images, and whether each matches this inventory.
