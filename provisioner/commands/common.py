@@ -22,9 +22,12 @@ from provisioner.workflows import UserData
 if TYPE_CHECKING:  # imported where used: commands that need neither start faster
     from provisioner.cloud import ClusterCloud
     from provisioner.inventory import Inventory
+    from provisioner.render import Role
 
 log = logging.getLogger(__name__)
 
+# Where every command looks for the inventory unless told (-i, $SPARKSTACK_INVENTORY).
+DEFAULT_INVENTORY = Path("inventory.toml")
 InventoryOpt = Annotated[
     Path,
     typer.Option(
@@ -162,7 +165,7 @@ def user_data_renderer(inv: Inventory) -> UserData:
 
     def render(role: str, master_ip: str) -> str:
         from provisioner.checksums import spark_hash
-        from provisioner.render import Role, render_cloud_init
+        from provisioner.render import render_cloud_init
 
         if not known:
             try:
@@ -173,8 +176,8 @@ def user_data_renderer(inv: Inventory) -> UserData:
                 log.info("spark tarball sha512 %s", known[0].source)
         if isinstance(known[0], Exception):
             raise known[0]
-        # the workflows pass roles as plain text; render_cloud_init refuses an unknown one
-        return render_cloud_init(inv, role=cast(Role, role), master_ip=master_ip,
+        # the executor renders only the roles its plan creates servers for
+        return render_cloud_init(inv, role=cast("Role", role), master_ip=master_ip,
                                  spark_hash=known[0], for_api=True)  # fmt: skip
 
     return render

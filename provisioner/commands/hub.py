@@ -6,107 +6,118 @@ new one is named with --worker-ip."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from provisioner import plan as P
-from provisioner.commands.common import InventoryOpt, JsonOpt, cluster_cloud, load, session
-from provisioner.commands.output import emit_json, progress
+from provisioner.commands.common import (
+    DEFAULT_INVENTORY,
+    InventoryOpt,
+    JsonOpt,
+    cluster_cloud,
+    load,
+    session,
+)
+from provisioner.commands.output import emit_json, print_hub, progress
 from provisioner.errors import UserInputError
+
+MasterIpOpt = Annotated[
+    str,
+    typer.Option("--master-ip", help="The master's floating or private IP address."),
+]
+WorkerIpOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--worker-ip",
+        help="A worker's private IP (repeat for each). Workers already registered "
+        "with the Spark master are found there; a new worker waits for the "
+        "cluster's secret before it starts, so it cannot register: name it here.",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def hub(
-        master_ip: Annotated[
-            str,
-            typer.Option("--master-ip", help="The master's floating or private IP address."),
-        ],
-        worker_ip: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--worker-ip",
-                help="A worker's private IP (repeat for each). Workers already registered "
-                "with the Spark master are found there; a new worker waits for the "
-                "cluster's secret before it starts, so it cannot register: name it here.",
-            ),
-        ] = None,
-        inventory: InventoryOpt = Path("inventory.toml"),
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Install or reconcile JupyterHub and Spark authentication on a master launched
-        from Horizon (and on the workers registered with it)."""
-        from provisioner.commands.cluster import print_hub, spark_stage
-        from provisioner.workflows.hub_stage import install_hub
-        from provisioner.workflows.spark_auth import master_status, waiting_for_secret
-        from provisioner.workflows.ssh_stage import Access, bring_up
+    app.command()(hub)
 
-        inv = load(inventory)
-        out, err = Console(emoji=False), Console(stderr=True, emoji=False)
-        name = inv.cluster.name
-        with session(name) as current:
-            cloud = cluster_cloud(inv)
-            access = Access.from_inventory(inv)
-            found = cloud.nodes_at([master_ip], role=P.MASTER)
-            if not found:
-                raise UserInputError(
-                    f"no server with the address {master_ip} in this project",
-                    hint="pass the master's floating or private IP as Horizon shows it",
-                )
-            master = found[0]
-            current.state = (
-                f"while setting up cluster {name}'s nodes: its servers are unchanged; run "
-                "`sparkstack hub` again to finish"
+
+def hub(
+    master_ip: MasterIpOpt,
+    worker_ip: WorkerIpOpt = None,
+    inventory: InventoryOpt = DEFAULT_INVENTORY,
+    as_json: JsonOpt = False,
+) -> None:
+    """Install or reconcile JupyterHub and Spark authentication on a master launched
+    from Horizon (and on the workers registered with it)."""
+    from provisioner.workflows.hub_stage import install_hub
+    from provisioner.workflows.node_stage import spark_stage
+    from provisioner.workflows.spark_auth import master_status, waiting_for_secret
+    from provisioner.workflows.ssh_stage import Access, bring_up
+
+    inv = load(inventory)
+    out, err = Console(emoji=False), Console(stderr=True, emoji=False)
+    name = inv.cluster.name
+    with session(name) as current:
+        cloud = cluster_cloud(inv)
+        access = Access.from_inventory(inv)
+        found = cloud.nodes_at([master_ip], role=P.MASTER)
+        if not found:
+            raise UserInputError(
+                f"no server with the address {master_ip} in this project",
+                hint="pass the master's floating or private IP as Horizon shows it",
             )
-            with progress(err, f"hub {name}", quiet=as_json) as reporter:
-                alone = P.Observed(cluster=name, nodes=(master,))
-                first = bring_up(alone, cloud=cloud, access=access, reporter=reporter)
-                try:
-                    # A master fresh from boot has no secret and no daemon yet: nothing
-                    # can have registered with it.
-                    fresh = waiting_for_secret(first.master)
-                    status = {} if fresh else master_status(first, master.fixed_ip)
-                finally:
-                    first.close()
-                registered = {w["host"] for w in status.get("workers", [])}
-                named = set(worker_ip or [])
-                workers = cloud.nodes_at(sorted(registered | named), role=P.WORKER)
-                missing = named - {w.fixed_ip for w in workers} - {w.floating_ip for w in workers}
-                if missing:
-                    raise UserInputError(
-                        f"no server with the address {', '.join(sorted(missing))} in this "
-                        "project (--worker-ip)",
-                    )
-                reporter.step(
-                    f"{len(workers)} worker(s): {len(registered)} registered with the Spark "
-                    f"master, {len(named - registered)} more named with --worker-ip"
-                    + (
-                        " (a new master: a worker not named stays stopped, without the secret)"
-                        if fresh
-                        else ""
-                    )
+        master = found[0]
+        current.state = (
+            f"while setting up cluster {name}'s nodes: its servers are unchanged; run "
+            "`sparkstack hub` again to finish"
+        )
+        with progress(err, f"hub {name}", quiet=as_json) as reporter:
+            alone = P.Observed(cluster=name, nodes=(master,))
+            first = bring_up(alone, cloud=cloud, access=access, reporter=reporter)
+            try:
+                # A master fresh from boot has no secret and no daemon yet: nothing
+                # can have registered with it.
+                fresh = waiting_for_secret(first.master)
+                status = {} if fresh else master_status(first, master.fixed_ip)
+            finally:
+                first.close()
+            registered = {w["host"] for w in status.get("workers", [])}
+            named = set(worker_ip or [])
+            workers = cloud.nodes_at(sorted(registered | named), role=P.WORKER)
+            missing = named - {w.fixed_ip for w in workers} - {w.floating_ip for w in workers}
+            if missing:
+                raise UserInputError(
+                    f"no server with the address {', '.join(sorted(missing))} in this "
+                    "project (--worker-ip)",
                 )
-                observed = P.Observed(cluster=name, nodes=(master, *workers))
-                nodes = bring_up(observed, cloud=cloud, access=access, reporter=reporter)
-                try:
-                    outcome = install_hub(nodes, inv=inv, observed=observed, reporter=reporter)
-                    spark_stage(nodes, observed, inv=inv, reporter=reporter)
-                finally:
-                    nodes.close()
-            current.state = f"after hub had finished: the hub of cluster {name} is running"
-            if as_json:
-                emit_json(
-                    {
-                        "cluster": name,
-                        "url": outcome.url,
-                        "certificate_sha256": outcome.fingerprint,
-                        "changed": outcome.changed,
-                        "credentials_file": str(outcome.credentials),
-                        "nodes": [n.to_json() for n in observed.nodes],
-                    }
+            reporter.step(
+                f"{len(workers)} worker(s): {len(registered)} registered with the Spark "
+                f"master, {len(named - registered)} more named with --worker-ip"
+                + (
+                    " (a new master: a worker not named stays stopped, without the secret)"
+                    if fresh
+                    else ""
                 )
-                return
-            print_hub(out, inv, outcome)
+            )
+            observed = P.Observed(cluster=name, nodes=(master, *workers))
+            nodes = bring_up(observed, cloud=cloud, access=access, reporter=reporter)
+            try:
+                outcome = install_hub(nodes, inv=inv, observed=observed, reporter=reporter)
+                spark_stage(nodes, observed, inv=inv, reporter=reporter)
+            finally:
+                nodes.close()
+        current.state = f"after hub had finished: the hub of cluster {name} is running"
+        if as_json:
+            emit_json(
+                {
+                    "cluster": name,
+                    "url": outcome.url,
+                    "certificate_sha256": outcome.fingerprint,
+                    "changed": outcome.changed,
+                    "credentials_file": str(outcome.credentials),
+                    "nodes": [n.to_json() for n in observed.nodes],
+                }
+            )
+            return
+        print_hub(out, inv, outcome)

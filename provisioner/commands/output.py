@@ -25,6 +25,7 @@ from provisioner.workflows import Reporter, Result, refusal
 
 if TYPE_CHECKING:  # imported where used: commands that need neither start faster
     from provisioner.inventory import Inventory
+    from provisioner.workflows.hub_stage import HubOutcome
 
 
 def age(created: str) -> str:
@@ -93,6 +94,38 @@ def print_plan(out: Console, res: Result, *, sources: Sequence[tuple[str, str]] 
         out.print("[red]preflight problems:[/]")
         for p in res.problems:
             out.print(f"  - {escape(p)}", highlight=False, soft_wrap=True)
+
+
+def print_hub(out: Console, inv: Inventory, outcome: HubOutcome) -> None:
+    """The hub's closing lines: where it is, its certificate, and how users log in."""
+    out.print(f"hub: {outcome.url}", highlight=False)
+    out.print(f"  certificate SHA256 {outcome.fingerprint}", highlight=False, soft_wrap=True)
+    admins = [a for a in inv.jupyterhub.admins if a in outcome.new_passwords]
+    for name in admins[:1]:
+        # printed once, here, when the account is made; kept only in the 0600 file
+        out.print(f"  admin {name}, initial password: {outcome.new_passwords[name]}",
+                  highlight=False)  # fmt: skip
+    out.print(f"  every user's initial password: {outcome.credentials}", highlight=False)
+    out.print(
+        "  Spark master UI: http://<master fixed IP>:8080 from inside the cluster's network",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def hub_json(outcome: HubOutcome) -> dict[str, Any]:
+    return {
+        "url": outcome.url,
+        "certificate_sha256": outcome.fingerprint,
+        "changed": outcome.changed,
+        "credentials_file": str(outcome.credentials),
+    }
+
+
+def print_done(out: Console, verb: str, lines: list[str]) -> None:
+    """What a run created (or deleted), one line each; many servers folded into one."""
+    for line in summarised(lines):
+        out.print(f"{verb} {escape(line)}", highlight=False)
 
 
 def emit_json(payload: dict[str, Any]) -> None:

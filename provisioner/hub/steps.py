@@ -249,23 +249,34 @@ def ensure_service(shell: Shell, *, restart: bool) -> Step:
     return Step("service", bool(changes), ", ".join(changes) or "running")
 
 
-def _api_answers(shell: Shell, port: int) -> bool:
-    # The node's own Python (the hub's venv), so nothing beyond the hub is assumed. The
-    # certificate is not checked: this is the node talking to itself on loopback.
-    probe = (
-        "import ssl, sys, urllib.request\n"
-        "ctx = ssl.create_default_context()\n"
-        "ctx.check_hostname = False\n"
-        "ctx.verify_mode = ssl.CERT_NONE\n"
-        "try:\n"
-        f"    r = urllib.request.urlopen('https://127.0.0.1:{port}/hub/api', context=ctx,"
-        " timeout=5)\n"
-        "    sys.exit(0 if r.status == 200 else 1)\n"
-        "except Exception:\n"
-        "    sys.exit(1)\n"
-    )
-    status, _, _ = shell.run(f"{VENV}/bin/python -", input=probe.encode(), check=False,
-                             timeout=30)
+def hub_url(*, address: str, port: int, domain: str | None = None) -> str:
+    """Where users open the hub: its domain when it has one (an ACME certificate is for the
+    domain, not for the address), else the master's address; the port only when it is not
+    HTTPS's own."""
+    host = domain or (f"[{address}]" if ":" in address else address)
+    return f"https://{host}/" if port == 443 else f"https://{host}:{port}/"
+
+
+# Run by the node's own Python (the hub's venv), so nothing beyond the hub is assumed; the
+# port is its argument. The certificate is not checked: the node talks to itself.
+_API_PROBE = """\
+import ssl, sys, urllib.request
+url = "https://127.0.0.1:%d/hub/api" % int(sys.argv[1])
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+try:
+    r = urllib.request.urlopen(url, context=ctx, timeout=5)
+    sys.exit(0 if r.status == 200 else 1)
+except Exception:
+    sys.exit(1)
+"""
+
+
+def api_answers(shell: Shell, port: int) -> bool:
+    """Whether the hub's API answers 200 on the node's loopback, on `port`."""
+    status, _, _ = shell.run(f"{VENV}/bin/python - {int(port)}", input=_API_PROBE.encode(),
+                             check=False, timeout=30)  # fmt: skip
     return status == 0
 
 
@@ -278,7 +289,7 @@ def wait_for_hub(shell: Shell, settings: HubSettings, *, timeout: float = 120) -
         before_sleep=before_sleep_log(log, logging.DEBUG),
     )
     try:
-        retrying(_api_answers, shell, settings.port)
+        retrying(api_answers, shell, settings.port)
     except RetryError:
         raise RemoteError(
             f"the hub does not answer on https://127.0.0.1:{settings.port}/hub/api after "
@@ -320,7 +331,6 @@ def ensure_hub(
     service = ensure_service(shell, restart=restart)
     wait_for_hub(shell, settings, timeout=ready_timeout)
     steps = (packages, dirs, secret, *acme, tls, users, kernel, config, service)
-    host = settings.tls_domain if settings.tls_mode == "acme" else settings.addresses[-1]
     for step in steps:
         log.info("hub: %s", step)
     return HubReport(
@@ -328,6 +338,7 @@ def ensure_hub(
         fingerprint=tls.fingerprint,
         passwords=dict(users.passwords),
         # An ACME certificate is for the domain, not for the address.
-        url=f"https://{host}:{settings.port}/",
+        url=hub_url(address=settings.addresses[-1], port=settings.port,
+                    domain=settings.tls_domain if settings.tls_mode == "acme" else None),
         seconds=time.monotonic() - start,
     )

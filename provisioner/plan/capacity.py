@@ -3,7 +3,6 @@ the image fits the flavors. Pure: the cloud edge reads the numbers, this compare
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,9 +30,6 @@ class Needs:
     security_group_rules: int = 0
     server_groups: int = 0
     server_group_members: int = 0  # largest group size after the plan
-
-    def as_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
 
 
 def needs(

@@ -151,7 +151,8 @@ def plan_scale(desired: Desired, observed: Observed) -> list[Action]:
     deletes, creates = _server_actions(desired, observed, wanted)
     # duplicates of removed servers are deleted too; don't list them twice
     removed_ids = {n.id for n in removing}
-    actions += [d for d in deletes if d.id not in removed_ids] + creates
+    actions += [d for d in deletes if d.id not in removed_ids]
+    actions += creates
     return actions
 
 

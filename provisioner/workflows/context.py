@@ -33,6 +33,22 @@ def _noop(*_: Any) -> None:
     return None
 
 
+def _no_user_data(role: str, master_ip: str) -> str:
+    return ""
+
+
+# A run that creates nothing (down) resolves nothing: the executor's handlers for deletes
+# never read these.
+NOTHING_RESOLVED = P.Resolved(
+    image_id="",
+    image=P.Image(name="", status=""),
+    flavors={},
+    flavor_ids={},
+    network_id="",
+    external_network_id="",
+)
+
+
 @dataclass
 class Hooks:
     """Seams for the SSH stage: after every server is ACTIVE (and the floating IP is
@@ -94,6 +110,40 @@ class Run:
     attached_ip: str = ""  # the floating IP this run put on the master
     keypair_made: str = ""  # the keypair this run imported: (name, public key)
     keypair_public: str = ""
+
+    @classmethod
+    def create(
+        cls,
+        inv: Any,
+        *,
+        cloud: Any,
+        desired: P.Desired,
+        result: Result,
+        key_dir: Path,
+        reporter: Reporter | None = None,
+        settings: Settings | None = None,
+        hooks: Hooks | None = None,
+        resolved: P.Resolved = NOTHING_RESOLVED,
+        user_data: UserData = _no_user_data,
+        watch: Sequence[str] = (),
+    ) -> Run:
+        """The one place a verb's Run is assembled, with the defaults every verb shares: a
+        reporter that logs, the inventory's parallelism, no hooks. A run that creates
+        nothing (down) needs neither `resolved` nor `user_data`."""
+        assert result.observed is not None, "a run starts from what was observed"
+        return cls(
+            cloud=cloud,
+            desired=desired,
+            observed=result.observed,
+            resolved=resolved,
+            user_data=user_data,
+            reporter=reporter or Reporter(),
+            settings=settings or Settings(max_parallel=inv.cluster.max_parallel_creates),
+            hooks=hooks or Hooks(),
+            result=result,
+            key_dir=key_dir,
+            watch=list(watch),
+        )
 
     def __post_init__(self) -> None:
         obs = self.observed

@@ -9,22 +9,11 @@ from pathlib import Path
 from provisioner import plan as P
 from provisioner.inventory import Inventory
 from provisioner.keys import config_dir, remove_cluster_files
-from provisioner.workflows.context import Hooks, Reporter, Result, Run, Settings
+from provisioner.workflows.context import Reporter, Result, Run, Settings
 from provisioner.workflows.executor import execute
 from provisioner.workflows.guard import guard
 from provisioner.workflows.lookalikes import left, separate
 from provisioner.workflows.ports import Cloud
-
-# down creates nothing, so it resolves nothing: the executor's handlers for deletes never
-# read these.
-_NOTHING_RESOLVED = P.Resolved(
-    image_id="",
-    image=P.Image(name="", status=""),
-    flavors={},
-    flavor_ids={},
-    network_id="",
-    external_network_id="",
-)
 
 
 def down(
@@ -45,18 +34,8 @@ def down(
     result = Result(actions=actions, observed=observed, notes=left(lookalikes, desired.cluster))
     if dry_run:
         return result
-    run = Run(
-        cloud=cloud,
-        desired=desired,
-        observed=observed,
-        resolved=_NOTHING_RESOLVED,
-        user_data=lambda role, ip: "",
-        reporter=reporter or Reporter(),
-        settings=settings or Settings(max_parallel=inv.cluster.max_parallel_creates),
-        hooks=Hooks(),
-        result=result,
-        key_dir=key_dir,
-    )
+    run = Run.create(inv, cloud=cloud, desired=desired, result=result, key_dir=key_dir,
+                     reporter=reporter, settings=settings)  # fmt: skip
     with guard(verb="down", cluster=desired.cluster):
         if actions:
             execute(actions, run)

@@ -7,13 +7,14 @@ Imported only when `status` goes past the cloud: it loads paramiko.
 from __future__ import annotations
 
 import logging
-import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
 from provisioner import plan as P
 from provisioner.errors import SparkstackError
 from provisioner.hub.config import UNIT_NAME, VENV
+from provisioner.hub.shell import Shell, Sudo, q
+from provisioner.hub.steps import api_answers
 from provisioner.inventory import Inventory
 from provisioner.workflows.context import Reporter
 from provisioner.workflows.ports import Cloud
@@ -21,18 +22,6 @@ from provisioner.workflows.spark_auth import master_status, waiting_for_secret, 
 from provisioner.workflows.ssh_stage import Access, bring_up
 
 log = logging.getLogger(__name__)
-
-# The node's own Python (the hub's venv) asks the hub on loopback; the certificate is not
-# checked: this is the node talking to itself.
-_HUB_PROBE = """
-import ssl, sys, urllib.request
-ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
-try:
-    r = urllib.request.urlopen("https://127.0.0.1:%d/hub/health", context=ctx, timeout=5)
-    print("running" if r.status == 200 else "not answering")
-except Exception:
-    print("not answering")
-"""
 
 
 @dataclass
@@ -48,15 +37,13 @@ class Live:
         return {"spark": self.spark, "hub": self.hub, "error": self.error or None}
 
 
-def _hub_state(master: Any, port: int) -> str:
-    unit = shlex.quote(UNIT_NAME)
-    state = master.run(f"systemctl is-active {unit}", sudo=True, check=False, timeout=30)
-    if state.stdout.strip() != "active":
-        known = master.run(f"test -x {VENV}/bin/jupyterhub", check=False, timeout=30)
-        return "not installed" if known.status != 0 else "stopped"
-    probe = master.run(f"{VENV}/bin/python -", input=_HUB_PROBE % port, check=False,
-                       timeout=30)  # fmt: skip
-    return probe.stdout.strip() or "not answering"
+def _hub_state(master: Shell, port: int) -> str:
+    unit = q(UNIT_NAME)
+    _, state, _ = master.run(f"systemctl is-active {unit}", check=False, timeout=30)
+    if state.strip() != "active":
+        known, _, _ = master.run(f"test -x {VENV}/bin/jupyterhub", check=False, timeout=30)
+        return "not installed" if known != 0 else "stopped"
+    return "running" if api_answers(master, port) else "not answering"
 
 
 def spark_states(status: dict[str, Any], observed: P.Observed) -> dict[str, dict[str, Any]]:
@@ -90,7 +77,7 @@ def live_state(inv: Inventory, *, cloud: Cloud, observed: P.Observed, timeout: f
         log.info("status: master not reachable: %s", exc.render())
         return Live(error=f"master not reachable over SSH: {exc.message}")
     try:
-        live = Live(hub=_hub_state(nodes.master, inv.jupyterhub.port))
+        live = Live(hub=_hub_state(Sudo(nodes.master), inv.jupyterhub.port))
         try:
             live.spark = spark_states(master_status(nodes, master.fixed_ip), observed)
         except (SparkstackError, ValueError) as exc:

@@ -10,9 +10,8 @@ from provisioner.keys import config_dir
 from provisioner.workflows.context import Hooks, Reporter, Result, Run, Settings, UserData
 from provisioner.workflows.executor import converge, execute
 from provisioner.workflows.guard import guard
-from provisioner.workflows.lookalikes import refusals, separate
+from provisioner.workflows.planned import planned
 from provisioner.workflows.ports import Cloud
-from provisioner.workflows.preflight import checked
 
 
 def scale(
@@ -28,47 +27,34 @@ def scale(
 ) -> Result:
     if workers < 0:
         raise UserInputError("--workers must be 0 or more")
-    reporter = reporter or Reporter()
     desired = P.desired_from_inventory(inv, workers=workers)
-    observed, lookalikes = separate(desired, cloud.observe(), config_dir(desired.cluster))
-    if observed.master() is None or observed.master_port is None or not observed.security_group:
-        raise UserInputError(
-            f"cluster {desired.cluster} has no master",
-            hint="run `sparkstack up` first",
-        )
-    actions = P.plan_scale(desired, observed)
-    result, resolved = checked(
-        cloud=cloud,
-        desired=desired,
-        observed=observed,
-        actions=actions,
-        user_data=user_data,
-        dry_run=dry_run,
-        refuse=refusals(lookalikes, desired.cluster),
-    )
+    key_dir = config_dir(desired.cluster)
+    result, resolved = planned(desired, cloud=cloud, key_dir=key_dir, user_data=user_data,
+                               plan=_plan, dry_run=dry_run)  # fmt: skip
     if dry_run:
         return result
     assert resolved is not None
-    hooks = hooks or Hooks()
-    run = Run(
-        cloud=cloud,
-        desired=desired,
-        observed=observed,
-        resolved=resolved,
-        user_data=user_data,
-        reporter=reporter,
-        settings=settings or Settings(max_parallel=inv.cluster.max_parallel_creates),
-        hooks=hooks,
-        result=result,
-        key_dir=config_dir(desired.cluster),
+    run = Run.create(
+        inv, cloud=cloud, desired=desired, result=result, key_dir=key_dir, reporter=reporter,
+        settings=settings, hooks=hooks, resolved=resolved, user_data=user_data,
         watch=[P.server_name(desired.cluster, P.WORKER, i) for i in range(1, workers + 1)],
-    )
+    )  # fmt: skip
     with guard(verb="scale", cluster=desired.cluster):
-        execute(actions, run)
+        execute(result.actions, run)
         created = run.converged
         if not created:
             converge(run, [])
         result.observed = run.after()
         if created:
-            hooks.after_servers_active(result.observed)
+            run.hooks.after_servers_active(result.observed)
     return result
+
+
+def _plan(desired: P.Desired, observed: P.Observed) -> list[P.Action]:
+    """Workers come from the master's template and join its groups: `up` makes those."""
+    if observed.master() is None or observed.master_port is None or not observed.security_group:
+        raise UserInputError(
+            f"cluster {desired.cluster} has no master",
+            hint="run `sparkstack up` first",
+        )
+    return P.plan_scale(desired, observed)

@@ -12,9 +12,8 @@ from provisioner.keys import config_dir
 from provisioner.workflows.context import Hooks, Reporter, Result, Run, Settings, UserData
 from provisioner.workflows.executor import converge, execute
 from provisioner.workflows.guard import guard
-from provisioner.workflows.lookalikes import refusals, separate
+from provisioner.workflows.planned import planned
 from provisioner.workflows.ports import Cloud
-from provisioner.workflows.preflight import checked
 
 
 def up(
@@ -37,17 +36,8 @@ def up(
     desired = desired or P.desired_from_inventory(inv)
     key_dir = key_dir or config_dir(desired.cluster)
     reporter.step(f"looking at cluster {desired.cluster}")
-    observed, lookalikes = separate(desired, cloud.observe(), key_dir)
-    actions = P.plan_up(desired, observed)
-    result, resolved = checked(
-        cloud=cloud,
-        desired=desired,
-        observed=observed,
-        actions=actions,
-        user_data=user_data,
-        dry_run=dry_run,
-        refuse=refusals(lookalikes, desired.cluster),
-    )
+    result, resolved = planned(desired, cloud=cloud, key_dir=key_dir, user_data=user_data,
+                               plan=P.plan_up, dry_run=dry_run)  # fmt: skip
     if dry_run:
         return result
     assert resolved is not None
@@ -55,26 +45,17 @@ def up(
     if note:
         reporter.step(note)
         result.notes.append(note)
-    hooks = hooks or Hooks()
-    run = Run(
-        cloud=cloud,
-        desired=desired,
-        observed=observed,
-        resolved=resolved,
-        user_data=user_data,
-        reporter=reporter,
-        settings=settings or Settings(max_parallel=inv.cluster.max_parallel_creates),
-        hooks=hooks,
-        result=result,
-        key_dir=key_dir,
+    run = Run.create(
+        inv, cloud=cloud, desired=desired, result=result, key_dir=key_dir, reporter=reporter,
+        settings=settings, hooks=hooks, resolved=resolved, user_data=user_data,
         watch=[P.server_name(desired.cluster, r, i) for r, i in desired.wanted()],
-    )
+    )  # fmt: skip
     with guard(verb="up", cluster=desired.cluster):
-        execute(actions, run)
+        execute(result.actions, run)
         if not run.converged:  # nothing to create: the servers must still all be ACTIVE
             converge(run, [])
         result.observed = run.after()
         reporter.step("every server is ACTIVE and the floating IP is attached")
         if until != "servers":
-            hooks.after_servers_active(result.observed)
+            run.hooks.after_servers_active(result.observed)
     return result

@@ -6,6 +6,9 @@
 # (unless KEEP=1). Every step prints how long it took. STOCK=1 does it on a stock image;
 # BAKE=1 first bakes an image from the stock one (`sparkstack image build`), then runs the
 # demo on it and prints the time from `up` starting to the first PySpark cell's answer.
+# HEAT=1 makes the cluster as a Horizon user of the Orchestration panel would: `render
+# --heat`, a stack of that template (only the key pair filled in) on the bed's Heat, the
+# stack's hub_command output, smoke, and the stack deleted.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -78,6 +81,45 @@ if [ "${BAKE:-0}" = 1 ]; then
     step "sparkstack image build (from debian-12-stock)" sparkstack image build \
         -i "$inventory" --from debian-12-stock --name "$baked_image"
     step "sparkstack image list" sparkstack image list -i "$inventory"
+fi
+if [ "${HEAT:-0}" = 1 ]; then
+    # A key pair of the user's own and an inventory naming it, in a directory of their
+    # own: hub_command says `-i inventory.toml`, run from there.
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    ssh-keygen -q -t ed25519 -N '' -f "$work/id_ed25519"
+    sed -e "s|^\[ssh\]$|[ssh]\nkeypair = \"demo-heat\"\nprivate_key = \"$work/id_ed25519\"|" \
+        "$inventory" >"$work/inventory.toml"
+    # shellcheck disable=SC2317 # called through step
+    keypair() {
+        python3 -c 'import sys, openstack
+conn = openstack.connect(cloud="sparkstack-test")
+conn.compute.delete_keypair("demo-heat", ignore_missing=True)
+if sys.argv[1] == "create":
+    conn.compute.create_keypair(name="demo-heat", public_key=open(sys.argv[2]).read())' "$@"
+    }
+    step "import the key pair demo-heat" keypair create "$work/id_ed25519.pub"
+    step "sparkstack render --heat" sparkstack render --heat -i "$work/inventory.toml" \
+        -o "$work/cluster.yaml"
+    up_started=$SECONDS
+    step "stack create (Heat)" bash -c \
+        "python3 -m tests.testbed.stack create '$work/cluster.yaml' demo demo-heat >'$work/hub_command'"
+    echo "    hub_command: $(cat "$work/hub_command")"
+    step "the stack's hub_command" bash -c "cd '$work' && $(cat "$work/hub_command")"
+    step "sparkstack status" sparkstack status -i "$work/inventory.toml"
+    step "sparkstack smoke" sparkstack smoke -i "$work/inventory.toml"
+    echo "==> from the stack's creation to the first PySpark cell's answer (smoke): $((SECONDS - up_started)) s"
+    if [ "${KEEP:-0}" = 1 ]; then
+        echo "Stack kept. Remove it with: OS_CLIENT_CONFIG_FILE=$OS_CLIENT_CONFIG_FILE python3 -m tests.testbed.stack delete demo"
+        exit 0
+    fi
+    step "stack delete (Heat)" python3 -m tests.testbed.stack delete demo
+    step "delete the key pair demo-heat" keypair delete
+    # What `hub` wrote for the stack's nodes (credentials, pinned host keys): the stack
+    # is gone, so are they.
+    rm -rf "${XDG_CONFIG_HOME:-$HOME/.config}/sparkstack/demo"
+    step "stop the beds" bash -c 'bash tests/testbed/hosts/down.sh && bash tests/testbed/controlplane/down.sh'
+    exit 0
 fi
 up_started=$SECONDS
 step "sparkstack up" sparkstack up -i "$inventory"

@@ -1,0 +1,86 @@
+"""up, scale and down through the real workflows on a scripted cloud edge: each builds its
+run the same way (the inventory's parallelism, the cluster's key directory), and scale
+waits for exactly the workers it asked for and refuses a cluster without a master."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provisioner import plan as P
+from provisioner import workflows
+from provisioner.errors import UserInputError
+from provisioner.inventory import load_inventory
+from provisioner.render import render_cloud_init
+from tests.unit.scripted_cloud import ScriptedProject
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = workflows.Settings(max_parallel=4, poll_min=0.001, poll_max=0.01, active_timeout=5)
+
+
+@pytest.fixture
+def inv(tmp_path, monkeypatch):
+    # the cluster's key directory (config_dir) under the test's own directory
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    return load_inventory(ROOT / "tests" / "testbed" / "inventory.testbed.toml")
+
+
+def render(inv):
+    return lambda role, ip: render_cloud_init(inv, role=role, master_ip=ip)
+
+
+def test_scale_refuses_a_cluster_without_a_master_before_anything_changes(inv):
+    cloud = ScriptedProject(cluster=inv.cluster.name)
+    for dry_run in (True, False):
+        with pytest.raises(UserInputError) as err:
+            workflows.scale(inv, workers=3, cloud=cloud, user_data=render(inv), dry_run=dry_run)
+        assert err.value.message == f"cluster {inv.cluster.name} has no master"
+        assert "sparkstack up" in (err.value.hint or "")
+    assert [c for c in cloud.calls if c[0] != "list_nodes"] == []
+
+
+def test_scale_up_then_down_changes_only_the_workers_and_hands_over_the_new_ones(inv):
+    cloud = ScriptedProject(cluster=inv.cluster.name)
+    workflows.up(inv, cloud=cloud, user_data=render(inv), settings=FAST, until="servers")
+    before = {n.name for n in cloud.list_nodes()}
+    wanted = inv.workers.count + 2
+
+    cloud.calls.clear()
+    handed: list[P.Observed] = []
+    hooks = workflows.Hooks(after_servers_active=handed.append)
+    res = workflows.scale(inv, workers=wanted, cloud=cloud, user_data=render(inv),
+                          settings=FAST, hooks=hooks)  # fmt: skip
+    added = {f"{inv.cluster.name}-worker-{i}" for i in (wanted - 1, wanted)}
+    assert sorted(cloud.posts()) == sorted(added)
+    assert len(handed) == 1 and {w.name for w in handed[0].workers()} >= added
+    assert res.observed is not None
+    assert {n.name for n in res.observed.nodes} == before | added
+    assert all(n.status == "ACTIVE" for n in res.observed.nodes)
+
+    # nothing to create: the hook is not called again
+    again = workflows.scale(inv, workers=wanted, cloud=cloud, user_data=render(inv),
+                            settings=FAST, hooks=hooks)  # fmt: skip
+    assert again.actions == [] and len(handed) == 1
+
+    removed: list[str] = []
+    hooks = workflows.Hooks(decommission=lambda _, nodes: removed.extend(n.name for n in nodes))
+    res = workflows.scale(inv, workers=inv.workers.count, cloud=cloud, user_data=render(inv),
+                          settings=FAST, hooks=hooks)  # fmt: skip
+    assert sorted(removed) == sorted(added)
+    assert {n.name for n in cloud.list_nodes()} == before
+
+
+def test_down_deletes_the_servers_and_the_cluster_files_in_its_key_directory(inv, tmp_path):
+    cloud = ScriptedProject(cluster=inv.cluster.name)
+    cloud.add(f"{inv.cluster.name}-master", P.MASTER, 0)
+    cloud.add(f"{inv.cluster.name}-worker-1", P.WORKER, 1)
+    key_dir = tmp_path / "sparkstack" / inv.cluster.name
+    key_dir.mkdir(parents=True)
+    (key_dir / "known_hosts").write_text("")
+
+    res = workflows.down(inv, cloud=cloud, settings=FAST)
+    assert cloud.list_nodes() == []
+    assert res.deleted[-1] == f"local file {key_dir / 'known_hosts'}"
+    assert not key_dir.exists()
+    assert workflows.down(inv, cloud=cloud, dry_run=True).actions == []
