@@ -339,13 +339,8 @@ def _metadata(cluster: str, role: str, index: str) -> dict[str, Any]:
         P.META_CLUSTER: cluster,
         P.META_ROLE: role,
         P.META_INDEX: index,
-        STACK_META: {"get_param": "OS::stack_name"},
+        P.META_STACK: {"get_param": "OS::stack_name"},
     }
-
-
-# Server metadata naming the Heat stack a node belongs to: day-two commands go through
-# the stack for what changes it (scale, down).
-STACK_META = "sparkstack_stack"
 
 
 def _outputs(desired: P.Desired, with_fip: bool, inventory_name: str) -> dict[str, Any]:
@@ -363,27 +358,9 @@ def _outputs(desired: P.Desired, with_fip: bool, inventory_name: str) -> dict[st
     outputs["worker_fixed_ips"] = {"description": "Every worker's private address.",
                                    "value": workers}  # fmt: skip
     outputs["hub_command"] = {
-        "description": "Run this next: it gives the nodes the cluster's secret, starts "
-        "Spark and installs JupyterHub over SSH.",
-        "value": {
-            "list_join": [
-                "",
-                [
-                    f"sparkstack hub -i {inventory_name} --master-ip ",
-                    reach,
-                    {
-                        "list_join": [
-                            "",
-                            {
-                                "repeat": {
-                                    "for_each": {"<%ip%>": workers},
-                                    "template": " --worker-ip <%ip%>",
-                                }
-                            },
-                        ]
-                    },
-                ],
-            ]
-        },  # fmt: skip
+        "description": "Run this next, from the machine with the inventory, after every "
+        "create or resize: it finds the nodes by the cluster's name, gives them the "
+        "cluster's secret, starts Spark and installs JupyterHub over SSH.",
+        "value": f"sparkstack hub -i {inventory_name}",
     }
     return outputs

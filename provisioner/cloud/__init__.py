@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 
 from provisioner.cloud.connection import connect, is_transient
 from provisioner.cloud.read import CloudReader
+from provisioner.cloud.stacks import StackWriter
 from provisioner.cloud.write import CloudWriter
 from provisioner.plan.model import Resolved
 
 
-class ClusterCloud(CloudReader, CloudWriter):
+class ClusterCloud(CloudReader, CloudWriter, StackWriter):
     """One cluster's view of one OpenStack project: read (resolve, quotas, observe) and
     write (create with identity, delete by id) over one connection."""
 

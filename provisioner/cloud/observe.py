@@ -67,6 +67,7 @@ class ClusterObserver(CloudBase):
             flavor=flavor.get("original_name") or flavor.get("name") or flavor.get("id", ""),
             created=s.created_at or "",
             fault=fault,
+            stack=md.get(P.META_STACK, ""),
         )
 
     def _servers(self, what: str, *, detail: bool, **query: str) -> list[SimpleNamespace]:

@@ -1,4 +1,4 @@
-"""`sparkstack hub --master-ip IP`: the SSH stage, the hub and Spark authentication for a
+"""`sparkstack hub [--master-ip IP]`: the SSH stage, the hub and Spark authentication for a
 master someone launched from Horizon with `render`'s documents, so that path ends in the
 same cluster `up` makes. Workers already registered with the Spark master (a second run)
 are found there; a worker gets no secret and starts no daemon before this command, so a
@@ -6,7 +6,7 @@ new one is named with --worker-ip."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -23,9 +23,17 @@ from provisioner.commands.common import (
 from provisioner.commands.output import emit_json, print_hub, progress
 from provisioner.errors import UserInputError
 
+if TYPE_CHECKING:  # imported where used: commands that need neither start faster
+    from provisioner.cloud import ClusterCloud
+
 MasterIpOpt = Annotated[
-    str,
-    typer.Option("--master-ip", help="The master's floating or private IP address."),
+    str | None,
+    typer.Option(
+        "--master-ip",
+        help="The master's floating or private IP address. Without it the cluster is "
+        "found by name, as `up` and Heat stacks (`render --heat`) tag it; servers "
+        "launched one by one from Horizon carry no tags: name the master here.",
+    ),
 ]
 WorkerIpOpt = Annotated[
     list[str] | None,
@@ -43,7 +51,7 @@ def register(app: typer.Typer) -> None:
 
 
 def hub(
-    master_ip: MasterIpOpt,
+    master_ip: MasterIpOpt = None,
     worker_ip: WorkerIpOpt = None,
     inventory: InventoryOpt = DEFAULT_INVENTORY,
     as_json: JsonOpt = False,
@@ -61,13 +69,7 @@ def hub(
     with session(name) as current:
         cloud = cluster_cloud(inv)
         access = Access.from_inventory(inv)
-        found = cloud.nodes_at([master_ip], role=P.MASTER)
-        if not found:
-            raise UserInputError(
-                f"no server with the address {master_ip} in this project",
-                hint="pass the master's floating or private IP as Horizon shows it",
-            )
-        master = found[0]
+        master, tagged = _master_and_workers(cloud, name, master_ip)
         current.state = (
             f"while setting up cluster {name}'s nodes: its servers are unchanged; run "
             "`sparkstack hub` again to finish"
@@ -83,7 +85,7 @@ def hub(
             finally:
                 first.close()
             registered = {w["host"] for w in status.get("workers", [])}
-            named = set(worker_ip or [])
+            named = set(worker_ip or []) | tagged
             workers = cloud.nodes_at(sorted(registered | named), role=P.WORKER)
             missing = named - {w.fixed_ip for w in workers} - {w.floating_ip for w in workers}
             if missing:
@@ -93,7 +95,8 @@ def hub(
                 )
             reporter.step(
                 f"{len(workers)} worker(s): {len(registered)} registered with the Spark "
-                f"master, {len(named - registered)} more named with --worker-ip"
+                f"master, {len(named - registered)} more "
+                + ("found by name" if master_ip is None else "named with --worker-ip")
                 + (
                     " (a new master: a worker not named stays stopped, without the secret)"
                     if fresh
@@ -121,3 +124,27 @@ def hub(
             )
             return
         print_hub(out, inv, outcome)
+
+
+def _master_and_workers(
+    cloud: ClusterCloud, name: str, master_ip: str | None
+) -> tuple[P.Node, set[str]]:
+    """The master, and the private addresses of the workers known without asking it: by
+    the address given, or by the cluster's tags (then every tagged worker)."""
+    if master_ip is not None:
+        found = cloud.nodes_at([master_ip], role=P.MASTER)
+        if not found:
+            raise UserInputError(
+                f"no server with the address {master_ip} in this project",
+                hint="pass the master's floating or private IP as Horizon shows it",
+            )
+        return found[0], set()
+    observed = cloud.observe()
+    master = observed.master()
+    if master is None:
+        raise UserInputError(
+            f"no master of cluster {name} found by its name and tags in this project",
+            hint="for servers launched one by one from Horizon, pass --master-ip (and "
+            "--worker-ip for each new worker)",
+        )
+    return master, {w.fixed_ip for w in observed.workers() if w.fixed_ip}

@@ -39,6 +39,9 @@ TAG = "sparkstack"
 META_CLUSTER = "sparkstack-cluster"
 META_ROLE = "sparkstack-role"
 META_INDEX = "sparkstack-index"
+# The Heat stack a node belongs to (`render --heat`): `down` deletes the stack, `scale`
+# leaves the worker count to it.
+META_STACK = "sparkstack-stack"
 
 
 def generated_keypair_name(cluster: str) -> str:

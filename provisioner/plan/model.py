@@ -89,6 +89,7 @@ class Node:
     flavor: str = ""
     created: str = ""
     fault: str = ""
+    stack: str = ""  # the Heat stack that made it (`render --heat`), if any
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,6 +134,11 @@ class Observed:
 
     def workers(self) -> list[Node]:
         return sorted((n for n in self.nodes if n.role == WORKER), key=lambda n: n.index)
+
+    @property
+    def stack(self) -> str:
+        """The Heat stack the cluster's servers belong to ("" for an `up`-made cluster)."""
+        return next((n.stack for n in self.nodes if n.stack), "")
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,25 @@ def down(
     observed, lookalikes = separate(desired, cloud.observe(), key_dir)
     actions = P.plan_down(desired, observed)
     result = Result(actions=actions, observed=observed, notes=left(lookalikes, desired.cluster))
+    stack = observed.stack
+    if stack:
+        result.notes.append(
+            f"cluster {desired.cluster} was made by Heat stack {stack}: `down` deletes the "
+            "stack (Heat removes what it made), then anything of the cluster left"
+        )
     if dry_run:
         return result
     run = Run.create(inv, cloud=cloud, desired=desired, result=result, key_dir=key_dir,
                      reporter=reporter, settings=settings)  # fmt: skip
     with guard(verb="down", cluster=desired.cluster):
+        if stack:
+            # Through Heat, not resource by resource: a stack whose servers were deleted
+            # under it would stay behind, pointing at nothing.
+            run.reporter.step(f"deleting Heat stack {stack} and waiting for it")
+            cloud.delete_stack(stack)
+            result.deleted.append(f"Heat stack {stack}")
+            observed, _ = separate(desired, cloud.observe(), key_dir)
+            actions = P.plan_down(desired, observed)
         if actions:
             execute(actions, run)
         # The cluster's credentials and recorded host keys go with it (even when only they

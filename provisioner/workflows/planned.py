@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from provisioner import plan as P
+from provisioner.errors import UserInputError
 from provisioner.workflows.context import Result, UserData
 from provisioner.workflows.lookalikes import refusals, separate
+from provisioner.workflows.ports import Cloud
 from provisioner.workflows.preflight import checked
 
 # (what the inventory wants, what the cloud has) -> the actions, in apply order
@@ -19,7 +20,7 @@ Planner = Callable[[P.Desired, P.Observed], list[P.Action]]
 def planned(
     desired: P.Desired,
     *,
-    cloud: Any,
+    cloud: Cloud,
     key_dir: Path,
     user_data: UserData,
     plan: Planner,
@@ -29,6 +30,15 @@ def planned(
     flavors and networks resolved for it (None only when a dry run could not resolve them).
     Resources that only look like the cluster's are problems: never used, never changed."""
     observed, lookalikes = separate(desired, cloud.observe(), key_dir)
+    if observed.stack:
+        raise UserInputError(
+            f"cluster {desired.cluster} was made by Heat stack {observed.stack}: its servers "
+            "are the stack's, and so is their number",
+            hint="change worker_count through the stack (Horizon: Project > Orchestration > "
+            f"Stacks > Change Stack Template; or `openstack stack update --existing "
+            f"--parameter worker_count=N {observed.stack}`), then run `sparkstack hub -i "
+            "<inventory>`; `sparkstack down` deletes the stack",
+        )
     return checked(
         cloud=cloud,
         desired=desired,

@@ -107,3 +107,6 @@ class Cloud(Servers, Protocol):
     def delete_server_group(self, group_id: str, *, name: str = "") -> None: ...
 
     def delete_keypair(self, name: str) -> None: ...
+
+    def delete_stack(self, name: str, *, timeout: float = 600) -> None:
+        """Delete the Heat stack that owns the cluster and wait until it is gone."""

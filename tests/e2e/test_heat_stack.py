@@ -1,14 +1,15 @@
 """The Orchestration path on a real Heat (the bed's heat-api and heat-engine, talking to
 its Nova, Neutron and Glance): `render --heat` -> Heat validates it -> a stack made with
 what a Horizon user fills in (the key pair; every other field keeps its default) ->
-CREATE_COMPLETE -> the stack's hub_command output finishes the cluster -> `status` and
-`smoke` find it by name -> a bigger worker_count through the stack, the new worker joins
--> the stack is deleted and nothing of it is left (the leak audit)."""
+CREATE_COMPLETE -> the stack's hub_command output (`sparkstack hub`, no address: the
+cluster is found by name) finishes the cluster -> `status` and `smoke` find it by name ->
+`scale` refuses, naming the stack -> a bigger worker_count through the stack, and the
+hub command again: the new worker joins -> `sparkstack down` deletes the stack and waits,
+and nothing of it is left (the leak audit)."""
 
 from __future__ import annotations
 
 import shlex
-import shutil
 from typing import Any
 
 import openstack.exceptions as os_exc
@@ -44,8 +45,8 @@ def outputs(orchestration: Any, stack_id: str) -> dict[str, Any]:
 def hub_argv(command: str, inv_path: str) -> list[str]:
     """The hub_command output, run here: its inventory is the test's file."""
     argv = shlex.split(command)
-    assert argv[:4] == ["sparkstack", "hub", "-i", "inventory.toml"], command
-    return ["hub", "-i", inv_path, *argv[4:]]
+    assert argv == ["sparkstack", "hub", "-i", "inventory.toml"], command
+    return ["hub", "-i", inv_path]
 
 
 def test_a_stack_from_the_rendered_template_becomes_a_working_cluster(
@@ -89,7 +90,7 @@ def test_a_stack_from_the_rendered_template_becomes_a_working_cluster(
         assert {"hs-master", "hs-worker-1"} <= set(servers)
         for name in ("hs-master", "hs-worker-1"):
             assert servers[name].metadata[P.META_CLUSTER] == "hs"
-            assert servers[name].metadata["sparkstack_stack"] == "hs-stack"
+            assert servers[name].metadata[P.META_STACK] == "hs-stack"
 
         proc = run_cli(*hub_argv(out["hub_command"], str(inv_path)), env=env, timeout=900)
         assert "every worker is ALIVE on the Spark master" in proc.stderr
@@ -97,6 +98,13 @@ def test_a_stack_from_the_rendered_template_becomes_a_working_cluster(
         status = run_cli("status", "-i", str(inv_path), "--json", env=env)
         assert '"hs-worker-1"' in status.stdout
         run_cli("smoke", "-i", str(inv_path), env=env, timeout=600)
+        # the stack owns the worker count: scale says where to change it, changes nothing
+        refused_scale = run_cli("scale", "-i", str(inv_path), "--workers", "2", env=env,
+                                check=False)  # fmt: skip
+        assert refused_scale.returncode == 2, refused_scale.stderr
+        assert "Heat stack hs-stack" in refused_scale.stderr
+        assert "worker_count" in refused_scale.stderr
+        assert stack_status(orchestration, stack.id) == "CREATE_COMPLETE"
 
         # more workers through the stack: Heat adds hs-worker-2, the hub command from the
         # outputs gives it the secret and it registers
@@ -109,12 +117,15 @@ def test_a_stack_from_the_rendered_template_becomes_a_working_cluster(
         assert "hs-worker-2" in {s.name for s in conn.compute.servers()}
         proc = run_cli(*hub_argv(out["hub_command"], str(inv_path)), env=env, timeout=900)
         assert "every worker is ALIVE on the Spark master" in proc.stderr
+        assert "1 more found by name" in proc.stderr
+
+        down = run_cli("down", "-i", str(inv_path), "--yes", env=env, timeout=900)
+        assert "Heat stack hs-stack" in down.stdout + down.stderr
+        assert orchestration.find_stack(stack.id, ignore_missing=True) is None or \
+            stack_status(orchestration, stack.id) == "DELETE_COMPLETE"
     finally:
         orchestration.delete_stack(stack.id, ignore_missing=True)
         found = orchestration.find_stack(stack.id, ignore_missing=True)
         if found is not None:
             orchestration.wait_for_delete(found, interval=1, wait=300)
-        # what `hub` wrote for the stack's nodes (credentials, pinned host keys): the
-        # stack's owner removes it with the stack
-        shutil.rmtree(tmp_path / "config" / "sparkstack" / "hs", ignore_errors=True)
     assert not [s for s in conn.compute.servers() if s.name.startswith("hs-")]

@@ -8,7 +8,7 @@
 # demo on it and prints the time from `up` starting to the first PySpark cell's answer.
 # HEAT=1 makes the cluster as a Horizon user of the Orchestration panel would: `render
 # --heat`, a stack of that template (only the key pair filled in) on the bed's Heat, the
-# stack's hub_command output, smoke, and the stack deleted.
+# stack's hub_command output, smoke, and `sparkstack down`, which deletes the stack.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -86,7 +86,7 @@ if [ "${HEAT:-0}" = 1 ]; then
     # A key pair of the user's own and an inventory naming it, in a directory of their
     # own: hub_command says `-i inventory.toml`, run from there.
     work=$(mktemp -d)
-    trap 'rm -rf "$work"' EXIT
+    [ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$work"' EXIT
     ssh-keygen -q -t ed25519 -N '' -f "$work/id_ed25519"
     sed -e "s|^\[ssh\]$|[ssh]\nkeypair = \"demo-heat\"\nprivate_key = \"$work/id_ed25519\"|" \
         "$inventory" >"$work/inventory.toml"
@@ -110,14 +110,11 @@ if sys.argv[1] == "create":
     step "sparkstack smoke" sparkstack smoke -i "$work/inventory.toml"
     echo "==> from the stack's creation to the first PySpark cell's answer (smoke): $((SECONDS - up_started)) s"
     if [ "${KEEP:-0}" = 1 ]; then
-        echo "Stack kept. Remove it with: OS_CLIENT_CONFIG_FILE=$OS_CLIENT_CONFIG_FILE python3 -m tests.testbed.stack delete demo"
+        echo "Stack kept. Remove it with: OS_CLIENT_CONFIG_FILE=$OS_CLIENT_CONFIG_FILE sparkstack down -i $work/inventory.toml --yes"
         exit 0
     fi
-    step "stack delete (Heat)" python3 -m tests.testbed.stack delete demo
+    step "sparkstack down (deletes the stack)" sparkstack down -i "$work/inventory.toml" --yes
     step "delete the key pair demo-heat" keypair delete
-    # What `hub` wrote for the stack's nodes (credentials, pinned host keys): the stack
-    # is gone, so are they.
-    rm -rf "${XDG_CONFIG_HOME:-$HOME/.config}/sparkstack/demo"
     step "stop the beds" bash -c 'bash tests/testbed/hosts/down.sh && bash tests/testbed/controlplane/down.sh'
     exit 0
 fi

@@ -2,7 +2,8 @@
 the key pair filled in, every other field left at its default (demo.sh's HEAT=1 path).
 
     python -m tests.testbed.stack create TEMPLATE NAME KEY_NAME   # prints hub_command
-    python -m tests.testbed.stack delete NAME
+
+(`sparkstack down` deletes the stack.)
 
 Talks to the bed's Heat with openstacksdk (cloud sparkstack-test); waits on the stack's
 status, printing it as it changes.
@@ -11,7 +12,6 @@ status, printing it as it changes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from pathlib import Path
@@ -52,19 +52,6 @@ def create(template: Path, name: str, key_name: str) -> None:
     print(outputs["hub_command"])
 
 
-def delete(name: str) -> None:
-    orchestration = openstack.connect(cloud=CLOUD).orchestration
-    stack = orchestration.find_stack(name, ignore_missing=True)
-    if stack is None:
-        print(f"    no stack {name}", file=sys.stderr)
-        return
-    orchestration.delete_stack(stack.id)
-    # gone before a look finds it: deleted
-    with contextlib.suppress(openstack.exceptions.NotFoundException):
-        _wait(orchestration, stack.id, "DELETE")
-    print(f"    stack {name}: deleted", file=sys.stderr)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,13 +59,8 @@ def main() -> None:
     c.add_argument("template", type=Path)
     c.add_argument("name")
     c.add_argument("key_name")
-    d = sub.add_parser("delete")
-    d.add_argument("name")
     args = parser.parse_args()
-    if args.command == "create":
-        create(args.template, args.name, args.key_name)
-    else:
-        delete(args.name)
+    create(args.template, args.name, args.key_name)
 
 
 if __name__ == "__main__":

@@ -49,10 +49,11 @@ class ScriptedCloud:
     _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # --- what tests set up and read
-    def add(self, name: str, role: str, index: int, status: str = "ACTIVE") -> P.Node:
+    def add(self, name: str, role: str, index: int, status: str = "ACTIVE",
+            stack: str = "") -> P.Node:  # fmt: skip
         node = P.Node(
             name=name, role=role, index=index, id=f"s{next(self._ids)}", status=status,
-            created=f"t{next(self._clock):04d}",
+            created=f"t{next(self._clock):04d}", stack=stack,
         )  # fmt: skip
         self._servers.append(_Server(node, [status]))
         return node
@@ -198,6 +199,12 @@ class ScriptedProject(ScriptedCloud):
     def delete_security_group(self, sg_id: str, *, name: str = "") -> None:
         self._record("delete_security_group", name or sg_id)
         self.refs.pop("sg", None)
+
+    def delete_stack(self, name: str, *, timeout: float = 600) -> None:
+        """As Heat would: the stack's servers go with it."""
+        self._record("delete_stack", name)
+        with self._lock:
+            self._servers = [s for s in self._servers if s.node.stack != name]
 
     def delete_server_group(self, group_id: str, *, name: str = "") -> None:
         self._record("delete_server_group", name or group_id)

@@ -142,14 +142,16 @@ def test_several_cidrs_of_both_families_are_the_parameters_default(tmp_path):
     assert "':' in $" in v6["for_each"]["<%cidr%>"]["yaql"]["expression"]
 
 
-def test_without_a_floating_ip_pool_the_hub_command_uses_the_fixed_address(tmp_path):
+def test_without_a_floating_ip_pool_there_is_no_floating_ip_to_ask_for(tmp_path):
     path = inventory(tmp_path, replace=('floating_ip_pool = "public"', 'floating_ip_pool = ""'))
     template = template_of(path)
     assert "floating_ip" not in template["resources"]
     assert "external_network" not in template["parameters"]
     assert "master_floating_ip" not in template["outputs"]
-    joined = template["outputs"]["hub_command"]["value"]["list_join"][1]
-    assert joined[1] == {"get_attr": ["master_port", "fixed_ips", 0, "ip_address"]}
+    assert template["outputs"]["master_fixed_ip"]["value"] == {
+        "get_attr": ["master_port", "fixed_ips", 0, "ip_address"]}  # fmt: skip
+    # the hub finds the nodes by the cluster's name: the command needs no address
+    assert template["outputs"]["hub_command"]["value"] == "sparkstack hub -i inventory.toml"
 
 
 def test_no_server_group_without_anti_affinity(tmp_path):

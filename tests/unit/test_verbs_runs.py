@@ -84,3 +84,45 @@ def test_down_deletes_the_servers_and_the_cluster_files_in_its_key_directory(inv
     assert res.deleted[-1] == f"local file {key_dir / 'known_hosts'}"
     assert not key_dir.exists()
     assert workflows.down(inv, cloud=cloud, dry_run=True).actions == []
+
+
+def stack_cluster(inv, stack: str = "st") -> ScriptedProject:
+    """A cluster a Heat stack made (`render --heat`): its servers name the stack."""
+    cloud = ScriptedProject(cluster=inv.cluster.name)
+    cloud.add(f"{inv.cluster.name}-master", P.MASTER, 0, stack=stack)
+    cloud.add(f"{inv.cluster.name}-worker-1", P.WORKER, 1, stack=stack)
+    return cloud
+
+
+def test_down_deletes_a_clusters_heat_stack_before_anything_else(inv):
+    cloud = stack_cluster(inv)
+    res = workflows.down(inv, cloud=cloud)
+    changes = [c for c in cloud.calls if c[0] not in ("list_nodes",)]
+    assert changes[0] == ("delete_stack", "st")
+    # the stack took its servers: none is deleted one by one behind Heat's back
+    assert not [c for c in changes if c[0] == "delete_server"]
+    assert "Heat stack st" in res.deleted
+    assert any("Heat stack st" in note for note in res.notes)
+    assert cloud.names() == []
+
+
+def test_a_dry_run_down_of_a_stack_says_so_and_deletes_nothing(inv):
+    cloud = stack_cluster(inv)
+    res = workflows.down(inv, cloud=cloud, dry_run=True)
+    assert any("Heat stack st" in note for note in res.notes)
+    assert [c for c in cloud.calls if c[0] != "list_nodes"] == []
+
+
+@pytest.mark.parametrize("verb", ["up", "scale"])
+def test_up_and_scale_leave_a_stacks_servers_to_the_stack(inv, verb):
+    cloud = stack_cluster(inv)
+    for dry_run in (True, False):
+        with pytest.raises(UserInputError) as err:
+            if verb == "up":
+                workflows.up(inv, cloud=cloud, user_data=render(inv), dry_run=dry_run)
+            else:
+                workflows.scale(inv, workers=3, cloud=cloud, user_data=render(inv),
+                                dry_run=dry_run)  # fmt: skip
+        assert "Heat stack st" in err.value.message
+        assert "worker_count" in (err.value.hint or "")
+    assert [c for c in cloud.calls if c[0] != "list_nodes"] == []
