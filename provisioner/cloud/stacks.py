@@ -14,6 +14,43 @@ _POLL = 1.0
 
 
 class StackWriter(CloudBase):
+    def resize_stack(self, name: str, *, workers: int, timeout: float = 900) -> None:
+        """Set the stack's worker_count, keeping every other parameter and the template
+        (Heat's PATCH: `openstack stack update --existing`), and wait for the update."""
+        orchestration = self.conn.orchestration
+        stack = self.call("find stack",
+                          lambda: orchestration.find_stack(name, ignore_missing=False),
+                          resource=name)  # fmt: skip
+        before = stack.updated_at
+        self.call(
+            "update stack",
+            lambda: orchestration.patch(
+                f"/stacks/{stack.name}/{stack.id}",
+                json={"parameters": {"worker_count": workers}},
+                raise_exc=True,
+            ),
+            resource=name,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.call("show stack", lambda: orchestration.get_stack(stack.id),
+                                resource=name)  # fmt: skip
+            status = str(current.status)
+            # until Heat has taken the update up, the stack still shows the last one's end
+            if current.updated_at != before:
+                if status == "UPDATE_COMPLETE":
+                    return
+                if status == "UPDATE_FAILED":
+                    raise CloudError(
+                        f"Heat could not resize stack {name}: {current.status_reason}",
+                        hint="see the stack's events in Horizon (Project > Orchestration > "
+                        f"Stacks > {name}); `sparkstack scale` again retries",
+                    )
+            if time.monotonic() > deadline:
+                raise CloudError(f"stack {name} is still {status} after {timeout:.0f} s",
+                                 hint="run `sparkstack scale` again to wait for it")  # fmt: skip
+            time.sleep(_POLL)
+
     def delete_stack(self, name: str, *, timeout: float = 600) -> None:
         """Delete the stack and wait until Heat says it is gone."""
         orchestration = self.conn.orchestration

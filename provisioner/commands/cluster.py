@@ -181,7 +181,7 @@ def scale(
         if as_json:
             emit_json(result_json(name, res, dry_run=False))
             return
-        if not res.actions:
+        if not (res.actions or res.created or res.deleted):
             out.print(f"cluster {name} already has {workers} worker(s)")
         for line in res.notes:
             out.print(escape(line), highlight=False)

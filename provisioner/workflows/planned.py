@@ -13,6 +13,22 @@ from provisioner.workflows.lookalikes import refusals, separate
 from provisioner.workflows.ports import Cloud
 from provisioner.workflows.preflight import checked
 
+
+class StackOwned(UserInputError):
+    """The cluster's servers belong to a Heat stack (`render --heat`): `up` leaves them to
+    it; `scale` resizes the stack instead (workflows.stack_scale)."""
+
+    def __init__(self, cluster: str, observed: P.Observed) -> None:
+        super().__init__(
+            f"cluster {cluster} was made by Heat stack {observed.stack}: its servers are "
+            "the stack's",
+            hint="`sparkstack scale -i <inventory> --workers N` resizes the stack "
+            "(worker_count), `sparkstack hub -i <inventory>` finishes new nodes, "
+            "`sparkstack down` deletes the stack",
+        )
+        self.observed = observed
+
+
 # (what the inventory wants, what the cloud has) -> the actions, in apply order
 Planner = Callable[[P.Desired, P.Observed], list[P.Action]]
 
@@ -31,14 +47,7 @@ def planned(
     Resources that only look like the cluster's are problems: never used, never changed."""
     observed, lookalikes = separate(desired, cloud.observe(), key_dir)
     if observed.stack:
-        raise UserInputError(
-            f"cluster {desired.cluster} was made by Heat stack {observed.stack}: its servers "
-            "are the stack's, and so is their number",
-            hint="change worker_count through the stack (Horizon: Project > Orchestration > "
-            f"Stacks > Change Stack Template; or `openstack stack update --existing "
-            f"--parameter worker_count=N {observed.stack}`), then run `sparkstack hub -i "
-            "<inventory>`; `sparkstack down` deletes the stack",
-        )
+        raise StackOwned(desired.cluster, observed)
     return checked(
         cloud=cloud,
         desired=desired,

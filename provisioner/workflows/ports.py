@@ -108,5 +108,8 @@ class Cloud(Servers, Protocol):
 
     def delete_keypair(self, name: str) -> None: ...
 
+    def resize_stack(self, name: str, *, workers: int, timeout: float = 900) -> None:
+        """Set the stack's worker_count (keeping the rest) and wait for the update."""
+
     def delete_stack(self, name: str, *, timeout: float = 600) -> None:
         """Delete the Heat stack that owns the cluster and wait until it is gone."""

@@ -10,8 +10,9 @@ from provisioner.keys import config_dir
 from provisioner.workflows.context import Hooks, Reporter, Result, Run, Settings, UserData
 from provisioner.workflows.executor import converge, execute
 from provisioner.workflows.guard import guard
-from provisioner.workflows.planned import planned
+from provisioner.workflows.planned import StackOwned, planned
 from provisioner.workflows.ports import Cloud
+from provisioner.workflows.stack_scale import scale_stack
 
 
 def scale(
@@ -29,8 +30,12 @@ def scale(
         raise UserInputError("--workers must be 0 or more")
     desired = P.desired_from_inventory(inv, workers=workers)
     key_dir = config_dir(desired.cluster)
-    result, resolved = planned(desired, cloud=cloud, key_dir=key_dir, user_data=user_data,
-                               plan=_plan, dry_run=dry_run)  # fmt: skip
+    try:
+        result, resolved = planned(desired, cloud=cloud, key_dir=key_dir, user_data=user_data,
+                                   plan=_plan, dry_run=dry_run)  # fmt: skip
+    except StackOwned as owned:
+        return scale_stack(desired, owned.observed, cloud=cloud, dry_run=dry_run,
+                           reporter=reporter or Reporter(), hooks=hooks or Hooks())  # fmt: skip
     if dry_run:
         return result
     assert resolved is not None

@@ -3,9 +3,10 @@ its Nova, Neutron and Glance): `render --heat` -> Heat validates it -> a stack m
 what a Horizon user fills in (the key pair; every other field keeps its default) ->
 CREATE_COMPLETE -> the stack's hub_command output (`sparkstack hub`, no address: the
 cluster is found by name) finishes the cluster -> `status` and `smoke` find it by name ->
-`scale` refuses, naming the stack -> a bigger worker_count through the stack, and the
-hub command again: the new worker joins -> `sparkstack down` deletes the stack and waits,
-and nothing of it is left (the leak audit)."""
+`scale` to 2 resizes the stack and the new worker joins, `scale` to 1 drains worker 2
+first, then the stack shrinks -> `sparkstack up` refuses, naming the stack ->
+`sparkstack down` deletes the stack and waits, and nothing of it is left (the leak
+audit)."""
 
 from __future__ import annotations
 
@@ -98,26 +99,26 @@ def test_a_stack_from_the_rendered_template_becomes_a_working_cluster(
         status = run_cli("status", "-i", str(inv_path), "--json", env=env)
         assert '"hs-worker-1"' in status.stdout
         run_cli("smoke", "-i", str(inv_path), env=env, timeout=600)
-        # the stack owns the worker count: scale says where to change it, changes nothing
-        refused_scale = run_cli("scale", "-i", str(inv_path), "--workers", "2", env=env,
-                                check=False)  # fmt: skip
-        assert refused_scale.returncode == 2, refused_scale.stderr
-        assert "Heat stack hs-stack" in refused_scale.stderr
-        assert "worker_count" in refused_scale.stderr
-        assert stack_status(orchestration, stack.id) == "CREATE_COMPLETE"
-
-        # more workers through the stack: Heat adds hs-worker-2, the hub command from the
-        # outputs gives it the secret and it registers
-        conn.orchestration.patch(f"/stacks/hs-stack/{stack.id}",
-                                 json={"parameters": {"worker_count": 2}})  # fmt: skip
-        wait_for(lambda: settled(orchestration, stack.id, "UPDATE"), timeout=300,
-                 what="stack UPDATE_COMPLETE")  # fmt: skip
-        out = outputs(orchestration, stack.id)
-        assert len(out["worker_fixed_ips"]) == 2
-        assert "hs-worker-2" in {s.name for s in conn.compute.servers()}
-        proc = run_cli(*hub_argv(out["hub_command"], str(inv_path)), env=env, timeout=900)
-        assert "every worker is ALIVE on the Spark master" in proc.stderr
-        assert "1 more found by name" in proc.stderr
+        # scale goes through the stack: Heat adds hs-worker-2, which gets the secret
+        grown = run_cli("scale", "-i", str(inv_path), "--workers", "2", "--yes", env=env,
+                        timeout=900)  # fmt: skip
+        assert "resizing Heat stack hs-stack to 2 worker(s)" in grown.stderr
+        assert "every worker is ALIVE on the Spark master" in grown.stderr
+        assert "server hs-worker-2" in grown.stdout
+        assert stack_status(orchestration, stack.id) == "UPDATE_COMPLETE"
+        assert len(outputs(orchestration, stack.id)["worker_fixed_ips"]) == 2
+        status = run_cli("status", "-i", str(inv_path), "--json", env=env)
+        assert '"hs-worker-2"' in status.stdout
+        # and back: hs-worker-2 is drained first, then the stack drops it
+        shrunk = run_cli("scale", "-i", str(inv_path), "--workers", "1", "--yes", env=env,
+                         timeout=900)  # fmt: skip
+        assert "decommission" in shrunk.stderr + shrunk.stdout
+        assert {s.name for s in conn.compute.servers()} >= {"hs-master", "hs-worker-1"}
+        assert "hs-worker-2" not in {s.name for s in conn.compute.servers()}
+        # up leaves a stack's servers to the stack
+        refused = run_cli("up", "-i", str(inv_path), env=env, check=False)
+        assert refused.returncode == 2, refused.stderr
+        assert "Heat stack hs-stack" in refused.stderr
 
         down = run_cli("down", "-i", str(inv_path), "--yes", env=env, timeout=900)
         assert "Heat stack hs-stack" in down.stdout + down.stderr

@@ -200,6 +200,19 @@ class ScriptedProject(ScriptedCloud):
         self._record("delete_security_group", name or sg_id)
         self.refs.pop("sg", None)
 
+    def resize_stack(self, name: str, *, workers: int, timeout: float = 900) -> None:
+        """As Heat's ResourceGroup would: the highest indices go, the next ones come."""
+        self._record("resize_stack", f"{name} {workers}")
+        with self._lock:
+            members = [s for s in self._servers if s.node.stack == name
+                       and s.node.role == P.WORKER]  # fmt: skip
+            self._servers = [s for s in self._servers if s not in members
+                             or s.node.index <= workers]  # fmt: skip
+            have = {s.node.index for s in members}
+        for index in range(1, workers + 1):
+            if index not in have:
+                self.add(f"{self.cluster}-worker-{index}", P.WORKER, index, stack=name)
+
     def delete_stack(self, name: str, *, timeout: float = 600) -> None:
         """As Heat would: the stack's servers go with it."""
         self._record("delete_stack", name)

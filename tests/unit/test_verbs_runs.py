@@ -113,16 +113,45 @@ def test_a_dry_run_down_of_a_stack_says_so_and_deletes_nothing(inv):
     assert [c for c in cloud.calls if c[0] != "list_nodes"] == []
 
 
-@pytest.mark.parametrize("verb", ["up", "scale"])
-def test_up_and_scale_leave_a_stacks_servers_to_the_stack(inv, verb):
+def test_up_leaves_a_stacks_servers_to_the_stack(inv):
     cloud = stack_cluster(inv)
     for dry_run in (True, False):
         with pytest.raises(UserInputError) as err:
-            if verb == "up":
-                workflows.up(inv, cloud=cloud, user_data=render(inv), dry_run=dry_run)
-            else:
-                workflows.scale(inv, workers=3, cloud=cloud, user_data=render(inv),
-                                dry_run=dry_run)  # fmt: skip
+            workflows.up(inv, cloud=cloud, user_data=render(inv), dry_run=dry_run)
         assert "Heat stack st" in err.value.message
-        assert "worker_count" in (err.value.hint or "")
+        assert "sparkstack scale" in (err.value.hint or "")
     assert [c for c in cloud.calls if c[0] != "list_nodes"] == []
+
+
+def test_scale_resizes_a_stack_draining_the_workers_that_go_and_handing_over_new_ones(inv):
+    cloud = stack_cluster(inv)
+    handed: list[P.Observed] = []
+    drained: list[str] = []
+    def drain(_: P.Observed, nodes) -> None:
+        drained.extend(n.name for n in nodes)
+
+    hooks = workflows.Hooks(after_servers_active=handed.append, decommission=drain)
+    name = inv.cluster.name
+
+    preview = workflows.scale(inv, workers=3, cloud=cloud, user_data=render(inv), dry_run=True)
+    assert any("worker_count 1 -> 3" in note for note in preview.notes)
+    assert [c for c in cloud.calls if c[0] != "list_nodes"] == []
+
+    res = workflows.scale(inv, workers=3, cloud=cloud, user_data=render(inv), hooks=hooks)
+    assert ("resize_stack", "st 3") in cloud.calls
+    assert not cloud.posts()  # Heat makes the servers, not sparkstack
+    assert res.created == [f"server {name}-worker-2", f"server {name}-worker-3"]
+    assert len(handed) == 1 and drained == []
+
+    cloud.calls.clear()
+    res = workflows.scale(inv, workers=1, cloud=cloud, user_data=render(inv), hooks=hooks)
+    assert drained == [f"{name}-worker-2", f"{name}-worker-3"]
+    # drained first, then the stack shrinks
+    kinds = [c[0] for c in cloud.calls if c[0] != "list_nodes"]
+    assert kinds == ["resize_stack"]
+    assert res.deleted == [f"server {name}-worker-2", f"server {name}-worker-3"]
+    assert cloud.names() == [f"{name}-master", f"{name}-worker-1"]
+    assert len(handed) == 1  # nothing new to hand over
+
+    again = workflows.scale(inv, workers=1, cloud=cloud, user_data=render(inv), hooks=hooks)
+    assert again.actions == [] and again.notes == []
