@@ -22,7 +22,14 @@ from provisioner.errors import RemoteError
 from provisioner.hub.acme_http import ensure_http_redirect, unit_word
 from provisioner.hub.config import ACME_UNIT_NAME, UNIT_NAME, HubSettings
 from provisioner.hub.shell import MASTER, Shell, Step, q
-from provisioner.hub.tls import RENEW_BEFORE, TlsStep, expiry_problem, fingerprint, key_matches
+from provisioner.hub.tls import (
+    RENEW_BEFORE,
+    TlsStep,
+    fingerprint,
+    key_matches,
+    subject_alt_names,
+    usable_cert,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +45,14 @@ _HINT = (
 
 def acme_cert_problem(cert_pem: bytes | None, *, domain: str) -> str | None:
     """Why the hub's certificate must be obtained (again), or None if it is good to keep."""
-    if not cert_pem:
-        return "no certificate"
-    try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
-    except ValueError:
-        return "certificate does not parse"
+    cert = usable_cert(cert_pem)
+    if isinstance(cert, str):
+        return cert
     # A self-signed certificate left from another mode covers IPs only, but say why.
     if cert.issuer == cert.subject:
         return "certificate is self-signed"
-    expiring = expiry_problem(cert)
-    if expiring:
-        return expiring
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = {n.lower() for n in san.get_values_for_type(x509.DNSName)}
-    except x509.ExtensionNotFound:
-        names = set()
+    san = subject_alt_names(cert)
+    names = {n.lower() for n in san.get_values_for_type(x509.DNSName)} if san else set()
     if domain not in names:
         return f"certificate does not cover {domain}"
     return None

@@ -20,6 +20,7 @@ from pathlib import Path
 from provisioner.errors import RemoteError
 from provisioner.hub.config import ACME_UNIT_NAME, HTTP_UNIT_NAME, HubSettings
 from provisioner.hub.shell import MASTER, Shell, Step, q
+from provisioner.hub.systemd import ensure_running
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +106,10 @@ def ensure_http_redirect(shell: Shell, settings: HubSettings) -> list[str]:
         wrote.append("port-80 unit")
         shell.run("systemctl daemon-reload", check=False)
     unit = q(f"{HTTP_UNIT_NAME}.service")
-    if shell.run(f"systemctl is-enabled {unit}", check=False)[0] != 0:
-        shell.run(f"systemctl enable {unit}")
-        wrote.append("port-80 enabled")
-    active = shell.run(f"systemctl is-active {unit}", check=False)[0] == 0
-    if not active or wrote:
-        action = "restart" if active else "start"
-        shell.run(f"systemctl {action} {unit}", check=False, timeout=60)
-        wrote.append(f"port-80 {action}ed")
+    # a failed start shows as the listen probe's failure below, with the unit's log
+    started = ensure_running(shell, f"{HTTP_UNIT_NAME}.service", restart=bool(wrote),
+                             timeout=60)  # fmt: skip
+    wrote += [f"port-80 {change}" for change in started.changes]
     probe = _listen_probe(80, _LISTEN_TIMEOUT).encode()
     if shell.run(f"{SYSTEM_PYTHON} -", input=probe, check=False, timeout=60)[0] != 0:
         _, journal, _ = shell.run(

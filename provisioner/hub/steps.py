@@ -30,6 +30,7 @@ from provisioner.hub.acme_http import ensure_no_acme
 from provisioner.hub.config import UNIT_NAME, VENV, HubSettings, render_config, render_unit
 from provisioner.hub.packages import ensure_packages
 from provisioner.hub.shell import MASTER, Shell, Step, q
+from provisioner.hub.systemd import ensure_running
 from provisioner.hub.tls import TlsStep, ensure_tls
 from provisioner.inventory import Inventory
 
@@ -226,26 +227,18 @@ def _why(err: str, journal: str) -> str:
 
 def ensure_service(shell: Shell, *, restart: bool) -> Step:
     """The hub enabled and running; restarted only when ``restart`` says its inputs changed."""
-    unit = q(UNIT_NAME)
-    changes = []
-    if shell.run(f"systemctl is-enabled {unit}", check=False)[0] != 0:
-        shell.run(f"systemctl enable {unit}")
-        changes.append("enabled")
-    active = shell.run(f"systemctl is-active {unit}", check=False)[0] == 0
-    if not active or restart:
-        action = "restart" if active else "start"
-        status, _, err = shell.run(f"systemctl {action} {unit}", check=False, timeout=180)
-        if status != 0:
-            journal = _journal_tail(shell)
-            raise RemoteError(
-                f"systemctl {action} {UNIT_NAME} failed ({status}): "
-                + _why(err, journal),
-                resource=MASTER,
-                step="hub service",
-                log_tail=journal,
-                hint="fix what the log says, then run again",
-            )
-        changes.append("restarted" if active else "started")
+    started = ensure_running(shell, UNIT_NAME, restart=restart, timeout=180)
+    if started.failed is not None:
+        action, status, err = started.failed
+        journal = _journal_tail(shell)
+        raise RemoteError(
+            f"systemctl {action} {UNIT_NAME} failed ({status}): " + _why(err, journal),
+            resource=MASTER,
+            step="hub service",
+            log_tail=journal,
+            hint="fix what the log says, then run again",
+        )
+    changes = started.changes
     return Step("service", bool(changes), ", ".join(changes) or "running")
 
 

@@ -54,24 +54,35 @@ def expiry_problem(cert: x509.Certificate, *, now: dt.datetime | None = None) ->
     return None
 
 
-def cert_problem(
-    cert_pem: bytes | None, *, addresses: Iterable[str], now: dt.datetime | None = None
-) -> str | None:
-    """Why a self-signed certificate must be (re)made, or None if it is good to keep."""
+def usable_cert(
+    cert_pem: bytes | None, *, now: dt.datetime | None = None
+) -> x509.Certificate | str:
+    """The certificate, or why no mode may keep it: missing, unparsable or expiring."""
     if not cert_pem:
         return "no certificate"
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError:
         return "certificate does not parse"
-    expiring = expiry_problem(cert, now=now)
-    if expiring:
-        return expiring
+    return expiry_problem(cert, now=now) or cert
+
+
+def subject_alt_names(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        covered = set(san.get_values_for_type(x509.IPAddress))
+        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        covered = set()
+        return None
+
+
+def cert_problem(
+    cert_pem: bytes | None, *, addresses: Iterable[str], now: dt.datetime | None = None
+) -> str | None:
+    """Why a self-signed certificate must be (re)made, or None if it is good to keep."""
+    cert = usable_cert(cert_pem, now=now)
+    if isinstance(cert, str):
+        return cert
+    san = subject_alt_names(cert)
+    covered = set(san.get_values_for_type(x509.IPAddress)) if san else set()
     missing = [a for a in addresses if ipaddress.ip_address(a) not in covered]
     if missing:
         return "certificate does not cover " + ", ".join(missing)
