@@ -4,7 +4,6 @@ Python against a real HTTPS server on loopback."""
 
 from __future__ import annotations
 
-import datetime
 import http.server
 import socket
 import ssl
@@ -15,15 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from provisioner import plan as P
 from provisioner.commands.cluster import _hub_url
 from provisioner.hub.steps import _API_PROBE, hub_url
 from provisioner.inventory import load_inventory
+from tests.render.conftest import self_signed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,39 +64,13 @@ class _Hub(http.server.BaseHTTPRequestHandler):
         return None
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hub")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "hub.crt", directory / "hub.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
 @pytest.fixture
 def https_hub(tmp_path) -> Iterator[type[_Hub]]:
     """An HTTPS server on loopback with a self-signed certificate, as the hub has."""
     handler = type("Hub", (_Hub,), {})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(*_self_signed(tmp_path))
+    context.load_cert_chain(*self_signed(tmp_path))
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
