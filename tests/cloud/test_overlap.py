@@ -1,0 +1,127 @@
+"""What Nova and Neutron allow at once is done at once, on the real OpenStack bed.
+
+Each test holds one request back in the fault proxy until another one arrives (or a
+generous deadline passes): if the second waits for the first to be answered, it never
+arrives while the first is held, and the test sees that. Nothing here measures time; the
+speed it buys is in bench/up_vs_floor.py.
+"""
+
+# ruff: noqa: F811  (pytest fixtures imported from the test bed are named as arguments)
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from provisioner import workflows
+from provisioner.cloud import ClusterCloud, connect
+from provisioner.inventory import load_inventory
+from tests.cloud.test_workflows import FAST, cluster_resources, user_data_for, write_inventory
+from tests.testbed import bed
+from tests.testbed.faultproxy import FaultProxy, RequestRecord
+from tests.testbed.fixtures import Testbed, clean_project, testbed  # noqa: F401
+
+pytestmark = pytest.mark.cloud
+
+# How long a held request waits for the one it should overlap with: far longer than any
+# request of the bed takes, so only a request that is never sent meanwhile runs it out.
+DEADLINE_S = 20.0
+
+
+@pytest.fixture
+def proxy(clean_project: Testbed, tmp_path) -> Iterator[FaultProxy]:
+    with FaultProxy(upstreams=clean_project.endpoints) as p:
+        p.yaml = tmp_path / "proxied-clouds.yaml"  # type: ignore[attr-defined]
+        p.write_clouds_yaml(
+            dest=p.yaml,  # type: ignore[attr-defined]
+            source=clean_project.clouds_yaml,
+            cloud=bed.USER_CLOUD,
+            name="proxied",
+        )
+        yield p
+
+
+@pytest.fixture(autouse=True)
+def _xdg(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
+def proxied(proxy: FaultProxy, cluster: str) -> ClusterCloud:
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("OS_CLIENT_CONFIG_FILE", str(proxy.yaml))  # type: ignore[attr-defined]
+        conn = connect("proxied")
+    return ClusterCloud(conn, cluster=cluster)
+
+
+class Overlap:
+    """Hold the first `held` request until every one of `awaited` has arrived."""
+
+    def __init__(self, proxy: FaultProxy, *, held: tuple[str, str], awaited: list[tuple[str, str]]):
+        self.arrived = [threading.Event() for _ in awaited]
+        self.overlapped: bool | None = None
+        for (method, path), event in zip(awaited, self.arrived, strict=True):
+            proxy.at_request(nth=1, method=method, path=path, action=event.set)
+        method, path = held
+        proxy.at_request(nth=1, method=method, path=path, action=self._wait)
+
+    def _wait(self) -> None:
+        self.overlapped = all(e.wait(DEADLINE_S) for e in self.arrived)
+
+
+def index_of(records: list[RequestRecord], method: str, path: str) -> list[int]:
+    return [i for i, r in enumerate(records) if r.method == method and r.path == path]
+
+
+def test_down_releases_port_group_and_keypair_beside_the_servers(proxy, clean_project, tmp_path):
+    inv = load_inventory(write_inventory(tmp_path / "ov1.toml", name="ov1", workers=1))
+    direct = ClusterCloud(clean_project.user(), cluster="ov1")
+    workflows.up(inv, cloud=direct, user_data=user_data_for(inv), settings=FAST)
+
+    overlap = Overlap(
+        proxy,
+        held=("DELETE", r"/v2\.1/servers/"),
+        awaited=[
+            ("DELETE", r"/v2\.0/ports/"),
+            ("DELETE", r"/os-server-groups/"),
+            ("DELETE", r"/os-keypairs/"),
+            ("DELETE", r"/v2\.0/floatingips/"),
+        ],
+    )
+    proxy.reset_counts()
+    result = workflows.down(inv, cloud=proxied(proxy, "ov1"), settings=FAST)
+
+    assert overlap.overlapped, "port, server group, keypair or floating IP waited for a server"
+    assert cluster_resources(clean_project.admin(), "ov1") == {}
+    assert len(result.deleted) >= 7  # 2 servers, IP, port, group, keypair, security group
+    # the security group only once the servers (and so their ports) are gone
+    records = proxy.records()
+    sg = index_of(records, "DELETE", "/v2.0/security-groups/{id}")
+    polls = index_of(records, "GET", "/v2.1/servers/detail")
+    assert sg and polls and min(sg) > max(polls)
+
+
+def test_up_makes_the_master_port_beside_keypair_and_group(proxy, clean_project, tmp_path):
+    inv = load_inventory(write_inventory(tmp_path / "ov2.toml", name="ov2", workers=1))
+    cloud = proxied(proxy, "ov2")
+    overlap = Overlap(
+        proxy,
+        held=("POST", r"/os-keypairs"),
+        awaited=[("POST", r"/v2\.0/ports")],
+    )
+    tags_then_rules = Overlap(
+        proxy,
+        held=("PUT", r"/v2\.0/security-groups/[^/]+/tags"),
+        awaited=[("POST", r"/v2\.0/security-group-rules")],
+    )
+    try:
+        workflows.up(inv, cloud=cloud, user_data=user_data_for(inv), settings=FAST)
+        assert overlap.overlapped, "the master port waited for the keypair"
+        assert tags_then_rules.overlapped, "the security group's rules waited for its tags"
+        obs = ClusterCloud(clean_project.user(), cluster="ov2").observe()
+        assert {n.status for n in obs.nodes} == {"ACTIVE"} and len(obs.nodes) == 2
+        assert obs.master_port and obs.attached_ip and obs.security_group and obs.keypair
+    finally:
+        workflows.down(inv, cloud=ClusterCloud(clean_project.user(), cluster="ov2"), settings=FAST)
+    assert cluster_resources(clean_project.admin(), "ov2") == {}
