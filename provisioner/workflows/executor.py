@@ -31,12 +31,13 @@ T = TypeVar("T")
 
 
 def execute(actions: Sequence[P.Action], run: Run) -> None:
+    creates = any(isinstance(a, P.CreateServer) for a in actions)
     for batch in P.batches(actions):
         together = batch[0].together
         if together == P.CREATE_SERVERS:
             _create_servers(run, batch)
         elif together == P.DELETE_SERVERS:
-            _delete_servers(run, batch)
+            _delete_servers(run, batch, creates_follow=creates)
         else:  # prerequisites, clean-up, or a batch of one
             _at_once(run, batch)
 
@@ -153,26 +154,35 @@ def _create_servers(run: Run, batch: Sequence[P.Action]) -> None:
         attached.result()
 
 
-def _delete_servers(run: Run, batch: Sequence[P.Action]) -> None:
+def _delete_servers(run: Run, batch: Sequence[P.Action], *, creates_follow: bool) -> None:
     servers = [a for a in batch if isinstance(a, P.DeleteServer)]
     others = [a for a in batch if not isinstance(a, P.DeleteServer)]
     for a in batch:
         run.reporter.step(a.describe())
 
-    def delete(a: P.Action) -> None:
-        if isinstance(a, P.DeleteServer):
-            run.cloud.delete_server(a.id, name=a.name)
-        else:  # the floating IP: released at once, it does not wait for the server
-            _STEPS[type(a)](run, a)
+    def delete(chain: list[P.Action]) -> None:
+        for a in chain:
+            if isinstance(a, P.DeleteServer):
+                run.cloud.delete_server(a.id, name=a.name)
+            else:  # goes beside the servers: see the together of its action
+                _STEPS[type(a)](run, a)
 
+    # the rest first: with more servers than threads, it must not queue behind them
+    chains = _chains(others) + [[a] for a in servers]
     with cf.ThreadPoolExecutor(max_workers=max(1, run.settings.max_parallel)) as pool:
-        futures = [pool.submit(delete, a) for a in [*others, *servers]]
+        futures = [pool.submit(delete, chain) for chain in chains]
     for f in futures:
         f.result()
     ids = {a.id for a in servers}
     run.gone |= ids
-    # wait: ports and groups stay in use, and quota stays taken, until the servers are gone
-    wait_gone(run.cloud, ids, settings=run.settings, reporter=run.reporter)
+    # wait: their ports use the security group, and quota stays taken, until they are gone
+    wait_gone(
+        run.cloud,
+        ids,
+        settings=run.settings,
+        reporter=run.reporter,
+        deleted_is_gone=not creates_follow,  # a server listed DELETED has no port left
+    )
     run.result.deleted += [f"server {a.name}" for a in servers]
 
 
