@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,9 +32,11 @@ pytestmark = pytest.mark.cloud
 # request of the bed takes, so only a request that is never sent meanwhile runs it out.
 DEADLINE_S = 20.0
 
+renderer: Callable[[Any], Any] = user_data_for  # typed here, untyped where it lives
+
 
 @pytest.fixture
-def proxy(clean_project: Testbed, tmp_path) -> Iterator[FaultProxy]:
+def proxy(clean_project: Testbed, tmp_path: Path) -> Iterator[FaultProxy]:
     with FaultProxy(upstreams=clean_project.endpoints) as p:
         p.yaml = tmp_path / "proxied-clouds.yaml"  # type: ignore[attr-defined]
         p.write_clouds_yaml(
@@ -46,7 +49,7 @@ def proxy(clean_project: Testbed, tmp_path) -> Iterator[FaultProxy]:
 
 
 @pytest.fixture(autouse=True)
-def _xdg(tmp_path, monkeypatch) -> None:
+def _xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
 
@@ -77,10 +80,12 @@ def index_of(records: list[RequestRecord], method: str, path: str) -> list[int]:
     return [i for i, r in enumerate(records) if r.method == method and r.path == path]
 
 
-def test_down_releases_port_group_and_keypair_beside_the_servers(proxy, clean_project, tmp_path):
+def test_down_releases_port_group_and_keypair_beside_the_servers(
+    proxy: FaultProxy, clean_project: Testbed, tmp_path: Path
+) -> None:
     inv = load_inventory(write_inventory(tmp_path / "ov1.toml", name="ov1", workers=1))
     direct = ClusterCloud(clean_project.user(), cluster="ov1")
-    workflows.up(inv, cloud=direct, user_data=user_data_for(inv), settings=FAST)
+    workflows.up(inv, cloud=direct, user_data=renderer(inv), settings=FAST)
 
     overlap = Overlap(
         proxy,
@@ -105,7 +110,9 @@ def test_down_releases_port_group_and_keypair_beside_the_servers(proxy, clean_pr
     assert sg and polls and min(sg) > max(polls)
 
 
-def test_up_makes_the_master_port_beside_keypair_and_group(proxy, clean_project, tmp_path):
+def test_up_makes_the_master_port_beside_keypair_and_group(
+    proxy: FaultProxy, clean_project: Testbed, tmp_path: Path
+) -> None:
     inv = load_inventory(write_inventory(tmp_path / "ov2.toml", name="ov2", workers=1))
     cloud = proxied(proxy, "ov2")
     overlap = Overlap(
@@ -119,7 +126,7 @@ def test_up_makes_the_master_port_beside_keypair_and_group(proxy, clean_project,
         awaited=[("POST", r"/v2\.0/security-group-rules")],
     )
     try:
-        workflows.up(inv, cloud=cloud, user_data=user_data_for(inv), settings=FAST)
+        workflows.up(inv, cloud=cloud, user_data=renderer(inv), settings=FAST)
         assert overlap.overlapped, "the master port waited for the keypair"
         assert tags_then_rules.overlapped, "the security group's rules waited for its tags"
         obs = ClusterCloud(clean_project.user(), cluster="ov2").observe()
@@ -130,13 +137,15 @@ def test_up_makes_the_master_port_beside_keypair_and_group(proxy, clean_project,
     assert cluster_resources(clean_project.admin(), "ov2") == {}
 
 
-def test_down_takes_a_server_listed_deleted_as_gone(proxy, clean_project, tmp_path):
+def test_down_takes_a_server_listed_deleted_as_gone(
+    proxy: FaultProxy, clean_project: Testbed, tmp_path: Path
+) -> None:
     """Nova lists a server DELETED for a moment after its ports are gone and before it
     leaves the list; the proxy stretches that moment to the whole wait. `down` need not
     wait for the row to go (nothing is created next): it goes on to the security group."""
     inv = load_inventory(write_inventory(tmp_path / "ov3.toml", name="ov3", workers=1))
     direct = ClusterCloud(clean_project.user(), cluster="ov3")
-    workflows.up(inv, cloud=direct, user_data=user_data_for(inv), settings=FAST)
+    workflows.up(inv, cloud=direct, user_data=renderer(inv), settings=FAST)
 
     seen: dict[str, dict[str, Any]] = {}
 
