@@ -1,11 +1,13 @@
 """The cloud's own floor: the least a client must do to get (or remove) what `up` makes.
 
-No checks, no retries, no progress: look up image, flavor and networks, create the
-security group (rules in one bulk POST), keypair, server group and master port at once,
-put a new floating IP on the port, POST every server at the same moment, then list the
-servers once a second until all are ACTIVE. `delete` removes the same, servers and the
-floating IP at once, the rest once the servers are gone; it finds them by name and by the
-servers' tag, so it also cleans up after an interrupted `create`.
+No checks, no retries, no progress, everything as soon as what it needs exists: look up
+image, flavor and networks, create the security group (rules in one bulk POST), keypair
+and server group at once, the master port once its group exists, POST every server at the
+same moment (the master's once its port exists) with a new floating IP put on the port
+meanwhile, then list the servers once a second until all are ACTIVE. `delete` finds them
+(by name and by the servers' tag, so it also cleans up after an interrupted `create`), then
+deletes servers, floating IP, port, keypair and server group at once, and the security
+group once the servers are gone (Neutron keeps it while their ports use it).
 
     python -m bench.floor create --cloud C --name bench-f --workers 10 [--image ...]
     python -m bench.floor delete --cloud C --name bench-f
@@ -22,6 +24,7 @@ import sys
 import time
 
 import openstack
+import openstack.exceptions
 
 POLL_S = 1.0
 
@@ -60,15 +63,18 @@ def create(conn, a: argparse.Namespace) -> None:
         conn.compute.create_server_group, name=f"{a.name}-workers", policy="soft-anti-affinity"
     )
 
-    def port_and_ip():
-        port = conn.network.create_port(
+    master_port = pool.submit(
+        lambda: conn.network.create_port(
             name=f"{a.name}-master-port", network_id=net.result().id,
             security_group_ids=[sg.result().id],
         )
-        fip = conn.network.create_ip(floating_network_id=ext.result().id, port_id=port.id)
-        return port, fip
-
-    master_port = pool.submit(port_and_ip)
+    )
+    # Neutron puts a floating IP on a port no server uses yet: beside the master's POST
+    fip = pool.submit(
+        lambda: conn.network.create_ip(
+            floating_network_id=ext.result().id, port_id=master_port.result().id
+        )
+    )
     user_data = base64.b64encode(b"#cloud-config\n").decode()
     keypair.result()
 
@@ -80,8 +86,7 @@ def create(conn, a: argparse.Namespace) -> None:
         )
 
     def master():
-        port, _ = master_port.result()
-        return server(f"{a.name}-master", [{"port": port.id}], {})
+        return server(f"{a.name}-master", [{"port": master_port.result().id}], {})
 
     creates = [pool.submit(master)] + [
         pool.submit(
@@ -92,7 +97,7 @@ def create(conn, a: argparse.Namespace) -> None:
         for i in range(1, a.workers + 1)
     ]
     ids = {f.result().id for f in creates}
-    master_port.result()
+    fip.result()
     pool.shutdown()
     while True:
         servers = [s for s in conn.compute.servers(tags=_tags(a.name)[1]) if s.id in ids]
@@ -105,26 +110,37 @@ def create(conn, a: argparse.Namespace) -> None:
 
 def delete(conn, a: argparse.Namespace) -> None:
     pool = cf.ThreadPoolExecutor(max_workers=16)
-    servers = list(conn.compute.servers(tags=_tags(a.name)[1]))
-    ports = list(conn.network.ports(name=f"{a.name}-master-port"))
-    fips = [f for p in ports for f in conn.network.ips(port_id=p.id)]
-    gone = [pool.submit(conn.compute.delete_server, s.id) for s in servers]
-    gone += [pool.submit(conn.network.delete_ip, f.id) for f in fips]
+    # the four lookups at once, as everything else
+    servers = pool.submit(lambda: list(conn.compute.servers(tags=_tags(a.name)[1])))
+    ports = pool.submit(lambda: list(conn.network.ports(name=f"{a.name}-master-port")))
+    groups = pool.submit(
+        lambda: [g for g in conn.compute.server_groups() if g.name == f"{a.name}-workers"]
+    )
+    sgs = pool.submit(lambda: list(conn.network.security_groups(name=f"{a.name}-sg")))
+
+    def port_and_ip(port) -> None:
+        for f in conn.network.ips(port_id=port.id):
+            conn.network.delete_ip(f.id)
+        conn.network.delete_port(port.id)
+
+    # Everything Nova and Neutron let go while the servers exist goes beside them: the
+    # floating IP and port, the keypair, the server group. Only the security group waits.
+    gone = [pool.submit(conn.compute.delete_server, s.id) for s in servers.result()]
+    gone += [pool.submit(port_and_ip, p) for p in ports.result()]
+    gone += [pool.submit(conn.compute.delete_keypair, f"{a.name}-key", ignore_missing=True)]
+    gone += [pool.submit(conn.compute.delete_server_group, g.id) for g in groups.result()]
     for f in gone:
         f.result()
-    ids = {s.id for s in servers}
+    ids = {s.id for s in servers.result()}
     while ids & {s.id for s in conn.compute.servers(tags=_tags(a.name)[1])}:
         time.sleep(POLL_S)
-    rest = [pool.submit(conn.network.delete_port, p.id) for p in ports]
-    rest += [pool.submit(conn.compute.delete_keypair, f"{a.name}-key", ignore_missing=True)]
-    rest += [
-        pool.submit(conn.compute.delete_server_group, g.id)
-        for g in conn.compute.server_groups() if g.name == f"{a.name}-workers"
-    ]
-    for f in rest:
-        f.result()
-    for sg in conn.network.security_groups(name=f"{a.name}-sg"):
-        conn.network.delete_security_group(sg.id)
+    for sg in sgs.result():
+        while True:  # a port Nova made may outlive its server a moment
+            try:
+                conn.network.delete_security_group(sg.id)
+                break
+            except openstack.exceptions.ConflictException:
+                time.sleep(POLL_S / 4)
     pool.shutdown()
 
 

@@ -2,10 +2,12 @@
 in JSON; the executor in provisioner.workflows runs them in the order the plan lists them.
 
 Actions whose class names the same non-empty ``together`` run as one batch when they stand
-next to each other in a plan: the independent prerequisites (security group, keypair,
+next to each other in a plan: the prerequisites (security group then master port, keypair,
 server group) at once; servers created (or deleted) concurrently, the batch ending when the
-cloud shows them all ACTIVE (or gone), with the floating IP attached (or released) while
-they boot (or go).
+cloud shows them all ACTIVE (or gone), with the floating IP attached while they boot. On
+deletion, whatever Nova and Neutron let go while servers still exist (floating IP, master
+port, server group, keypair) goes beside them; only the security group waits for the
+servers' ports.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class CreateServerGroup(Action):
 @dataclass(frozen=True)
 class CreateMasterPort(Action):
     kind: ClassVar[str] = "create_master_port"
+    together: ClassVar[str] = PREREQUISITES  # after the security group, in the same batch
     name: str
     network: str
 
@@ -176,6 +179,9 @@ class _DeleteNamed(Action):
 class DeletePort(_DeleteNamed):
     kind: ClassVar[str] = "delete_port"
     noun: ClassVar[str] = "port"
+    # Neutron deletes a port a server still has (Nova then forgets the interface), and
+    # Nova's own delete of a server tolerates its pre-created port being gone already.
+    together: ClassVar[str] = DELETE_SERVERS
 
 
 @dataclass(frozen=True)
@@ -188,12 +194,13 @@ class DeleteSecurityGroup(_DeleteNamed):
 class DeleteServerGroup(_DeleteNamed):
     kind: ClassVar[str] = "delete_server_group"
     noun: ClassVar[str] = "server group"
+    together: ClassVar[str] = DELETE_SERVERS  # Nova deletes a group that still has members
 
 
 @dataclass(frozen=True)
 class DeleteKeypair(Action):
     kind: ClassVar[str] = "delete_keypair"
-    together: ClassVar[str] = CLEAN_UP
+    together: ClassVar[str] = DELETE_SERVERS  # a server keeps a copy of its key
     name: str
 
     def describe(self) -> str:

@@ -157,8 +157,9 @@ def plan_scale(desired: Desired, observed: Observed) -> list[Action]:
 
 
 def plan_down(desired: Desired, observed: Observed) -> list[Action]:
-    """Everything carrying the cluster's identity, servers first (ports and groups are in
-    use until their servers are gone). An inventory-named floating IP is never released."""
+    """Everything carrying the cluster's identity: the servers and what may go while they
+    still exist at once, the security group once they are gone (their ports use it). An
+    inventory-named floating IP is never released."""
     actions: list[Action] = []
     order = sorted(observed.nodes, key=lambda n: (n.role == MASTER, -n.index, n.id))
     actions += [DeleteServer(name=n.name, id=n.id) for n in order]
@@ -167,15 +168,15 @@ def plan_down(desired: Desired, observed: Observed) -> list[Action]:
         actions.append(DeleteFloatingIP(address=fip.detail, id=fip.id))
     if observed.master_port is not None:
         actions.append(DeletePort(name=observed.master_port.name, id=observed.master_port.id))
-    if observed.security_group is not None:
-        sg = observed.security_group
-        actions.append(DeleteSecurityGroup(name=sg.name, id=sg.id))
     if observed.server_group is not None:
         actions.append(
             DeleteServerGroup(name=observed.server_group.name, id=observed.server_group.id)
         )
     if desired.keypair_managed and observed.keypair is not None:
         actions.append(DeleteKeypair(name=observed.keypair.name))
+    if observed.security_group is not None:  # last: Neutron keeps it while a port uses it
+        sg = observed.security_group
+        actions.append(DeleteSecurityGroup(name=sg.name, id=sg.id))
     return actions
 
 

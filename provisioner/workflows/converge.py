@@ -215,15 +215,29 @@ class Converger:
         return False
 
 
-def wait_gone(cloud: Servers, ids: set[str], *, settings: Settings, reporter: Reporter) -> None:
-    """Until no server with one of these ids is listed any more."""
+def wait_gone(
+    cloud: Servers,
+    ids: set[str],
+    *,
+    settings: Settings,
+    reporter: Reporter,
+    deleted_is_gone: bool = False,
+) -> None:
+    """Until no server with one of these ids is listed any more, or (deleted_is_gone)
+    until each is listed DELETED: Nova says so once the hypervisor and the network have let
+    it go (its ports are deleted), a moment before it leaves the list; its quota is only
+    freed then, so this is for when nothing is created next."""
     if not ids:
         return
 
     names: dict[str, str] = {}
 
     def poll() -> bool:
-        left = [n for n in cloud.list_nodes() if n.id in ids]
+        left = [
+            n
+            for n in cloud.list_nodes()
+            if n.id in ids and not (deleted_is_gone and n.status == "DELETED")
+        ]
         names.update({n.id: n.name for n in left})
         states = {name: "deleted" for name in names.values()}
         states.update({n.name: f"deleting ({n.status})" for n in left})

@@ -1,11 +1,12 @@
 """The one executor: runs a plan's actions in the order the plan lists them.
 
 A batch (neighbouring actions that share a `together` name, see provisioner.plan.actions)
-runs at once: the prerequisites concurrently; server creates concurrently (new workers in
-one multi-create POST) with the floating IP attached meanwhile, until every watched server
-is ACTIVE; server deletes concurrently with the floating IP's release, until they are
-gone; then the rest at once (the port before its security group). Everything else runs
-one action at a time. So what `--dry-run` prints is exactly what an apply does.
+runs at once: the prerequisites concurrently (the master port once its security group
+exists); server creates concurrently (new workers in one multi-create POST) with the
+floating IP attached meanwhile, until every watched server is ACTIVE; server deletes
+concurrently with the release of the floating IP, master port, server group and keypair,
+until the servers are gone; then the security group. Everything else runs one action at a
+time. So what `--dry-run` prints is exactly what an apply does.
 
 On Ctrl-C or an error nothing new is sent, but every request already on the wire is
 waited for, so whatever exists is something the next `up` or `down` sees.
@@ -17,7 +18,7 @@ import concurrent.futures as cf
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from provisioner import plan as P
 from provisioner.keys import ensure_generated_key, generated_key_path, remove_generated_key
@@ -26,17 +27,17 @@ from provisioner.workflows.converge import Converger, wait_gone
 
 log = logging.getLogger(__name__)
 
-Step = Callable[[Run, P.Action], None]
 T = TypeVar("T")
 
 
 def execute(actions: Sequence[P.Action], run: Run) -> None:
+    creates = any(isinstance(a, P.CreateServer) for a in actions)
     for batch in P.batches(actions):
         together = batch[0].together
         if together == P.CREATE_SERVERS:
             _create_servers(run, batch)
         elif together == P.DELETE_SERVERS:
-            _delete_servers(run, batch)
+            _delete_servers(run, batch, creates_follow=creates)
         else:  # prerequisites, clean-up, or a batch of one
             _at_once(run, batch)
 
@@ -58,15 +59,30 @@ def concurrently(fn: Callable[[T], None], items: Sequence[T]) -> None:
 def _at_once(run: Run, batch: Sequence[P.Action]) -> None:
     for action in batch:
         run.reporter.step(action.describe())
-    # Neutron refuses to delete a security group a port still uses: the port goes first.
-    ordered = [a for a in batch if isinstance(a, (P.DeletePort, P.DeleteSecurityGroup))]
-    chains = [[a] for a in batch if a not in ordered] + ([ordered] if ordered else [])
 
     def run_chain(chain: list[P.Action]) -> None:
         for action in chain:
             _STEPS[type(action)](run, action)
 
-    concurrently(run_chain, chains)
+    concurrently(run_chain, _chains(batch))
+
+
+# Kinds of action that must run one after the other when they share a batch, and why:
+_IN_ORDER: tuple[tuple[type[P.Action], ...], ...] = (
+    (P.CreateSecurityGroup, P.CreateMasterPort),  # the port is made in the group
+    (P.DeletePort, P.DeleteSecurityGroup),  # Neutron refuses a group a port still uses
+)
+
+
+def _chains(batch: Sequence[P.Action]) -> list[list[P.Action]]:
+    """The batch as sequences that run at once: each _IN_ORDER sequence, the rest alone."""
+    rest = list(batch)
+    chains: list[list[P.Action]] = []
+    for kinds in _IN_ORDER:
+        chain = [a for kind in kinds for a in rest if type(a) is kind]
+        rest = [a for a in rest if a not in chain]
+        chains += [chain] if chain else []
+    return [[a] for a in rest] + chains
 
 
 def converge(run: Run, creates: Sequence[P.CreateServer]) -> list[P.Node]:
@@ -77,7 +93,7 @@ def converge(run: Run, creates: Sequence[P.CreateServer]) -> list[P.Node]:
 
     def create(spec: P.CreateServer, *, name: str = "", count: int = 1) -> str:
         master = spec.role == P.MASTER
-        return cloud.create_server(
+        made: str = cloud.create_server(
             name=name or spec.name,
             role=spec.role,
             index=spec.index,
@@ -90,6 +106,7 @@ def converge(run: Run, creates: Sequence[P.CreateServer]) -> list[P.Node]:
             server_group_id="" if master else run.server_group_id,
             count=count,
         )
+        return made
 
     def create_workers(specs: Sequence[P.CreateServer]) -> str:
         return create(
@@ -137,26 +154,35 @@ def _create_servers(run: Run, batch: Sequence[P.Action]) -> None:
         attached.result()
 
 
-def _delete_servers(run: Run, batch: Sequence[P.Action]) -> None:
+def _delete_servers(run: Run, batch: Sequence[P.Action], *, creates_follow: bool) -> None:
     servers = [a for a in batch if isinstance(a, P.DeleteServer)]
     others = [a for a in batch if not isinstance(a, P.DeleteServer)]
     for a in batch:
         run.reporter.step(a.describe())
 
-    def delete(a: P.Action) -> None:
-        if isinstance(a, P.DeleteServer):
-            run.cloud.delete_server(a.id, name=a.name)
-        else:  # the floating IP: released at once, it does not wait for the server
-            _STEPS[type(a)](run, a)
+    def delete(chain: list[P.Action]) -> None:
+        for a in chain:
+            if isinstance(a, P.DeleteServer):
+                run.cloud.delete_server(a.id, name=a.name)
+            else:  # goes beside the servers: see the together of its action
+                _STEPS[type(a)](run, a)
 
+    # the rest first: with more servers than threads, it must not queue behind them
+    chains = _chains(others) + [[a] for a in servers]
     with cf.ThreadPoolExecutor(max_workers=max(1, run.settings.max_parallel)) as pool:
-        futures = [pool.submit(delete, a) for a in [*others, *servers]]
+        futures = [pool.submit(delete, chain) for chain in chains]
     for f in futures:
         f.result()
     ids = {a.id for a in servers}
     run.gone |= ids
-    # wait: ports and groups stay in use, and quota stays taken, until the servers are gone
-    wait_gone(run.cloud, ids, settings=run.settings, reporter=run.reporter)
+    # wait: their ports use the security group, and quota stays taken, until they are gone
+    wait_gone(
+        run.cloud,
+        ids,
+        settings=run.settings,
+        reporter=run.reporter,
+        deleted_is_gone=not creates_follow,  # a server listed DELETED has no port left
+    )
     run.result.deleted += [f"server {a.name}" for a in servers]
 
 
@@ -209,44 +235,46 @@ def _floating_ip(run: Run, a: P.AttachFloatingIP) -> None:
         run.result.created.append(f"floating IP {address}")
 
 
-def _release_floating_ip(run: Run, a: P.DeleteFloatingIP) -> None:
-    run.cloud.delete_floating_ip(a.id, address=a.address)
-    run.result.deleted.append(f"floating IP {a.address}")
+class _Removal(NamedTuple):
+    noun: str
+    delete: Callable[[Any, Any], None]  # (the cloud writer, the action)
+    label: str = "name"  # the action's field the result lists after the noun
 
 
-def _delete_port(run: Run, a: P.DeletePort) -> None:
-    run.cloud.delete_port(a.id, name=a.name)
-    run.result.deleted.append(f"port {a.name}")
+_REMOVALS: dict[type[P.Action], _Removal] = {
+    P.DeleteFloatingIP: _Removal(
+        "floating IP",
+        lambda cloud, a: cloud.delete_floating_ip(a.id, address=a.address),
+        label="address",
+    ),
+    P.DeletePort: _Removal("port", lambda cloud, a: cloud.delete_port(a.id, name=a.name)),
+    P.DeleteSecurityGroup: _Removal(
+        "security group", lambda cloud, a: cloud.delete_security_group(a.id, name=a.name)
+    ),
+    P.DeleteServerGroup: _Removal(
+        "server group", lambda cloud, a: cloud.delete_server_group(a.id, name=a.name)
+    ),
+    P.DeleteKeypair: _Removal("keypair", lambda cloud, a: cloud.delete_keypair(a.name)),
+}
 
 
-def _delete_security_group(run: Run, a: P.DeleteSecurityGroup) -> None:
-    run.cloud.delete_security_group(a.id, name=a.name)
-    run.result.deleted.append(f"security group {a.name}")
+def _remove(run: Run, a: P.Action) -> None:
+    how = _REMOVALS[type(a)]
+    how.delete(run.cloud, a)
+    run.result.deleted.append(f"{how.noun} {getattr(a, how.label)}")
+    if isinstance(a, P.DeleteKeypair):
+        removed = remove_generated_key(run.key_dir)  # useless once its keypair is gone
+        if removed:
+            run.result.deleted.append(f"private key {removed}")
 
 
-def _delete_server_group(run: Run, a: P.DeleteServerGroup) -> None:
-    run.cloud.delete_server_group(a.id, name=a.name)
-    run.result.deleted.append(f"server group {a.name}")
-
-
-def _delete_keypair(run: Run, a: P.DeleteKeypair) -> None:
-    run.cloud.delete_keypair(a.name)
-    run.result.deleted.append(f"keypair {a.name}")
-    removed = remove_generated_key(run.key_dir)  # useless once its keypair is gone
-    if removed:
-        run.result.deleted.append(f"private key {removed}")
-
-
-_STEPS: dict[type[P.Action], Step] = {
+# Each step takes the one action type it is listed under.
+_STEPS: dict[type[P.Action], Callable[[Run, Any], None]] = {
     P.CreateSecurityGroup: _security_group,
     P.CreateKeypair: _keypair,
     P.CreateServerGroup: _server_group,
     P.CreateMasterPort: _master_port,
     P.Decommission: _decommission,
     P.AttachFloatingIP: _floating_ip,
-    P.DeleteFloatingIP: _release_floating_ip,
-    P.DeletePort: _delete_port,
-    P.DeleteSecurityGroup: _delete_security_group,
-    P.DeleteServerGroup: _delete_server_group,
-    P.DeleteKeypair: _delete_keypair,
-}  # type: ignore[dict-item]
+    **dict.fromkeys(_REMOVALS, _remove),
+}

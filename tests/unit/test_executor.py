@@ -44,7 +44,8 @@ def test_apply_runs_the_actions_in_the_order_the_dry_run_lists_them(inv, tmp_pat
         [(a.kind, getattr(a, "name", getattr(a, "address", ""))) for a in b]
         for b in P.batches(preview.actions)
     ]
-    assert [len(b) for b in batches] == [3, 1, 1 + 1 + inv.workers.count]
+    # security group, keypair, server group and master port; floating IP and servers
+    assert [len(b) for b in batches] == [4, 1 + 1 + inv.workers.count]
     at = 0
     for batch in batches:
         assert sorted(changes[at : at + len(batch)]) == sorted(batch)

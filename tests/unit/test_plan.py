@@ -194,7 +194,7 @@ def test_scale_down_decommissions_exactly_the_removed_workers():
 DOWN_CASES = [
     ("nothing there: nothing to do", D, EMPTY, []),
     (
-        "everything, servers first, in dependency order",
+        "everything, the security group last (its ports go with the servers)",
         D,
         FULL,
         [
@@ -203,9 +203,9 @@ DOWN_CASES = [
             ("delete_server", "c1-master"),
             ("delete_floating_ip", "10.78.0.20"),
             ("delete_port", "c1-master-port"),
-            ("delete_security_group", "sparkstack-c1"),
             ("delete_server_group", "sparkstack-c1-workers"),
             ("delete_keypair", "sparkstack-c1"),
+            ("delete_security_group", "sparkstack-c1"),
         ],
     ),
     (
@@ -224,8 +224,8 @@ DOWN_CASES = [
             ("delete_server", "c1-worker-1"),
             ("delete_server", "c1-master"),
             ("delete_port", "c1-master-port"),
-            ("delete_security_group", "sparkstack-c1"),
             ("delete_server_group", "sparkstack-c1-workers"),
+            ("delete_security_group", "sparkstack-c1"),
         ],
     ),
 ]
@@ -425,12 +425,12 @@ def test_a_multi_created_workers_index_comes_from_its_name(name, index):
 def test_the_prerequisites_and_the_clean_up_run_as_batches():
     up = [[a.kind for a in b] for b in P.batches(P.plan_up(D, EMPTY))]
     assert up == [
-        ["create_security_group", "create_keypair", "create_server_group"],
-        ["create_master_port"],
+        ["create_security_group", "create_keypair", "create_server_group", "create_master_port"],
         ["attach_floating_ip", "create_server", "create_server", "create_server"],
     ]
     down = [[a.kind for a in b] for b in P.batches(P.plan_down(D, FULL))]
     assert down == [
-        ["delete_server"] * 3 + ["delete_floating_ip"],
-        ["delete_port", "delete_security_group", "delete_server_group", "delete_keypair"],
+        ["delete_server"] * 3
+        + ["delete_floating_ip", "delete_port", "delete_server_group", "delete_keypair"],
+        ["delete_security_group"],
     ]
