@@ -105,7 +105,7 @@ class HubApi:
         """The kernel's websocket, opened again while the deadline allows: the server
         answers the upgrade only once the kernel is up (a PySpark kernel starts a driver JVM
         first), and an upgrade left unanswered on a busy master is worth another try."""
-        from websockets.exceptions import InvalidHandshake, InvalidStatus
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
         from websockets.sync.client import connect
 
         while True:
@@ -119,7 +119,9 @@ class HubApi:
                     open_timeout=max(1.0, min(left, 30)),
                     max_size=None,
                 )
-            except (TimeoutError, ConnectionError, InvalidHandshake) as exc:
+            # ConnectionClosed: the proxy dropped the upgrade half-way (seen on a busy
+            # master while the kernel came up), which a later try gets through.
+            except (TimeoutError, ConnectionError, InvalidHandshake, ConnectionClosed) as exc:
                 refused = isinstance(exc, InvalidStatus) and exc.response.status_code < 500
                 if refused or deadline - time.monotonic() <= 1:
                     raise RemoteError(
