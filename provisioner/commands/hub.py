@@ -139,7 +139,8 @@ def _master_and_workers(
                 hint="pass the master's floating or private IP as Horizon shows it",
             )
         return found[0], set()
-    observed = cloud.observe()
+    # the servers alone (one tagged list), not the whole cluster's resources
+    observed = P.Observed(cluster=name, nodes=tuple(cloud.list_nodes()))
     master = observed.master()
     if master is None:
         raise UserInputError(
