@@ -1,11 +1,14 @@
-"""The whole product on servers that really boot, through the CLI as a user runs it:
-`up` (1 master + 2 workers) -> `smoke` -> two inventory users log in with the passwords
-from the credentials file and run a job each at once, each its own Spark application
-within spark.limits -> `up` again changes nothing -> a user added to the inventory gets an
-account on the next `up` and logs in -> no secret in any server's user_data -> a client
-without the cluster's Spark secret is refused -> the master as a hub user finds it
-hardened (no password SSH, Spark's directories closed, the metadata service for root only)
--> `down` leaves nothing."""
+"""The whole product on servers that really boot, through the CLI as a user runs it, on one
+cluster that the tests of this module share in order (booting it is the slow part; each
+test reads it, and only the last two change it):
+
+`up` (1 master + 3 workers) -> `smoke` -> two inventory users run a job each at once, each
+its own Spark application within spark.limits -> `up` again changes nothing -> a user
+added to the inventory gets an account on the next `up` -> no secret in any server's
+user_data, a client without the cluster's Spark secret is refused, the master as a hub
+user finds it hardened -> `ssh`, `logs`, `status`, `tunnel` -> signals end `tunnel` and
+`logs -f` with 128+N, a refused login ends `logs -f` with 3 -> `scale` from 3 workers to
+1 while a notebook's job runs on all three -> `down` leaves nothing."""
 
 from __future__ import annotations
 
@@ -13,19 +16,29 @@ import base64
 import concurrent.futures as cf
 import gzip
 import json
+import os
 import re
 import shlex
+import signal
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import paramiko
 import pytest
 import tomllib
+import websockets.exceptions
 
 from provisioner.hubapi import HubApi
 from provisioner.inventory import load_inventory
 from tests.cloud.test_workflows import cli_env, cluster_resources, run_cli
+from tests.testbed.fixtures import ProjectAudit
 from tests.testbed.hosts import hosts
 
 from .conftest import host_key, wait_for
@@ -35,13 +48,42 @@ pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 BED_INVENTORY = ROOT / "tests" / "testbed" / "inventory.testbed.toml"
+NAME = "e2e"
 JOB = "sc.parallelize(range(100000), 8).map(lambda x: x * x).sum()"
+JOB_ANSWER = "333328333350000"
+# 60 elements, 30 tasks of about 4 s: about a minute on three one-core executors. Started
+# in a thread of the kernel, as a notebook cell still running, and read back with short
+# requests: one websocket held silent for minutes on a loaded 2-core bed gets dropped.
+LONG_JOB = (
+    "import threading, time\n"
+    "job_result = []\n"
+    "def _job():\n"
+    "    try:\n"
+    "        job_result.append(sc.parallelize(range(60), 30)"
+    ".map(lambda x: (time.sleep(2), x * x)[1]).sum())\n"
+    "    except Exception as exc:\n"
+    "        job_result.append(repr(exc))\n"
+    "threading.Thread(target=_job, daemon=True).start()\n"
+    "print('started')"
+)
+JOB_POLL = "print(job_result[0] if job_result else 'running')"
+LONG_JOB_ANSWER = str(sum(x * x for x in range(60)))
 
 
 def write_inventory(path: Path, *, name: str, users: list[str]) -> Path:
     text = BED_INVENTORY.read_text()
     text = re.sub(r'(?m)^name = "demo"$', f'name = "{name}"', text)
     text = re.sub(r"(?m)^users = .*$", f"users = {json.dumps(users)}", text)
+    path.write_text(text)
+    return path
+
+
+def _team_inventory(path: Path, users: list[str]) -> Path:
+    write_inventory(path, name=NAME, users=users)
+    text = path.read_text()
+    text = re.sub(r"(?m)^count = 2$", "count = 3", text)
+    # one executor on each of the three workers; two applications fit side by side
+    text = re.sub(r"(?m)^cores_max = 2$", "cores_max = 3", text)
     path.write_text(text)
     return path
 
@@ -76,123 +118,188 @@ def secrets_on(host: hosts.Host) -> list[str]:
     return out
 
 
-def test_up_smoke_two_users_reconcile_and_down(hostbed, clean_project, tmp_path):
-    admin = clean_project.admin()
-    env = cli_env(tmp_path, clean_project.clouds_yaml)
-    inv_path = write_inventory(tmp_path / "inv.toml", name="e2e", users=["alice", "bob"])
-    creds_path = tmp_path / "config" / "sparkstack" / "e2e" / "credentials.toml"
-    timings: dict[str, float] = {}
+@dataclass
+class Team:
+    """The module's cluster: where its files are and what the first `up` said."""
+
+    tmp: Path
+    env: dict[str, str]
+    inv_path: Path
+    admin: Any
+    up: subprocess.CompletedProcess[str] | None = None
+    downed: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def creds_path(self) -> Path:
+        return self.tmp / "config" / "sparkstack" / NAME / "credentials.toml"
+
+    def creds(self) -> dict[str, Any]:
+        return tomllib.loads(self.creds_path.read_text())
+
+    def servers(self) -> list[Any]:
+        return [s for s in self.admin.compute.servers(all_projects=True)
+                if s.name.startswith(f"{NAME}-")]  # fmt: skip
+
+    def address(self, server_name: str, *, floating: bool) -> str:
+        server = next(s for s in self.servers() if s.name == server_name)
+        return next(a["addr"] for addrs in server.addresses.values() for a in addrs
+                    if (a.get("OS-EXT-IPS:type") == "floating") == floating)  # fmt: skip
+
+    def hub_client(self) -> tuple[PinnedClient, str, int, str]:
+        fip = self.address(f"{NAME}-master", floating=True)
+        fingerprint = self.creds()["hub_certificate_sha256"]
+        return PinnedClient(fip, 443, fingerprint), fip, 443, fingerprint
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, env=self.env, check=False, timeout=timeout)
+
+    def booted(self) -> list[hosts.Host]:
+        ids = {s.id for s in self.servers()}
+        return [h for h in hosts.list_hosts() if h.server_id in ids]
+
+
+@pytest.fixture(scope="module")
+def team(hostbed, testbed, tmp_path_factory) -> Iterator[Team]:
+    tmp = tmp_path_factory.mktemp("team")
+    audit = ProjectAudit(testbed, tmp)
+    cluster = Team(tmp=tmp, env=cli_env(tmp, testbed.clouds_yaml), admin=testbed.admin(),
+                   inv_path=_team_inventory(tmp / "inv.toml", ["alice", "bob"]))  # fmt: skip
+    t = time.monotonic()
+    cluster.up = cluster.cli("up", "-i", str(cluster.inv_path), timeout=900)
+    cluster.timings["up 1+3 (servers, SSH, boot, hub, Spark auth)"] = time.monotonic() - t
     try:
-        t = time.monotonic()
-        up = run_cli("up", "-i", str(inv_path), env=env, check=False, timeout=900)
-        timings["up 1+2 (servers, SSH, boot, hub, Spark auth)"] = time.monotonic() - t
-        assert up.returncode == 0, up.stderr
-        assert "every worker is ALIVE on the Spark master" in up.stderr
-        assert "admin alice, initial password: " in up.stdout
-        assert creds_path.stat().st_mode & 0o777 == 0o600
-        creds = tomllib.loads(creds_path.read_text())
-        assert set(creds["users"]) == {"alice", "bob"}
-        assert creds["users"]["alice"] in up.stdout  # printed once, for the admin only
-        assert creds["users"]["bob"] not in up.stdout + up.stderr
-        log = (tmp_path / "state" / "sparkstack" / "e2e" / "sparkstack.log").read_text()
-        assert not any(p in log for p in creds["users"].values()), "a password reached the log"
+        if cluster.up.returncode != 0:
+            pytest.fail(f"up exited {cluster.up.returncode}:\n{cluster.up.stderr[-3000:]}",
+                        pytrace=False)  # fmt: skip
+        yield cluster
+    finally:
+        if not cluster.downed:
+            cluster.cli("down", "-i", str(cluster.inv_path), "--yes")
+        print("timings:", json.dumps(cluster.timings, indent=1))
+        hostbed.timings.update(cluster.timings)
+        audit.finish()
 
-        t = time.monotonic()
-        smoke = run_cli("smoke", "-i", str(inv_path), "--json", env=env, check=False)
-        timings["smoke"] = time.monotonic() - t
-        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
-        report = json.loads(smoke.stdout)
-        assert report["ok"] and len(report["checks"]) == 6, report
 
-        inv = load_inventory(inv_path)
-        master = next(s for s in admin.compute.servers(all_projects=True)
-                      if s.name == "e2e-master")  # fmt: skip
-        fip = next(a["addr"] for addrs in master.addresses.values() for a in addrs
-                   if a.get("OS-EXT-IPS:type") == "floating")  # fmt: skip
-        port, fingerprint = inv.jupyterhub.port, creds["hub_certificate_sha256"]
+def test_up_prints_the_admins_password_once_and_keeps_every_password_out_of_the_log(team):
+    up = team.up
+    assert up is not None
+    assert "every worker is ALIVE on the Spark master" in up.stderr
+    # pre-baked from this very lock (which the image keeps): nothing to install
+    assert ("hub packages: unchanged (hub and proxy installed from this sparkstack's "
+            "locks)") in up.stderr
+    assert "admin alice, initial password: " in up.stdout
+    assert team.creds_path.stat().st_mode & 0o777 == 0o600
+    creds = team.creds()
+    assert set(creds["users"]) == {"alice", "bob"}
+    assert creds["users"]["alice"] in up.stdout  # printed once, for the admin only
+    assert creds["users"]["bob"] not in up.stdout + up.stderr
+    log = (team.tmp / "state" / "sparkstack" / NAME / "sparkstack.log").read_text()
+    assert not any(p in log for p in creds["users"].values()), "a password reached the log"
 
-        # two people at once: each is its own Spark application, each gets the answer
-        t = time.monotonic()
-        with cf.ThreadPoolExecutor(2) as pool:
-            futures = [
-                pool.submit(run_job, PinnedClient(fip, port, fingerprint), fip, port,
-                            fingerprint, user, creds["users"][user])
-                for user in ("alice", "bob")
-            ]  # fmt: skip
-            results = [f.result() for f in futures]
-        timings["two users, a job each, at once"] = time.monotonic() - t
-        assert [answer for answer, _ in results] == ["333328333350000"] * 2
+
+def test_smoke_runs_a_job_through_the_hub(team):
+    t = time.monotonic()
+    smoke = team.cli("smoke", "-i", str(team.inv_path), "--json")
+    team.timings["smoke"] = time.monotonic() - t
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    report = json.loads(smoke.stdout)
+    assert report["ok"] and len(report["checks"]) == 6, report
+
+
+def test_two_users_at_once_are_two_applications_within_cores_max(team):
+    inv = load_inventory(team.inv_path)
+    client, fip, port, fingerprint = team.hub_client()
+    creds = team.creds()
+    t = time.monotonic()
+    with cf.ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(run_job, PinnedClient(fip, port, fingerprint), fip, port, fingerprint,
+                        user, creds["users"][user])
+            for user in ("alice", "bob")
+        ]  # fmt: skip
+        results = [f.result() for f in futures]
+    team.timings["two users, a job each, at once"] = time.monotonic() - t
+    try:
+        assert [answer for answer, _ in results] == [JOB_ANSWER] * 2
         apps = {app for _, app in results}
         assert len(apps) == 2, results
         # both still hold their executors: each within the per-application core limit
-        master_ip = next(a["addr"] for addrs in master.addresses.values() for a in addrs
-                         if a.get("OS-EXT-IPS:type") != "floating")  # fmt: skip
-        with urllib.request.urlopen(f"http://{master_ip}:8080/json/", timeout=10) as resp:
-            active = {a["id"]: a for a in json.load(resp)["activeapps"]}
+        master_ip = team.address(f"{NAME}-master", floating=False)
+        active = {a["id"]: a for a in _master_json(master_ip)["activeapps"]}
         assert apps <= set(active), (apps, list(active))
         for app in apps:
             assert 0 < active[app]["cores"] <= inv.spark.limits.cores_max, active[app]
-
-        # a second up: nothing to create, nothing changed on the hub
-        again = run_cli("up", "-i", str(inv_path), env=env, check=False)
-        assert again.returncode == 0, again.stderr
-        assert "nothing to create" in again.stdout
-        assert "nothing changed" in again.stderr
-
-        # day two: a new user in the inventory gets an account and logs in
-        write_inventory(inv_path, name="e2e", users=["alice", "bob", "carol"])
-        added = run_cli("up", "-i", str(inv_path), env=env, check=False)
-        assert added.returncode == 0, added.stderr
-        assert "created carol" in added.stderr
-        carol = tomllib.loads(creds_path.read_text())["users"]["carol"]
-        assert PinnedClient(fip, port, fingerprint).login("carol", carol) == 302
-
-        # no secret in any server's user_data (any process on a VM can read it)
-        booted = [h for h in hosts.list_hosts()
-                  if h.server_id in {s.id for s in admin.compute.servers(all_projects=True)
-                                     if s.name.startswith("e2e-")}]  # fmt: skip
-        assert len(booted) == 3
-        secrets = [v for h in booted for v in secrets_on(h)]
-        secrets += list(tomllib.loads(creds_path.read_text())["users"].values())
-        assert len(secrets) >= 8
-        for server in admin.compute.servers(all_projects=True, details=True):
-            if server.name.startswith("e2e-"):
-                full = admin.compute.get_server(server.id)
-                # gzip-compressed, as `up` sends it
-                user_data = gzip.decompress(base64.b64decode(full.user_data)).decode()
-                for secret in secrets:
-                    assert secret not in user_data, f"a secret is in {server.name}'s user_data"
-
-        # a client without the cluster's secret gets nothing from the master
-        master_host = next(h for h in booted if h.name == "e2e-master")
-        shell = HostShell(master_host, _init_pid(master_host))
-        code = (
-            "from pyspark.sql import SparkSession; "
-            f"s = SparkSession.builder.master('spark://{master_ip}:7077')"
-            f".config('spark.driver.host', '{master_ip}').getOrCreate(); "
-            "print('RESULT', s.sparkContext.parallelize(range(10)).sum())"
-        )
-        status, out, err = shell.run(
-            "mkdir -p /tmp/noconf && cd /tmp && timeout 40 runuser -u nobody -- env HOME=/tmp "
-            "SPARK_HOME=/opt/spark SPARK_CONF_DIR=/tmp/noconf "
-            "PYTHONPATH=/opt/spark/python:$(ls /opt/spark/python/lib/py4j-*-src.zip) "
-            f"/opt/sparkstack/venv/bin/python -c {shlex.quote(code)}",
-            check=False, timeout=120,
-        )  # fmt: skip
-        assert status != 0 and "RESULT" not in out, (status, out[-500:])
-        _, logs, _ = shell.run("cat /var/log/spark/*Master*.out", check=False)
-        assert "Expected SaslMessage" in logs  # refused at the authentication handshake
-
-        # the node as a hub user finds it: no password SSH, Spark's logs closed, and (last,
-        # since the sandbox may not carry the rule) the metadata service for root only
-        guard = hardening_checks(master_host, shell, fip, creds["users"]["alice"])
     finally:
-        down = run_cli("down", "-i", str(inv_path), "--yes", env=env, check=False)
-        print("timings:", json.dumps(timings, indent=1))
-        hostbed.timings.update(timings)
-    assert down.returncode == 0, down.stderr
-    assert cluster_resources(admin, "e2e") == {}
-    assert not creds_path.exists()
+        # their servers go, and their applications with them: the cores are free again
+        for user in ("alice", "bob"):
+            token = client.token(user, creds["users"][user])
+            status, _, _ = client.request("DELETE", f"/hub/api/users/{user}/server",
+                                          token=token)  # fmt: skip
+            assert status in (202, 204), status
+            wait_for(lambda u=user, tk=token: _no_server(client, u, tk), timeout=60,
+                     what=f"{user}'s server to stop")  # fmt: skip
+
+
+def _no_server(client: PinnedClient, user: str, token: str) -> bool:
+    status, _, payload = client.request("GET", f"/hub/api/users/{user}", token=token)
+    assert status == 200, (status, payload[:300])
+    return json.loads(payload)["servers"] == {}
+
+
+def test_up_again_changes_nothing_and_a_user_added_later_logs_in(team):
+    again = team.cli("up", "-i", str(team.inv_path))
+    assert again.returncode == 0, again.stderr
+    assert "nothing to create" in again.stdout
+    assert "nothing changed" in again.stderr
+
+    _team_inventory(team.inv_path, ["alice", "bob", "carol"])
+    added = team.cli("up", "-i", str(team.inv_path))
+    assert added.returncode == 0, added.stderr
+    assert "created carol" in added.stderr
+    client, *_ = team.hub_client()
+    assert client.login("carol", team.creds()["users"]["carol"]) == 302
+
+
+def test_no_secret_in_user_data_no_spark_without_the_secret_and_a_hardened_master(team):
+    booted = team.booted()
+    assert len(booted) == 4
+    secrets = [v for h in booted for v in secrets_on(h)]
+    secrets += list(team.creds()["users"].values())
+    assert len(secrets) >= 8
+    # no secret in any server's user_data (any process on a VM can read it)
+    for server in team.servers():
+        full = team.admin.compute.get_server(server.id)
+        # gzip-compressed, as `up` sends it
+        user_data = gzip.decompress(base64.b64decode(full.user_data)).decode()
+        for secret in secrets:
+            assert secret not in user_data, f"a secret is in {server.name}'s user_data"
+
+    # a client without the cluster's secret gets nothing from the master
+    master_ip = team.address(f"{NAME}-master", floating=False)
+    master_host = next(h for h in booted if h.name == f"{NAME}-master")
+    shell = HostShell(master_host, _init_pid(master_host))
+    code = (
+        "from pyspark.sql import SparkSession; "
+        f"s = SparkSession.builder.master('spark://{master_ip}:7077')"
+        f".config('spark.driver.host', '{master_ip}').getOrCreate(); "
+        "print('RESULT', s.sparkContext.parallelize(range(10)).sum())"
+    )
+    status, out, err = shell.run(
+        "mkdir -p /tmp/noconf && cd /tmp && timeout 40 runuser -u nobody -- env HOME=/tmp "
+        "SPARK_HOME=/opt/spark SPARK_CONF_DIR=/tmp/noconf "
+        "PYTHONPATH=/opt/spark/python:$(ls /opt/spark/python/lib/py4j-*-src.zip) "
+        f"/opt/sparkstack/venv/bin/python -c {shlex.quote(code)}",
+        check=False, timeout=120,
+    )  # fmt: skip
+    assert status != 0 and "RESULT" not in out, (status, out[-500:])
+    _, logs, _ = shell.run("cat /var/log/spark/*Master*.out", check=False)
+    assert "Expected SaslMessage" in logs  # refused at the authentication handshake
+
+    # the node as a hub user finds it: no password SSH, Spark's logs closed, and (last,
+    # since the sandbox may not carry the rule) the metadata service for root only
+    fip = team.address(f"{NAME}-master", floating=True)
+    guard = hardening_checks(master_host, shell, fip, team.creds()["users"]["alice"])
     if guard != "active":
         # everything else passed; only this check cannot run here
         pytest.skip(f"the metadata guard cannot be loaded in this sandbox's hosts: {guard}")
@@ -258,3 +365,200 @@ kill $server; ip addr del 169.254.169.254/32 dev lo
     assert "root: 200\n" in out, out
     assert "alice: ConnectionRefusedError\n" in out, out  # reset at once, not a timeout
     return guard
+
+
+def _master_json(master_ip: str) -> dict:
+    with urllib.request.urlopen(f"http://{master_ip}:8080/json/", timeout=10) as resp:
+        return json.load(resp)
+
+
+def _closed(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_ssh_logs_status_and_tunnel(team):
+    inv = str(team.inv_path)
+    # ssh: a command on a worker, through the master; its exit code comes back
+    t = time.monotonic()
+    ssh = team.cli("ssh", "-i", inv, "2", "--", "hostname; exit 7", timeout=120)
+    team.timings["ssh worker-2 command"] = time.monotonic() - t
+    assert ssh.returncode == 7, ssh.stderr
+    assert ssh.stdout.strip() == f"{NAME}-worker-2"
+    master_cmd = team.cli("ssh", "-i", inv, "--", "hostname", timeout=120)
+    assert (master_cmd.returncode, master_cmd.stdout.strip()) == (0, f"{NAME}-master")
+    assert not (Path.home() / ".ssh" / "known_hosts").exists() or NAME not in (
+        Path.home() / ".ssh" / "known_hosts"
+    ).read_text()
+
+    # logs: the node's cloud-init output (the boot script's ready line is in it)
+    logs = team.cli("logs", "-i", inv, "worker-1", "-n", "0", timeout=120)
+    assert logs.returncode == 0, logs.stderr
+    assert "sparkstack[ready]: node ready" in logs.stdout
+    spark_log = team.cli("logs", "-i", inv, "--spark")
+    assert "Master" in spark_log.stdout, spark_log.stdout[-500:]
+
+    # status: Spark's view and the hub's beside the cloud's
+    status = json.loads(team.cli("status", "-i", inv, "--json").stdout)
+    assert status["hub"]["state"] == "running", status
+    spark = {n["name"]: n["spark"] for n in status["nodes"]}
+    assert {k: v["state"] for k, v in spark.items()} == {
+        f"{NAME}-master": "ALIVE", **{f"{NAME}-worker-{i}": "ALIVE" for i in (1, 2, 3)}
+    }, spark
+    master_ip = next(n["fixed_ip"] for n in status["nodes"] if n["role"] == "master")
+
+    # tunnel: the master UI on localhost until Ctrl-C, which exits 0 and closes it
+    tunnel = _cli_process("tunnel", "-i", inv, env=team.env)
+    try:
+        assert tunnel.stdout is not None
+        first = tunnel.stdout.readline()
+        match = re.match(r"Spark master UI\s+http://127\.0\.0\.1:(\d+)/", first)
+        assert match, first + (tunnel.communicate()[1] if tunnel.poll() is not None else "")
+        local = int(match.group(1))
+        with urllib.request.urlopen(f"http://127.0.0.1:{local}/json/", timeout=10) as r:
+            assert json.load(r)["url"] == f"spark://{master_ip}:7077"
+        tunnel.send_signal(signal.SIGINT)
+        _, err = tunnel.communicate(timeout=30)
+        assert tunnel.returncode == 0, err
+    finally:
+        _reap(tunnel)
+    assert _closed(local)
+
+
+def _cli_process(*args: str, env: dict[str, str], new_session: bool = False) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "provisioner.cli", *args], cwd=ROOT, env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=new_session,
+    )  # fmt: skip
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def _tunnel_until(sig: signal.Signals, inv: Path, env: dict[str, str]) -> tuple[int, str, int]:
+    """(exit code, stderr, the master UI's local port) of a tunnel that got `sig` once
+    every forward listened."""
+    tunnel = _cli_process("tunnel", "-i", str(inv), "--apps", "1", env=env)
+    try:
+        assert tunnel.stdout is not None
+        first = tunnel.stdout.readline()  # printed once every forward listens
+        match = re.match(r"Spark master UI\s+http://127\.0\.0\.1:(\d+)/", first)
+        assert match, first + (tunnel.communicate()[1] if tunnel.poll() is not None else "")
+        local = int(match.group(1))
+        assert not _closed(local)
+        tunnel.send_signal(sig)
+        _, err = tunnel.communicate(timeout=60)
+    finally:
+        _reap(tunnel)
+    return tunnel.returncode, err, local
+
+
+def _follow_until(
+    sig: signal.Signals, inv: Path, env: dict[str, str], *, group: bool
+) -> tuple[int, str]:
+    """(exit code, stderr) of `logs -f` on worker 1 that got `sig` once a line came."""
+    follow = _cli_process("logs", "-i", str(inv), "-f", "-n", "1", "worker-1", env=env,
+                          new_session=True)  # fmt: skip
+    try:
+        assert follow.stdout is not None
+        line = follow.stdout.readline()  # the log's last line: ssh is in, following
+        assert line, follow.communicate()[1]
+        if group:
+            os.killpg(follow.pid, sig)
+        else:
+            follow.send_signal(sig)
+        _, err = follow.communicate(timeout=60)
+    finally:
+        _reap(follow)
+    return follow.returncode, err
+
+
+def test_signals_end_tunnel_and_logs_with_128_plus_n_and_a_refused_login_exits_3(team):
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        code, err, local = _tunnel_until(sig, team.inv_path, team.env)
+        assert code == 128 + sig, err
+        assert f"interrupted by {sig.name}" in " ".join(err.split()), err
+        assert "Traceback" not in err
+        assert _closed(local), f"the forward on {local} outlived the tunnel ({sig.name})"
+
+    # logs -f: a SIGTERM to sparkstack alone is 143; Ctrl-C at a terminal (the whole
+    # process group) is how a follow ends, 0.
+    for sig, group, expected in ((signal.SIGTERM, False, 143), (signal.SIGINT, True, 0)):
+        code, err = _follow_until(sig, team.inv_path, team.env, group=group)
+        assert code == expected, err
+        assert "Traceback" not in err
+
+    # A user the nodes do not have: sshd refuses the login and ssh exits 255.
+    text = team.inv_path.read_text()
+    refused = team.tmp / "refused.toml"
+    refused.write_text(re.sub(r'(?m)^user = "debian"$', 'user = "nobody-here"', text))
+    assert refused.read_text() != text
+    logs = team.cli("logs", "-i", str(refused), "-f", "worker-1", timeout=120)
+    err = " ".join(logs.stderr.split())
+    assert logs.returncode == 3, logs.stderr
+    assert f"[logs] {NAME}-worker-1: ssh could not connect:" in err, err
+    assert "Permission denied" in err.split("ssh could not connect:", 1)[1], err
+
+
+def test_scale_from_3_to_1_drains_while_a_notebooks_job_runs_on_all_three(team):
+    client, fip, port, fingerprint = team.hub_client()
+    master_ip = team.address(f"{NAME}-master", floating=False)
+    leaving = {f"{NAME}-worker-2", f"{NAME}-worker-3"}
+    removed = {team.address(name, floating=False) for name in leaving}
+    token = client.token("alice", team.creds()["users"]["alice"])
+    status_code, _, _ = client.request("POST", "/hub/api/users/alice/server", token=token)
+    assert status_code in (201, 202)
+    wait_for(lambda: client.server_ready("alice", token), timeout=120, what="alice's server")
+    api = HubApi(host=fip, port=port, fingerprint=fingerprint, token=token)
+    kernel = api.call("POST", "/user/alice/api/kernels", {"name": "pyspark"}, expect=(201,))
+    assert api.execute("alice", kernel["id"], LONG_JOB, timeout=300).strip() == "started"
+
+    def on_all_three() -> bool:
+        apps = _master_json(master_ip)["activeapps"]
+        return len(apps) == 1 and apps[0]["cores"] == 3
+
+    wait_for(on_all_three, timeout=240, what="the job's executors on all three workers",
+             interval=1)  # fmt: skip
+    t = time.monotonic()
+    scale = team.cli("scale", "-i", str(team.inv_path), "-w", "1", "--yes", timeout=900)
+    team.timings["scale 3 -> 1 with a job running"] = time.monotonic() - t
+    assert scale.returncode == 0, scale.stdout + scale.stderr
+    drained = re.search(r"decommissioned \S+, \S+ in (\d+) s", scale.stdout)
+    assert drained, scale.stdout
+    team.timings["decommission waited"] = float(drained.group(1))
+    # each leaving worker's state was shown while it drained
+    for leaving_worker in sorted(leaving):
+        assert re.search(rf"{leaving_worker}: (decommissioning|draining)", scale.stderr)
+        assert f"{leaving_worker}: drained" in scale.stderr
+    after = _master_json(master_ip)
+    assert not [w for w in after["workers"] if w["host"] in removed and w["state"] == "ALIVE"]
+
+    def finished() -> str | None:
+        # A poll that the loaded bed's proxy or kernel drops is asked again; the job
+        # itself runs on in the kernel meanwhile.
+        try:
+            out = api.execute("alice", kernel["id"], JOB_POLL, timeout=120).strip()
+        except (OSError, websockets.exceptions.WebSocketException) as exc:
+            print("poll failed, asking again:", exc)
+            return None
+        return None if out == "running" else out
+
+    assert wait_for(finished, timeout=600, what="the job", interval=5) == LONG_JOB_ANSWER
+    team.timings["job (started before the scale)"] = time.monotonic() - t
+    later = _master_json(master_ip)
+    assert not [w for w in later["workers"] if w["host"] in removed and w["state"] == "ALIVE"]
+    assert [s.name for s in team.servers() if "-worker-" in s.name] == [f"{NAME}-worker-1"]
+
+
+def test_down_leaves_nothing(team):
+    down = team.cli("down", "-i", str(team.inv_path), "--yes")
+    team.downed = down.returncode == 0
+    assert down.returncode == 0, down.stderr
+    assert cluster_resources(team.admin, NAME) == {}
+    assert not team.creds_path.exists()
+    assert not (team.tmp / "config" / "sparkstack" / NAME).exists()

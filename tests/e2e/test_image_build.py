@@ -37,7 +37,8 @@ def test_image_build_then_a_cluster_on_it_installs_nothing_smoke_and_down(
     admin = clean_project.admin()
     env = cli_env(tmp_path, clean_project.clouds_yaml)
     name, image = "bake", "sparkstack-test-baked"
-    inv = write_inventory(tmp_path / "inv.toml", name=name, image="debian-12-stock")
+    inv = write_inventory(tmp_path / "inv.toml", name=name, image="debian-12-stock",
+                          workers=1)  # fmt: skip
     timings: dict[str, float] = {}
     try:
         t = time.monotonic()
@@ -67,11 +68,11 @@ def test_image_build_then_a_cluster_on_it_installs_nothing_smoke_and_down(
         inv.write_text(re.sub(r'(?m)^image = ".*"$', f'image = "{image}"', inv.read_text()))
         t = time.monotonic()
         up = run_cli("up", "-i", str(inv), env=env, check=False, timeout=1200)
-        timings["up 1+2 on the baked image"] = time.monotonic() - t
+        timings["up 1+1 on the baked image"] = time.monotonic() - t
         assert up.returncode == 0, up.stdout + up.stderr
         assert f"image {image} is baked for this inventory: nodes install nothing" in up.stderr
         booted = cluster_hosts(name)
-        assert len(booted) == 3, booted
+        assert len(booted) == 2, booted
         for host in booted.values():
             log = boot_log(host)
             assert "booted from an image baked by sparkstack" in log, host.name

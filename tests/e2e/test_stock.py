@@ -70,7 +70,8 @@ def test_up_on_a_stock_image_through_mirrors_smoke_again_and_down(
     admin = clean_project.admin()
     env = cli_env(tmp_path, clean_project.clouds_yaml)
     name = "st12" if image.startswith("debian-12") else "st13"
-    inv = write_inventory(tmp_path / "inv.toml", name=name, image=image)
+    # One worker shows what every worker installs; a second would only add load.
+    inv = write_inventory(tmp_path / "inv.toml", name=name, image=image, workers=1)
     timings: dict[str, float] = {}
     try:
         dry = run_cli("up", "-i", str(inv), "--dry-run", env=env, check=False)
@@ -80,13 +81,13 @@ def test_up_on_a_stock_image_through_mirrors_smoke_again_and_down(
 
         t = time.monotonic()
         up = run_cli("up", "-i", str(inv), env=env, check=False, timeout=1200)
-        timings["up 1+2 on a stock image"] = time.monotonic() - t
+        timings["up 1+1 on a stock image"] = time.monotonic() - t
         assert up.returncode == 0, up.stdout + up.stderr
         assert "every worker is ALIVE on the Spark master" in up.stderr
         assert "hub packages: unchanged" in up.stderr  # the boot installed them already
 
         booted = cluster_hosts(name)
-        assert len(booted) == 3, booted
+        assert len(booted) == 2, booted
         for host in booted.values():
             # the only way out is the bed's bridge: nothing could come from the internet
             assert "Network is unreachable" in no_route_out(host), host.name

@@ -144,20 +144,31 @@ def config_dirs(tmp_path: Path) -> list[Path]:
     return [tmp_path / "config" / "sparkstack", Path(real) / "sparkstack"]
 
 
+class ProjectAudit:
+    """The test project as it was when made, checked again by :meth:`finish`.
+
+    Whatever was created since and not deleted (cloud resources, security-group rules,
+    namespace hosts, the cluster's local key and credential files under `tmp_path`) is
+    deleted by `finish`, and the test fails with the list: a leak in a test is a leak the
+    product's own cleanup might have too.
+    """
+
+    def __init__(self, testbed: Testbed, tmp_path: Path) -> None:
+        self.admin = testbed.admin()
+        self.dirs = config_dirs(tmp_path)
+        self.before = leaks.take(self.admin, config_dirs=self.dirs)
+
+    def finish(self) -> None:
+        found = leaks.leaked(self.admin, self.before, config_dirs=self.dirs)
+        if found:
+            leaks.clean(self.admin, self.before, config_dirs=self.dirs)
+            pytest.fail("the test left these behind (deleted now): " + ", ".join(found),
+                        pytrace=False)  # fmt: skip
+
+
 @pytest.fixture
 def clean_project(testbed: Testbed, tmp_path: Path) -> Iterator[Testbed]:
-    """The test project as it was before the test, and again after it.
-
-    Whatever the test created and did not delete (cloud resources, security-group rules,
-    namespace hosts, the cluster's local key and credential files) is deleted here, and
-    the test fails with the list: a leak in a test is a leak the product's own cleanup
-    might have too.
-    """
-    admin = testbed.admin()
-    dirs = config_dirs(tmp_path)
-    before = leaks.take(admin, config_dirs=dirs)
+    """The test project as it was before the test, and again after it (ProjectAudit)."""
+    audit = ProjectAudit(testbed, tmp_path)
     yield testbed
-    found = leaks.leaked(admin, before, config_dirs=dirs)
-    if found:
-        leaks.clean(admin, before, config_dirs=dirs)
-        pytest.fail("the test left these behind (deleted now): " + ", ".join(found), pytrace=False)
+    audit.finish()
