@@ -84,6 +84,11 @@ def credentials_path(key_dir: Path) -> Path:
     return key_dir / "credentials.toml"
 
 
+def hub_ca_paths(key_dir: Path) -> tuple[Path, Path]:
+    """The cluster's CA (provisioner.hub.ca): its certificate, and its key."""
+    return key_dir / "hub-ca.crt", key_dir / "hub-ca.key"
+
+
 def _toml_string(value: str) -> str:
     # JSON's string escapes are a subset TOML's basic strings accept.
     import json
@@ -127,10 +132,11 @@ def save_credentials(
 
 
 def remove_cluster_files(key_dir: Path) -> list[Path]:
-    """What `down` removes besides the key pair: credentials and recorded host keys (the
-    first-use record, and the file `sparkstack ssh` hands to OpenSSH)."""
+    """What `down` removes besides the key pair: credentials, the hub's CA and recorded host
+    keys (the first-use record, and the file `sparkstack ssh` hands to OpenSSH)."""
     removed = []
-    for path in (credentials_path(key_dir), key_dir / "known_hosts", key_dir / "ssh_known_hosts"):
+    for path in (credentials_path(key_dir), *hub_ca_paths(key_dir), key_dir / "known_hosts",
+                 key_dir / "ssh_known_hosts"):
         if path.exists():
             path.unlink()
             removed.append(path)

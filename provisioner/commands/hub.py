@@ -119,6 +119,7 @@ def hub(
                     "certificate_sha256": outcome.fingerprint,
                     "changed": outcome.changed,
                     "credentials_file": str(outcome.credentials),
+                    "ca_file": str(outcome.ca_file) if outcome.ca_file else None,
                     "nodes": [n.to_json() for n in observed.nodes],
                 }
             )

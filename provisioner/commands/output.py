@@ -100,6 +100,12 @@ def print_hub(out: Console, inv: Inventory, outcome: HubOutcome) -> None:
     """The hub's closing lines: where it is, its certificate, and how users log in."""
     out.print(f"hub: {outcome.url}", highlight=False)
     out.print(f"  certificate SHA256 {outcome.fingerprint}", highlight=False, soft_wrap=True)
+    if outcome.ca_file is not None:
+        ca = escape(str(outcome.ca_file))
+        out.print(f"  certificate authority to trust once: {ca}", highlight=False,
+                  soft_wrap=True)  # fmt: skip
+        out.print(f"    browsers: import it as an authority; Python: REQUESTS_CA_BUNDLE={ca};"
+                  f" curl --cacert {ca}", highlight=False, soft_wrap=True)  # fmt: skip
     admins = [a for a in inv.jupyterhub.admins if a in outcome.new_passwords]
     for name in admins[:1]:
         # printed once, here, when the account is made; kept only in the 0600 file
@@ -119,6 +125,7 @@ def hub_json(outcome: HubOutcome) -> dict[str, Any]:
         "certificate_sha256": outcome.fingerprint,
         "changed": outcome.changed,
         "credentials_file": str(outcome.credentials),
+        "ca_file": str(outcome.ca_file) if outcome.ca_file else None,
     }
 
 

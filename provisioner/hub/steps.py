@@ -27,6 +27,7 @@ from provisioner import render
 from provisioner.errors import RemoteError
 from provisioner.hub.acme import ensure_acme_client
 from provisioner.hub.acme_http import ensure_no_acme
+from provisioner.hub.ca import ClusterCA
 from provisioner.hub.config import UNIT_NAME, VENV, HubSettings, render_config, render_unit
 from provisioner.hub.packages import ensure_packages
 from provisioner.hub.shell import MASTER, Shell, Step, q
@@ -299,12 +300,14 @@ def ensure_hub(
     settings: HubSettings,
     *,
     inv: Inventory,
+    ca: ClusterCA | None = None,
     ready_timeout: float = 120,
 ) -> HubReport:
     """Every step in order; the hub ends up running the settings and answering HTTPS.
 
     ``inv`` is for the PySpark kernel (Spark version, limits); the master's private IP is
-    the first of ``settings.addresses``.
+    the first of ``settings.addresses``. ``ca``, the cluster's CA on this machine, signs
+    the hub's certificate in TLS mode "self-signed".
     """
     start = time.monotonic()
     packages = ensure_packages(shell)
@@ -314,7 +317,7 @@ def ensure_hub(
     # Without ACME, what an earlier ACME run left is removed (reported only if there was).
     acme = [ensure_acme_client(shell, settings)] if settings.tls_mode == "acme" else [
         s for s in [ensure_no_acme(shell, settings)] if s.changed]
-    tls: TlsStep = ensure_tls(shell, settings)
+    tls: TlsStep = ensure_tls(shell, settings, ca=ca)
     users = ensure_users(shell, settings)
     kernel = ensure_kernel(shell, inv=inv, master_ip=settings.addresses[0])
     config = ensure_config(shell, settings, former_users=users.former)

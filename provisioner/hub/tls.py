@@ -1,11 +1,13 @@
-"""The hub's TLS certificate: self-signed on the node, the inventory's own files, or ACME
-(provisioner.hub.acme).
+"""The hub's TLS certificate: signed by the cluster's CA on this machine, the inventory's
+own files, or ACME (provisioner.hub.acme).
 
-Self-signed certificates are made ON THE NODE with openssl (Debian's ca-certificates
-depends on it, so every node has it): the private key is born in a 0600 file on the
-master and never crosses the network or sits in the provisioner's memory. Only the
-public certificate comes back; it is inspected here with ``cryptography`` (SANs, expiry,
-fingerprint), which keeps the decisions in tested Python rather than in openssl output.
+The hub's private key is made ON THE NODE with openssl (Debian's ca-certificates depends on
+it, so every node has it): it is born in a 0600 file on the master and never crosses the
+network or sits in the provisioner's memory. The node sends back a certificate request;
+the cluster's CA (provisioner.hub.ca) signs it here and only certificates travel. They are
+inspected with ``cryptography`` (SANs, expiry, issuer, fingerprint), which keeps the
+decisions in tested Python rather than in openssl output. Without a CA (a caller with no
+cluster directory) the node signs its own certificate, which clients pin by fingerprint.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from provisioner.errors import RemoteError, UserInputError
+from provisioner.hub.ca import ClusterCA
 from provisioner.hub.config import HubSettings
 from provisioner.hub.shell import MASTER, Shell, Step, q
 
@@ -141,19 +144,76 @@ def _make_self_signed(shell: Shell, settings: HubSettings) -> bytes:
     return cert_pem
 
 
-def ensure_tls(shell: Shell, settings: HubSettings) -> TlsStep:
-    """The certificate and key the hub serves HTTPS with, for the settings' TLS mode."""
+def csr_config() -> str:
+    """An openssl req config for the request the node sends: the CA decides the rest."""
+    return "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = sparkstack hub\n"
+
+
+def _make_signed(shell: Shell, settings: HubSettings, ca: ClusterCA) -> bytes:
+    """A new key on the node, its request signed by ``ca`` here; the certificate, followed
+    by the CA's (the chain a client may be shown), replaces the hub's with the key."""
+    p = settings.paths
+    request = "\n".join(
+        [
+            "set -e",
+            # umask first: the key file is 0600 from the moment it exists.
+            "umask 077",
+            f"openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+            f"-config /dev/stdin -keyout {q(p.key)}.new",
+        ]
+    )
+    _, csr, _ = shell.run(request, input=csr_config().encode(), timeout=60)
+    cert = ca.sign_server(csr.encode(), addresses=settings.addresses)
+    chain = cert.public_bytes(serialization.Encoding.PEM) + ca.cert_pem
+    install = "\n".join(
+        [
+            "set -e",
+            f"umask 022; cat > {q(p.cert)}.new; chmod 0644 {q(p.cert)}.new",
+            f"mv -f {q(p.key)}.new {q(p.key)}",
+            f"mv -f {q(p.cert)}.new {q(p.cert)}",
+        ]
+    )
+    shell.run(install, input=chain, timeout=60)
+    return chain
+
+
+def signed_problem(
+    cert_pem: bytes | None,
+    *,
+    ca: ClusterCA,
+    addresses: Iterable[str],
+    now: dt.datetime | None = None,
+) -> str | None:
+    """Why the hub's certificate must be re-issued by ``ca``, or None if it is good to keep:
+    :func:`cert_problem`'s reasons, or another issuer (an older cluster's self-signed
+    certificate, or a CA since lost and replaced)."""
+    problem = cert_problem(cert_pem, addresses=addresses, now=now)
+    if problem is None and cert_pem and not ca.issued(x509.load_pem_x509_certificate(cert_pem)):
+        problem = f"certificate not signed by the cluster's CA ({ca.cert_path})"
+    return problem
+
+
+def ensure_tls(shell: Shell, settings: HubSettings, *, ca: ClusterCA | None = None) -> TlsStep:
+    """The certificate and key the hub serves HTTPS with, for the settings' TLS mode;
+    ``ca`` signs the certificate in mode "self-signed" (the node signs it without one)."""
     if settings.tls_mode == "self-signed":
+        what = "self-signed" if ca is None else "CA-signed"
         cert_pem = shell.read(settings.paths.cert)
-        problem = cert_problem(cert_pem, addresses=settings.addresses)
+        if ca is None:
+            problem = cert_problem(cert_pem, addresses=settings.addresses)
+        else:
+            problem = signed_problem(cert_pem, ca=ca, addresses=settings.addresses)
         if problem is None and cert_pem and not key_matches(shell, settings.paths.key,
                                                           cert_pem):
             problem = "key missing, not 0600 root, or not the certificate's"
         if problem is None and cert_pem:
-            return TlsStep("tls", False, "self-signed certificate kept", fingerprint(cert_pem))
-        log.info("hub tls: new self-signed certificate (%s)", problem)
-        cert_pem = _make_self_signed(shell, settings)
-        return TlsStep("tls", True, f"new self-signed certificate ({problem})",
+            return TlsStep("tls", False, f"{what} certificate kept", fingerprint(cert_pem))
+        log.info("hub tls: new %s certificate (%s)", what, problem)
+        if ca is None:
+            cert_pem = _make_self_signed(shell, settings)
+        else:
+            cert_pem = _make_signed(shell, settings, ca)
+        return TlsStep("tls", True, f"new {what} certificate ({problem})",
                        fingerprint(cert_pem))
     if settings.tls_mode == "acme":
         # Imported here: acme builds on this module's checks.

@@ -1,5 +1,6 @@
 """The hub stage of `up`: JupyterHub installed and reconciled on the master over SSH, the
-users' initial passwords kept in the cluster's credentials file (never in the log)."""
+users' initial passwords kept in the cluster's credentials file (never in the log), the
+hub's certificate signed by the cluster's CA kept beside it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from provisioner import plan as P
 from provisioner.hub import HubSettings, Sudo, ensure_hub
+from provisioner.hub.ca import ensure_ca
 from provisioner.inventory import Inventory
 from provisioner.keys import config_dir, save_credentials
 from provisioner.workflows.context import Reporter
@@ -23,6 +25,8 @@ class HubOutcome:
     fingerprint: str
     changed: bool
     credentials: Path
+    # the CA file users trust (TLS mode "self-signed"; None for ACME or the inventory's files)
+    ca_file: Path | None = None
     # passwords set in this run only, to print once; never logged
     new_passwords: dict[str, str] = field(repr=False, default_factory=dict)
     steps: list[str] = field(default_factory=list)
@@ -38,12 +42,15 @@ def install_hub(
         master_ip=master.fixed_ip,
         floating_ips=[master.floating_ip] if master.floating_ip else [],
     )
+    key_dir = config_dir(inv.cluster.name)
+    self_signed = settings.tls_mode == "self-signed"
+    ca = ensure_ca(key_dir, cluster=inv.cluster.name) if self_signed else None
     reporter.step("installing JupyterHub on the master")
-    report = ensure_hub(Sudo(nodes.master), settings, inv=inv)
+    report = ensure_hub(Sudo(nodes.master), settings, inv=inv, ca=ca)
     for step in report.steps:
         reporter.step(f"hub {step}")
     path = save_credentials(
-        config_dir(inv.cluster.name),
+        key_dir,
         url=report.url,
         fingerprint=report.fingerprint,
         passwords=report.passwords,
@@ -56,6 +63,7 @@ def install_hub(
         fingerprint=report.fingerprint,
         changed=report.changed,
         credentials=path,
+        ca_file=ca.cert_path if ca else None,
         new_passwords=dict(report.passwords),
         steps=[str(s) for s in report.steps],
     )

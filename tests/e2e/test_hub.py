@@ -222,7 +222,10 @@ class PinnedClient:
 
 
 def _free_ip() -> str:
-    taken = {h.fixed_ip for h in hosts.list_hosts()}
+    # Hub tests running at the same time keep their hosts in state dirs of their own.
+    others = [hosts.default_state_dir().parent / name for name in ("e2e-hub", "e2e-acme")]
+    taken = {h.fixed_ip for h in hosts.list_hosts()} | {
+        h.fixed_ip for d in others for h in hosts.list_hosts(state_dir=d) if h.alive()}
     return next(ip for ip in CANDIDATE_IPS if ip not in taken)
 
 
