@@ -298,19 +298,23 @@ def render_kernel(
     master_ip: str,
     py4j_zip: str,
     java_home: str = DEFAULT_JAVA_HOME,
+    startup: str = SPARK_SHELL,
 ) -> str:
     """kernel.json of the global PySpark kernel on the master.
 
     ``py4j_zip`` must be the absolute path of the zip the installed Spark ships
     (``$SPARK_HOME/python/lib/py4j-*-src.zip``): its version changes between Spark lines,
-    and kernel.json values are not expanded, so every path is absolute.
+    and kernel.json values are not expanded, so every path is absolute. ``startup`` is the
+    kernel's PYTHONSTARTUP: Spark's shell.py, or KERNEL_STARTUP on a master sparkstack
+    set up.
     """
     master_ip = _ipv4(master_ip, option="--master-ip")
     if not py4j_zip.startswith("/") or not py4j_zip.endswith(".zip"):
         raise UserInputError(f"py4j zip must be an absolute path to a .zip, got {py4j_zip!r}")
     if not java_home.startswith("/"):
         raise UserInputError(f"JAVA_HOME must be an absolute path, got {java_home!r}")
-    return _kernel_json(inv, master_ip=master_ip, py4j_zip=py4j_zip, java_home=java_home)
+    return _kernel_json(inv, master_ip=master_ip, py4j_zip=py4j_zip, java_home=java_home,
+                        startup=startup)  # fmt: skip
 
 
 def default_py4j_zip() -> str:
@@ -333,6 +337,9 @@ def _kernel_json(inv: Inventory, *, master_ip: str, py4j_zip: str, java_home: st
     submit_args = (
         f"--master spark://{master_ip}:{inv_mod.SPARK_MASTER_PORT} "
         f"--conf spark.driver.host={master_ip} "
+        # spark-submit turns the console progress bar on for shells unless it is set: in a
+        # notebook it is an empty red stderr box under every cell that runs a job.
+        "--conf spark.ui.showConsoleProgress=false "
         f"--driver-memory {limits.driver_memory} pyspark-shell"
     )
     text = (

@@ -10,6 +10,7 @@ them from at start.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from provisioner.errors import UserInputError
 from provisioner.inventory import Inventory
 from provisioner.inventory.names import SMOKE_USER
 from provisioner.inventory.services import LETSENCRYPT_DIRECTORY
+from provisioner.render import KERNEL_DIR
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,11 @@ UNIT_NAME = "sparkstack-hub"
 ACME_UNIT_NAME = "sparkstack-hub-acme"
 # Port 80 with tls.mode = "acme": redirects to HTTPS, answers the CA's HTTP-01 requests.
 HTTP_UNIT_NAME = "sparkstack-hub-http"
+# The kernelspec's name: the directory kernel.json is in.
+PYSPARK_KERNEL = KERNEL_DIR.rstrip("/").rsplit("/", 1)[-1]
+# Every user's server, and all it starts (kernels, terminals, the Spark driver), makes
+# files only its user can read: notebooks, data written from a kernel, files in /tmp.
+SINGLEUSER_UMASK = "077"
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,20 @@ class HubPaths:
     @property
     def key(self) -> str:
         return f"{self.tls_dir}/hub.key"
+
+    @property
+    def singleuser_dir(self) -> str:
+        """The users' servers' JUPYTER_CONFIG_PATH: JupyterLab's settings for the team."""
+        return f"{self.config_dir}/singleuser"
+
+    @property
+    def singleuser_config(self) -> str:
+        return f"{self.singleuser_dir}/jupyter_server_config.json"
+
+    @property
+    def lab_overrides(self) -> str:
+        """JupyterLab's defaults for its settings (a user's own choice still wins)."""
+        return f"{self.singleuser_dir}/labconfig/default_setting_overrides.json"
 
     @property
     def cookie_secret(self) -> str:
@@ -270,14 +291,18 @@ def render_config(settings: HubSettings, *, former_users: Iterable[str] = ()) ->
         # running notebook and its Spark application with it.
         "c.JupyterHub.cleanup_servers = False",
         "",
-        "# Single-user servers: JupyterLab from the shared venv, as each user.",
-        f'c.Spawner.cmd = ["{VENV}/bin/jupyterhub-singleuser"]',
+        "# Single-user servers: JupyterLab from the shared venv, as each user, with a",
+        "# umask that keeps every file it and its kernels make private to that user.",
+        f"c.Spawner.cmd = {_py(singleuser_cmd())}",
         'c.Spawner.default_url = "/lab"',
         "c.Spawner.start_timeout = 120",
         "c.Spawner.http_timeout = 60",
         # MASTER is what spark-submit falls back to: `pyspark` in a terminal and a plain
         # SparkSession in any kernel then use the cluster, like the PySpark kernel does.
-        f"c.Spawner.environment = {_py({'MASTER': settings.spark_master_url})}",
+        # JUPYTER_CONFIG_PATH: the server's own config (the PySpark kernel as the default)
+        # and JupyterLab's setting defaults (no news prompt), from root-owned files.
+        "c.Spawner.environment = "
+        + _py({"MASTER": settings.spark_master_url, "JUPYTER_CONFIG_PATH": p.singleuser_dir}),
     ]
     kernel_timeout = settings.kernel_idle_timeout
     if kernel_timeout:
@@ -318,6 +343,63 @@ def render_config(settings: HubSettings, *, former_users: Iterable[str] = ()) ->
         lines += ["# culling.server_idle_timeout = 0: servers are never culled."]
     lines.append(f"c.JupyterHub.load_roles = {_py(roles)}")
     return "\n".join(lines) + "\n"
+
+
+def singleuser_cmd() -> list[str]:
+    """The single-user server's command: jupyterhub-singleuser under umask 077.
+
+    A shell sets the umask and execs the server in place (same pid, the spawner's
+    arguments passed through as "$@"). It is the command, not a preexec hook of
+    LocalProcessSpawner, that carries it: every spawner runs `Spawner.cmd` (a systemd
+    unit made by another spawner would otherwise start with systemd's umask 022), and no
+    hub internals are subclassed. The umask is inherited by the kernels, terminals and
+    Spark driver the server starts; Jupyter saves a new notebook with the process's umask
+    and keeps an existing file's mode.
+    """
+    return ["/bin/sh", "-c", f'umask {SINGLEUSER_UMASK} && exec "$@"', "singleuser",
+            f"{VENV}/bin/jupyterhub-singleuser"]  # fmt: skip
+
+
+def singleuser_config() -> dict[str, dict[str, object]]:
+    """What every user's server is configured with, beyond the hub's arguments.
+
+    The PySpark kernel is the default: what a new notebook gets, and what JupyterLab's
+    launcher lists first (it ranks the default kernel before all others). It is also the
+    only kernel offered: the venv's own "Python 3 (ipykernel)" would start without `sc`,
+    and jupyter_client's allow-list is the one setting that hides it (its kernel_dirs is
+    not configurable, and ensure_native_kernel only stops it being added when it is not
+    installed - ipykernel installs it into the venv). No news feed or update check is
+    fetched from the internet by every user's server.
+    """
+    return {
+        "MappingKernelManager": {"default_kernel_name": PYSPARK_KERNEL},
+        "KernelSpecManager": {"allowed_kernelspecs": [PYSPARK_KERNEL]},
+        "LabApp": {
+            "news_url": None,
+            "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
+        },
+    }
+
+
+def render_singleuser_config() -> str:
+    """jupyter_server_config.json, which each server reads from every JUPYTER_CONFIG_PATH
+    directory at its start."""
+    return json.dumps(singleuser_config(), indent=2, sort_keys=True) + "\n"
+
+
+# JupyterLab 4.6's settings schema @jupyterlab/apputils-extension:notification: fetchNews
+# "none" (its default) asks every user about the Jupyter news; "false" is "Never".
+LAB_SETTING_DEFAULTS: dict[str, dict[str, object]] = {
+    "@jupyterlab/apputils-extension:notification": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    },
+}
+
+
+def render_lab_overrides() -> str:
+    """labconfig/default_setting_overrides.json: JupyterLab's setting defaults."""
+    return json.dumps(LAB_SETTING_DEFAULTS, indent=2, sort_keys=True) + "\n"
 
 
 def render_unit(settings: HubSettings) -> str:

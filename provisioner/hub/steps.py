@@ -28,7 +28,15 @@ from provisioner.errors import RemoteError
 from provisioner.hub.acme import ensure_acme_client
 from provisioner.hub.acme_http import ensure_no_acme
 from provisioner.hub.ca import ClusterCA
-from provisioner.hub.config import UNIT_NAME, VENV, HubSettings, render_config, render_unit
+from provisioner.hub.config import (
+    UNIT_NAME,
+    VENV,
+    HubSettings,
+    render_config,
+    render_lab_overrides,
+    render_singleuser_config,
+    render_unit,
+)
 from provisioner.hub.packages import ensure_packages
 from provisioner.hub.shell import MASTER, Shell, Step, q
 from provisioner.hub.systemd import ensure_running
@@ -167,6 +175,54 @@ def ensure_users(shell: Shell, settings: HubSettings) -> UsersStep:
     )
 
 
+def ensure_homes(shell: Shell, names: tuple[str, ...]) -> Step:
+    """Each hub user's home 0700: nobody else lists or reads it (useradd leaves 0755 on
+    many systems, and an older sparkstack did too). Changed only when a mode was fixed.
+
+    A home is only touched when it is a directory its user owns, so an account that
+    existed before the hub (a system user's /var/www, a shared /) is left as it is and
+    named instead.
+    """
+    if not names:
+        return Step("homes", False, "no users")
+    script = (
+        'for name in "$@"; do\n'
+        '  home=$(getent passwd "$name" | cut -d: -f6)\n'
+        '  if [ -z "$home" ] || [ "$home" = / ] || [ ! -d "$home" ] || [ -L "$home" ] ||'
+        ' [ "$(stat -c %U "$home")" != "$name" ]; then echo "skipped:$name"; continue; fi\n'
+        '  if [ "$(stat -c %a "$home")" != 700 ]; then'
+        ' chmod 0700 "$home" && echo "fixed:$name"; fi\n'
+        "done"
+    )
+    _, out, _ = shell.run(f"sh -c {q(script)} homes " + " ".join(q(n) for n in names))
+    fixed = [w.split(":", 1)[1] for w in out.split() if w.startswith("fixed:")]
+    skipped = [w.split(":", 1)[1] for w in out.split() if w.startswith("skipped:")]
+    parts = [f"made private: {', '.join(fixed)}"] if fixed else []
+    if skipped:
+        log.warning("hub: the home of %s is not a directory its user owns; left as it is",
+                    ", ".join(skipped))
+        parts.append(f"not a home its user owns, left as is: {', '.join(skipped)}")
+    return Step("homes", bool(fixed), "; ".join(parts) or f"{len(names)} homes private")
+
+
+def ensure_lab(shell: Shell, settings: HubSettings) -> Step:
+    """What every user's JupyterLab server reads at its start (JUPYTER_CONFIG_PATH): its
+    config (the PySpark kernel, the default and only one offered) and JupyterLab's setting
+    defaults (no news prompt). Servers read them when they start: no hub restart."""
+    p = settings.paths
+    labconfig = p.lab_overrides.rsplit("/", 1)[0]
+    shell.run(f"install -d -m 0755 -o root -g root {q(p.singleuser_dir)} {q(labconfig)}")
+    wrote = [
+        name
+        for name, path, text in (
+            ("server config", p.singleuser_config, render_singleuser_config()),
+            ("lab settings", p.lab_overrides, render_lab_overrides()),
+        )
+        if shell.put(path, text.encode(), mode=0o644, owner="root", group="root")
+    ]
+    return Step("lab", bool(wrote), "wrote " + " and ".join(wrote) if wrote else "up to date")
+
+
 def ensure_kernel(shell: Shell, *, inv: Inventory, master_ip: str) -> Step:
     """The global PySpark kernel, with the py4j zip and Java this node really has."""
     _, out, _ = shell.run(
@@ -185,9 +241,14 @@ def ensure_kernel(shell: Shell, *, inv: Inventory, master_ip: str) -> Step:
             step="hub kernel",
             hint="Spark is not installed yet: wait for the node to be ready, then run again",
         )
-    text = render.render_kernel(inv, master_ip=master_ip, py4j_zip=lines[0], java_home=lines[1])
+    # The startup the master's boot wrote with the kernel: Spark connects in the
+    # background (kernels/pyspark/startup.py); kernel.json must keep naming it.
+    startup = shell.put(render.KERNEL_STARTUP, render.kernel_startup().encode(), mode=0o644,
+                        owner="root", group="root")  # fmt: skip
+    text = render.render_kernel(inv, master_ip=master_ip, py4j_zip=lines[0], java_home=lines[1],
+                                startup=render.KERNEL_STARTUP)  # fmt: skip
     changed = shell.put(KERNEL_PATH, text.encode(), mode=0o644, owner="root", group="root")
-    return Step("kernel", changed, f"py4j {lines[0].rsplit('/', 1)[-1]}")
+    return Step("kernel", changed or startup, f"py4j {lines[0].rsplit('/', 1)[-1]}")
 
 
 def ensure_config(shell: Shell, settings: HubSettings, *, former_users: tuple[str, ...] = ()
@@ -319,14 +380,18 @@ def ensure_hub(
         s for s in [ensure_no_acme(shell, settings)] if s.changed]
     tls: TlsStep = ensure_tls(shell, settings, ca=ca)
     users = ensure_users(shell, settings)
+    # Former users' homes too: their notebooks stay on the node.
+    homes = ensure_homes(shell, tuple(dict.fromkeys((*settings.users, *users.former))))
     kernel = ensure_kernel(shell, inv=inv, master_ip=settings.addresses[0])
+    lab = ensure_lab(shell, settings)
     config = ensure_config(shell, settings, former_users=users.former)
     # What the hub reads at start: its files, secrets, certificate and config. Accounts
-    # (PAM) and the kernel are read live, so they need no restart.
+    # (PAM), homes, the kernel and the servers' own config are read live or by each
+    # server at its start, so they need no restart.
     restart = any(s.changed for s in (packages, dirs, secret, tls, config))
     service = ensure_service(shell, restart=restart)
     wait_for_hub(shell, settings, timeout=ready_timeout)
-    steps = (packages, dirs, secret, *acme, tls, users, kernel, config, service)
+    steps = (packages, dirs, secret, *acme, tls, users, homes, kernel, lab, config, service)
     for step in steps:
         log.info("hub: %s", step)
     return HubReport(

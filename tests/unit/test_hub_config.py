@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
+import os
 import shlex
+import stat
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,10 +33,16 @@ from provisioner.hub.acme import (
     render_renew_service,
     render_renew_timer,
 )
-from provisioner.hub.config import CULLER_SCOPES
+from provisioner.hub.config import (
+    CULLER_SCOPES,
+    PYSPARK_KERNEL,
+    render_lab_overrides,
+    render_singleuser_config,
+)
 from provisioner.hub.tls import cert_problem, fingerprint, openssl_config
 from provisioner.inventory import HUB_API_PORT, PROXY_API_PORT, parse_inventory
 from provisioner.inventory.services import MIN_SERVER_IDLE_TIMEOUT
+from provisioner.render import KERNEL_DIR
 
 SMOKE_TOKEN = "c0ffee" * 10 + "beef"
 TOKEN = "4f1c0ffee5ecret0000aaaabbbbccccddddeeeeffff0000111122223333444455"
@@ -163,12 +173,45 @@ def test_kernel_culling_in_the_single_user_server(tmp_path, timeout, interval):
 
 
 def test_single_user_server_is_jupyterlab_from_the_venv_with_the_cluster(tmp_path):
-    c = _load(_settings(tmp_path))
-    assert c.Spawner.cmd == ["/opt/sparkstack/venv/bin/jupyterhub-singleuser"]
+    settings = _settings(tmp_path)
+    c = _load(settings)
+    assert c.Spawner.cmd[-1] == "/opt/sparkstack/venv/bin/jupyterhub-singleuser"
     assert c.Spawner.default_url == "/lab"
-    assert c.Spawner.environment == {"MASTER": "spark://10.0.0.5:7077"}
+    assert c.Spawner.environment == {"MASTER": "spark://10.0.0.5:7077",
+                                     "JUPYTER_CONFIG_PATH": settings.paths.singleuser_dir}
     # A hub restart (a user added) must not stop everybody's notebooks.
     assert c.JupyterHub.cleanup_servers is False
+
+
+def test_single_user_server_and_what_it_starts_make_private_files(tmp_path):
+    """The command's wrapper run for real, in front of a stand-in for the server: the
+    spawner's arguments reach it unchanged, and what it writes is its user's alone."""
+    c = _load(_settings(tmp_path))
+    wrapper = c.Spawner.cmd[:-1]
+    made = tmp_path / "Untitled.ipynb"
+    server = ["/bin/sh", "-c", 'umask; printf "%s\\n" "$@"; echo {} >"$0"', str(made)]
+    args = ["--MappingKernelManager.cull_idle_timeout=60", "two words", "$HOME", "*"]
+    proc = subprocess.run([*wrapper, *server, *args], capture_output=True, text=True,
+                          check=True, preexec_fn=lambda: os.umask(0o022))
+    assert proc.stdout.splitlines() == ["0077", *args]
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600
+
+
+def test_single_user_servers_offer_only_the_pyspark_kernel_and_fetch_no_news():
+    config = json.loads(render_singleuser_config())
+    assert PYSPARK_KERNEL == Path(KERNEL_DIR).name == "pyspark"
+    assert config["MappingKernelManager"] == {"default_kernel_name": "pyspark"}
+    # "Python 3 (ipykernel)" from the venv would start without `sc`.
+    assert config["KernelSpecManager"] == {"allowed_kernelspecs": ["pyspark"]}
+    assert config["LabApp"] == {"news_url": None,
+                                "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"}
+
+
+def test_jupyterlab_never_asks_about_the_news():
+    overrides = json.loads(render_lab_overrides())
+    # JupyterLab 4.6's schema: fetchNews is a string, "none" asks, "false" is Never.
+    assert overrides == {"@jupyterlab/apputils-extension:notification": {
+        "fetchNews": "false", "checkForUpdates": False}}
 
 
 @pytest.mark.parametrize(

@@ -367,7 +367,7 @@ def test_kernel_json_has_what_a_pyspark_notebook_needs():
     assert env["PYSPARK_PYTHON"] == kernel["argv"][0]
     assert env["PYSPARK_SUBMIT_ARGS"] == (
         f"--master spark://{MASTER_IP}:7077 --conf spark.driver.host={MASTER_IP} "
-        "--driver-memory 1g pyspark-shell"
+        "--conf spark.ui.showConsoleProgress=false --driver-memory 1g pyspark-shell"
     )
     # kernel.json values are not expanded: every path must be absolute and literal.
     for value in env.values():
