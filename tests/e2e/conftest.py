@@ -130,3 +130,18 @@ def host_log_tail(host: hosts.Host | None, path: str = "/var/log/cloud-init-outp
     except OSError as exc:
         return f"({path}: {exc})"
     return f"--- {host.name}:{path} ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """The hub tests' shared host (tests/e2e/test_hub.py) goes once no next test uses it."""
+    uses = "hub_host" in getattr(item, "fixturenames", ())
+    if uses and (nextitem is None or "hub_host" not in getattr(nextitem, "fixturenames", ())):
+        from .test_hub import release_hub_host
+
+        release_hub_host()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from .test_hub import release_hub_host
+
+    release_hub_host()

@@ -32,6 +32,7 @@ from typing import Any
 
 import paramiko
 import pytest
+import requests
 import tomllib
 import websockets.exceptions
 
@@ -196,6 +197,17 @@ def test_up_prints_the_admins_password_once_and_keeps_every_password_out_of_the_
     assert creds["users"]["bob"] not in up.stdout + up.stderr
     log = (team.tmp / "state" / "sparkstack" / NAME / "sparkstack.log").read_text()
     assert not any(p in log for p in creds["users"].values()), "a password reached the log"
+
+
+def test_the_hub_is_trusted_through_the_clusters_ca_with_its_address_checked(team):
+    ca = team.tmp / "config" / "sparkstack" / NAME / "hub-ca.crt"
+    assert f"certificate authority to trust once: {ca}" in " ".join(team.up.stdout.split())
+    fip = team.address(f"{NAME}-master", floating=True)
+    # what a user's Python does with REQUESTS_CA_BUNDLE: the CA, the hostname checked
+    answer = requests.get(f"https://{fip}/hub/api", verify=str(ca), timeout=30)
+    assert answer.status_code == 200 and "version" in answer.json()
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"https://{fip}/hub/api", timeout=30)  # the system's CAs do not know it
 
 
 def test_smoke_runs_a_job_through_the_hub(team):

@@ -18,7 +18,6 @@ import ssl
 import subprocess
 import urllib.parse
 import uuid
-from collections.abc import Iterator
 from http.cookies import SimpleCookie
 from pathlib import Path
 
@@ -235,8 +234,11 @@ def _skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture
-def hub_host() -> Iterator[tuple[hosts.Host, HostShell]]:
+# The namespace host of the hub tests: (host, its shell, server id, state dir).
+_SHARED: dict[str, tuple[hosts.Host, HostShell, str, Path]] = {}
+
+
+def _boot_hub_host() -> tuple[hosts.Host, HostShell, str, Path]:
     reason = cannot_run_reason()
     if reason:
         _skip_or_fail(reason)
@@ -268,9 +270,32 @@ def hub_host() -> Iterator[tuple[hosts.Host, HostShell]]:
              f" --wildcards '*/python/lib/py4j-*-src.zip'"],
             check=True, capture_output=True, timeout=300,
         )
-        yield host, HostShell(host, pid)
-    finally:
+    except BaseException:
         hosts.kill_host(server_id, state_dir=state_dir)
+        raise
+    return host, HostShell(host, pid), server_id, state_dir
+
+
+def release_hub_host() -> None:
+    """Stop the shared hub host, if there is one (tests/e2e/conftest.py calls this once the
+    next test does not ask for it, and at the end of the session)."""
+    shared = _SHARED.pop("host", None)
+    if shared is not None:
+        hosts.kill_host(shared[2], state_dir=shared[3])
+
+
+@pytest.fixture
+def hub_host(request: pytest.FixtureRequest) -> tuple[hosts.Host, HostShell]:
+    """A namespace host for the hub, shared by consecutive tests that ask for it: booting
+    it and installing the hub is most of such a test's time, so each test takes the host
+    as the one before left it and installs what it needs (ensure_hub reconciles). A test
+    marked `fresh_hub_host` gets a host no test used."""
+    if request.node.get_closest_marker("fresh_hub_host"):
+        release_hub_host()
+    if "host" not in _SHARED:
+        _SHARED["host"] = _boot_hub_host()
+    host, shell, _, _ = _SHARED["host"]
+    return host, shell
 
 
 def _inventory(users: list[str], admins: list[str]) -> Inventory:
@@ -289,6 +314,7 @@ def _run(shell: HostShell, inv: Inventory, ip: str):
     return ensure_hub(shell, settings, inv=inv, ready_timeout=120)
 
 
+@pytest.mark.fresh_hub_host
 def test_hub_installs_reconciles_and_serves_users_over_https(hub_host, record_property):
     host, shell = hub_host
     ip = host.fixed_ip
