@@ -36,12 +36,14 @@ import requests
 import tomllib
 import websockets.exceptions
 
+from provisioner.hub.steps import KERNEL_PATH
 from provisioner.hubapi import HubApi
 from provisioner.inventory import load_inventory
 from tests.cloud.test_workflows import cli_env, cluster_resources, run_cli
 from tests.testbed.fixtures import ProjectAudit
 from tests.testbed.hosts import hosts
 
+from .browser import Trust, browser_session, missing_tools
 from .conftest import host_key, wait_for
 from .test_hub import HostShell, PinnedClient, _init_pid
 
@@ -245,18 +247,55 @@ def test_two_users_at_once_are_two_applications_within_cores_max(team):
     finally:
         # their servers go, and their applications with them: the cores are free again
         for user in ("alice", "bob"):
-            token = client.token(user, creds["users"][user])
-            status, _, _ = client.request("DELETE", f"/hub/api/users/{user}/server",
-                                          token=token)  # fmt: skip
-            assert status in (202, 204), status
-            wait_for(lambda u=user, tk=token: _no_server(client, u, tk), timeout=60,
-                     what=f"{user}'s server to stop")  # fmt: skip
+            _stop_server(client, user, creds["users"][user])
 
 
-def _no_server(client: PinnedClient, user: str, token: str) -> bool:
-    status, _, payload = client.request("GET", f"/hub/api/users/{user}", token=token)
-    assert status == 200, (status, payload[:300])
-    return json.loads(payload)["servers"] == {}
+def _stop_server(client: PinnedClient, user: str, password: str) -> None:
+    """Stop the user's notebook server (with it the kernel's Spark application) and wait."""
+    token = client.token(user, password)
+    status, _, _ = client.request("DELETE", f"/hub/api/users/{user}/server", token=token)
+    assert status in (202, 204), status
+
+    def gone() -> bool:
+        code, _, payload = client.request("GET", f"/hub/api/users/{user}", token=token)
+        assert code == 200, (code, payload[:300])
+        return json.loads(payload)["servers"] == {}
+
+    wait_for(gone, timeout=60, what=f"{user}'s server to stop")
+
+
+def test_a_browser_trusting_the_ca_logs_in_and_runs_a_pyspark_cell(team, tmp_path):
+    """As a person does it: headless Chromium (tests/e2e/browser.py), which trusts the hub
+    through the cluster's CA in its own trust store, not by skipping checks."""
+    if missing := missing_tools():
+        pytest.fail(f"{', '.join(missing)} missing: apt-get install chromium chromium-driver "
+                    "libnss3-tools", pytrace=False)  # fmt: skip
+    ca = team.tmp / "config" / "sparkstack" / NAME / "hub-ca.crt"
+    master = next(h for h in team.booted() if h.name == f"{NAME}-master")
+    kernel = json.loads(master.file(KERNEL_PATH).read_text())["display_name"]
+    fip = team.address(f"{NAME}-master", floating=True)
+    password = team.creds()["users"]["bob"]
+    artifacts = tmp_path / "browser"
+    print(f"browser artifacts (kept when a step fails): {artifacts}")
+    try:
+        with browser_session(base_url=f"https://{fip}", trust=Trust(ca, is_ca=True),
+                             artifacts=artifacts) as browser:  # fmt: skip
+            browser.login("bob", "not-his-password")
+            assert browser.login_error() == "Invalid username or password"
+            browser.login("bob", password)
+            assert browser.login_error() is None
+            browser.wait_for_lab()
+            browser.open_notebook(kernel)
+            assert browser.run_cell("sc.parallelize(range(10)).sum()", timeout=180) == "45"
+            # a URL a cell prints is a link that opens in a new tab, still logged in
+            home = f"https://{fip}/hub/home"
+            assert browser.run_cell(f"print({home!r})") == home
+            assert browser.open_link_in_new_tab(home) == home
+            assert browser.visible("#stop").text.strip() == "Stop My Server"
+        team.timings.update({f"browser: {k}": v for k, v in browser.timings.items()})
+    finally:
+        client, *_ = team.hub_client()
+        _stop_server(client, "bob", password)  # its executors would hold cores
 
 
 def test_up_again_changes_nothing_and_a_user_added_later_logs_in(team):
