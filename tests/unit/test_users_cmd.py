@@ -124,3 +124,18 @@ def test_reset_with_no_hub_users_says_the_list_is_empty(tmp_path, capsys):
     )
     assert main(["users", "reset", "alice", "-i", str(inv)]) == 2
     assert "none (jupyterhub.users is empty)" in capsys.readouterr().err
+
+
+def test_a_commands_log_keeps_no_token_from_websocket_headers(tmp_path, monkeypatch):
+    import logging
+
+    from provisioner.commands.common import session
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    with session("demo") as current:
+        # what websockets' client logs as it opens a kernel's channels
+        logging.getLogger("websockets.client").debug("> Authorization: token %s", PASSWORD)
+        logging.getLogger("provisioner.test").debug("a line of our own")
+    text = current.log.read_text()
+    assert "a line of our own" in text
+    assert PASSWORD not in text
