@@ -41,7 +41,7 @@ def build_app(command_exits: list[int] | None = None) -> typer.Typer:
     import typer
     import typer.core
 
-    from provisioner.commands import cluster, hub, image, nodes, render, smoke
+    from provisioner.commands import cluster, hub, image, nodes, render, smoke, users
 
     class Group(typer.core.TyperGroup):
         """typer turns a KeyboardInterrupt anywhere in its main, parsing the command line
@@ -93,6 +93,7 @@ def build_app(command_exits: list[int] | None = None) -> typer.Typer:
     hub.register(app)
     nodes.register(app)
     image.register(app)
+    users.register(app)
     return app
 
 

@@ -4,6 +4,9 @@
 #   examples/ci/smoke-deploy.sh            # up -> smoke --json -> down --yes
 #   examples/ci/smoke-deploy.sh cleanup    # down --yes only (a CI "always" step)
 #
+# Prints no secret: no password (the hub users' stay in the credentials file, which down
+# deletes with the cluster), token or key.
+#
 # The exit status is smoke's (or up's, when up failed; 128+N when the job was cancelled
 # with signal N); a failing down turns an otherwise green run red, since it may have left
 # resources behind.
@@ -105,7 +108,9 @@ fi
 
 result=0
 log "up: cluster $SPARKSTACK_CLUSTER_NAME from $inventory"
-step "${sparkstack[@]}" up -i "$inventory" || result=$?
+# up prints the admin's initial password when its stdout is a terminal, and some runners
+# give jobs one (Buildkite's agent does by default): a pipe keeps it out of the job's log.
+step "${sparkstack[@]}" up -i "$inventory" > >(cat) || result=$?
 if [ "$result" -eq 0 ] && [ "$stopped" -eq 0 ]; then
     log "smoke: report in $report"
     step "${sparkstack[@]}" smoke -i "$inventory" --json >"$report" || result=$?

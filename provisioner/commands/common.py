@@ -80,7 +80,9 @@ def session(cluster: str) -> Iterator[Session]:
     old_level = root.level
     root.setLevel(logging.DEBUG)
     handler.setLevel(logging.DEBUG)
-    for noisy in ("urllib3", "keystoneauth", "stevedore", "openstack.config", "paramiko"):
+    # websockets logs every request header at DEBUG, the hub token's Authorization too
+    for noisy in ("urllib3", "keystoneauth", "stevedore", "openstack.config", "paramiko",
+                  "websockets"):
         logging.getLogger(noisy).setLevel(logging.INFO)
     root.addHandler(handler)
     log.info("sparkstack %s", " ".join(sys.argv[1:]))

@@ -96,6 +96,17 @@ def print_plan(out: Console, res: Result, *, sources: Sequence[tuple[str, str]] 
             out.print(f"  - {escape(p)}", highlight=False, soft_wrap=True)
 
 
+def on_terminal(out: Console) -> bool:
+    """Whether `out` writes to a terminal, where a secret may be shown. The file's own
+    answer, not rich's is_terminal, which FORCE_COLOR or TTY_COMPATIBLE (often set in CI
+    for colours) turn true on a pipe."""
+    isatty = getattr(out.file, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (OSError, ValueError):  # closed
+        return False
+
+
 def print_hub(out: Console, inv: Inventory, outcome: HubOutcome) -> None:
     """The hub's closing lines: where it is, its certificate, and how users log in."""
     out.print(f"hub: {outcome.url}", highlight=False)
@@ -108,9 +119,14 @@ def print_hub(out: Console, inv: Inventory, outcome: HubOutcome) -> None:
                   f" curl --cacert {ca}", highlight=False, soft_wrap=True)  # fmt: skip
     admins = [a for a in inv.jupyterhub.admins if a in outcome.new_passwords]
     for name in admins[:1]:
-        # printed once, here, when the account is made; kept only in the 0600 file
-        out.print(f"  admin {name}, initial password: {outcome.new_passwords[name]}",
-                  highlight=False)  # fmt: skip
+        # printed once, when the account is made, and only to a terminal (never into a CI
+        # log or a file); kept in the 0600 file
+        if on_terminal(out):
+            out.print(f"  admin {name}, initial password: {outcome.new_passwords[name]}",
+                      highlight=False)  # fmt: skip
+        else:
+            out.print(f"  admin {name}: initial password in {escape(str(outcome.credentials))}"
+                      " (printed only on a terminal)", highlight=False, soft_wrap=True)  # fmt: skip
     out.print(f"  every user's initial password: {outcome.credentials}", highlight=False)
     out.print(
         "  Spark master UI: http://<master fixed IP>:8080 from inside the cluster's network",

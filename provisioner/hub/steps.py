@@ -125,6 +125,20 @@ def _existing_accounts(shell: Shell, names: list[str]) -> set[str]:
     return {line.split(":", 1)[0] for line in out.splitlines() if ":" in line}
 
 
+def new_password() -> str:
+    """A hub user's generated password: 15 random bytes, 20 URL-safe characters."""
+    return secrets.token_urlsafe(15)
+
+
+def set_password(shell: Shell, name: str, password: str) -> bool:
+    """Give the existing account `name` a new password, as ensure_users gives new accounts
+    theirs (chpasswd on stdin, never a command line); False if there is no such account."""
+    if name not in _existing_accounts(shell, [name]):
+        return False
+    shell.run("chpasswd", input=f"{name}:{password}\n".encode())
+    return True
+
+
 def ensure_users(shell: Shell, settings: HubSettings) -> UsersStep:
     """A PAM account with a password for each hub user; accounts are never deleted.
 
@@ -137,7 +151,7 @@ def ensure_users(shell: Shell, settings: HubSettings) -> UsersStep:
     wanted = list(settings.users)
     existing = _existing_accounts(shell, wanted)
     created = [n for n in wanted if n not in existing]
-    passwords = {n: secrets.token_urlsafe(15) for n in created}
+    passwords = {n: new_password() for n in created}
     for name in created:
         # One command per account, so none is left without its password. A group of that
         # name may exist already (useradd --user-group then refuses).
@@ -221,6 +235,48 @@ def ensure_lab(shell: Shell, settings: HubSettings) -> Step:
         if shell.put(path, text.encode(), mode=0o644, owner="root", group="root")
     ]
     return Step("lab", bool(wrote), "wrote " + " and ".join(wrote) if wrote else "up to date")
+
+
+# Every process of the former users named as arguments (never a system account, uid <
+# 1000): SIGTERM, up to 10 s to exit, then SIGKILL. Prints the names it stopped.
+_STOP_FORMER = """\
+stopped=""
+for name in "$@"; do
+  uid=$(id -u -- "$name" 2>/dev/null) || continue
+  [ "$uid" -ge 1000 ] || continue
+  pgrep -u "$uid" >/dev/null || continue
+  pkill -TERM -u "$uid" || true
+  stopped="$stopped $uid"
+  echo "$name"
+done
+tries=0
+for uid in $stopped; do
+  while pgrep -u "$uid" >/dev/null && [ "$tries" -lt 20 ]; do sleep 0.5; tries=$((tries + 1)); done
+  pkill -KILL -u "$uid" 2>/dev/null || true
+done
+"""
+
+
+def ensure_former_stopped(shell: Shell, former: tuple[str, ...]) -> Step:
+    """Nothing left running as a former user: their notebook server, kernels, Spark
+    driver, and whatever they started from a terminal in it.
+
+    Run once the hub answers. JupyterHub stops a blocked user's server itself, but only
+    when it starts (the restart for the new config does that, gracefully, and clears the
+    server from its database and the proxy); this catches a hub that did not restart and
+    processes the server did not own. The hub notices a server gone at its next poll.
+    Signals, not the hub's API: none of the hub's tokens on the node may stop another
+    user's server (smoke's and the culler's are scoped), and a token that could would be
+    a standing admin credential for one rare step.
+    """
+    _, out, _ = shell.run("set -u\nset -- " + " ".join(q(n) for n in former) + "\n"
+                          + _STOP_FORMER, timeout=60)
+    stopped = out.split()
+    idle = [n for n in former if n not in stopped]
+    parts = [f"stopped {', '.join(stopped)}"] if stopped else []
+    if idle:
+        parts.append(f"nothing running as {', '.join(idle)}")
+    return Step("former users", bool(stopped), "; ".join(parts))
 
 
 def ensure_kernel(shell: Shell, *, inv: Inventory, master_ip: str) -> Step:
@@ -312,6 +368,13 @@ def hub_url(*, address: str, port: int, domain: str | None = None) -> str:
     return f"https://{host}/" if port == 443 else f"https://{host}:{port}/"
 
 
+def settings_url(settings: HubSettings) -> str:
+    """The hub's URL for these settings: the last (floating) address, or with ACME the
+    domain, which its certificate is for, not the address."""
+    return hub_url(address=settings.addresses[-1], port=settings.port,
+                   domain=settings.tls_domain if settings.tls_mode == "acme" else None)
+
+
 # Run by the node's own Python (the hub's venv), so nothing beyond the hub is assumed; the
 # port is its argument. The certificate is not checked: the node talks to itself.
 _API_PROBE = """\
@@ -391,15 +454,16 @@ def ensure_hub(
     restart = any(s.changed for s in (packages, dirs, secret, tls, config))
     service = ensure_service(shell, restart=restart)
     wait_for_hub(shell, settings, timeout=ready_timeout)
-    steps = (packages, dirs, secret, *acme, tls, users, homes, kernel, lab, config, service)
+    # After the restart, which stops blocked users' servers the hub's own way first.
+    former = [ensure_former_stopped(shell, users.former)] if users.former else []
+    steps = (packages, dirs, secret, *acme, tls, users, homes, kernel, lab, config, service,
+             *former)
     for step in steps:
         log.info("hub: %s", step)
     return HubReport(
         steps=steps,
         fingerprint=tls.fingerprint,
         passwords=dict(users.passwords),
-        # An ACME certificate is for the domain, not for the address.
-        url=hub_url(address=settings.addresses[-1], port=settings.port,
-                    domain=settings.tls_domain if settings.tls_mode == "acme" else None),
+        url=settings_url(settings),
         seconds=time.monotonic() - start,
     )

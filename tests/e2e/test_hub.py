@@ -22,12 +22,14 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest
+import tomllib
 
-from provisioner.errors import RemoteError
+from provisioner.errors import RemoteError, UserInputError
 from provisioner.hub import HubSettings, ensure_hub
 from provisioner.hub.steps import KERNEL_PATH
 from provisioner.hub.tls import cert_problem
 from provisioner.inventory import Inventory, load_inventory
+from provisioner.workflows.users import list_users, reset_password
 from tests.testbed.fixtures import bed_required, cannot_run_reason
 from tests.testbed.hosts import hosts, mirror, rootfs
 
@@ -315,7 +317,8 @@ def _run(shell: HostShell, inv: Inventory, ip: str):
 
 
 @pytest.mark.fresh_hub_host
-def test_hub_installs_reconciles_and_serves_users_over_https(hub_host, record_property):
+def test_hub_installs_reconciles_and_serves_users_over_https(hub_host, record_property,
+                                                             monkeypatch, tmp_path):
     host, shell = hub_host
     ip = host.fixed_ip
 
@@ -361,12 +364,26 @@ def test_hub_installs_reconciles_and_serves_users_over_https(hub_host, record_pr
     assert status == 200
     assert shell.run("pgrep -u alice -f jupyterhub-singleuser", check=False)[0] == 0
     bob = client.token("bob", first.passwords["bob"])
+    status, _, payload = client.request("POST", "/hub/api/users/bob/server", token=bob)
+    assert status in (201, 202), payload[:300]
+    wait_for(lambda: client.server_ready("bob", bob), timeout=120,
+             what="bob's server", interval=0.5)
+    # and a job of his own outside the server, as one started from a JupyterLab terminal
+    shell.run("setsid runuser -u bob -- sleep 3600 </dev/null >/dev/null 2>&1 &")
+    assert shell.run("pgrep -u bob -f jupyterhub-singleuser", check=False)[0] == 0
+    assert shell.run("pgrep -u bob -x sleep", check=False)[0] == 0
 
     # bob leaves, carol arrives.
     third = _run(shell, _inventory(["alice", "carol"], ["alice"]), ip)
     assert list(third.passwords) == ["carol"]
     users = next(s for s in third.steps if s.name == "users")
     assert users.former == ("bob",)
+    former = next(s for s in third.steps if s.name == "former users")
+    assert former.changed and former.detail == "stopped bob", str(former)
+    # Nothing runs as bob any more, and the hub no longer counts a server of his.
+    assert shell.run("pgrep -u bob", check=False)[0] == 1
+    wait_for(lambda: _servers(client, "bob", alice) == {}, timeout=60,
+             what="bob's server gone from the hub", interval=1)
     assert client.login("carol", third.passwords["carol"]) == 302
     assert client.login("bob", first.passwords["bob"]) == 403
     # His token still names him, but carries no permission any more.
@@ -377,3 +394,36 @@ def test_hub_installs_reconciles_and_serves_users_over_https(hub_host, record_pr
     assert shell.run("test -d /home/bob")[0] == 0
     # The restart for carol left alice's notebook server running.
     assert client.server_ready("alice", alice)
+
+    # The next run finds nothing of bob's to stop, and changes nothing.
+    fourth = _run(shell, _inventory(["alice", "carol"], ["alice"]), ip)
+    assert not fourth.changed, [str(s) for s in fourth.steps if s.changed]
+    assert "former users: unchanged (nothing running as bob)" in map(str, fourth.steps)
+
+    # `sparkstack users reset` and `users list`, as the commands run them (their SSH
+    # part is `sparkstack hub`'s), with this host's root shell for the master's.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    inv = _inventory(["alice", "carol"], ["alice"])
+    settings = HubSettings.from_inventory(inv, master_ip=ip)
+    done = reset_password(shell, inv=inv, settings=settings, name="carol")
+    assert done.password not in (third.passwords["carol"], "")
+    assert client.login("carol", done.password) == 302
+    assert client.login("carol", third.passwords["carol"]) == 403
+    assert done.credentials.stat().st_mode & 0o777 == 0o600
+    creds = tomllib.loads(done.credentials.read_text())
+    assert creds["users"] == {"carol": done.password}
+    assert creds["hub_certificate_sha256"] == first.fingerprint
+    with pytest.raises(UserInputError, match="'bob' is not a hub user"):
+        reset_password(shell, inv=inv, settings=settings, name="bob")
+    assert client.login("bob", first.passwords["bob"]) == 403
+    listed = {u.name: u for u in list_users(shell, inv=inv, settings=settings)}
+    assert [(n, u.role, u.account, u.password_kept) for n, u in listed.items()] == [
+        ("alice", "admin", True, False), ("carol", "user", True, True),
+        ("bob", "former", True, False)]
+    assert listed["alice"].processes > 0 and listed["bob"].processes == 0
+
+
+def _servers(client: PinnedClient, user: str, token: str) -> dict:
+    status, _, payload = client.request("GET", f"/hub/api/users/{user}", token=token)
+    assert status == 200, (status, payload[:300])
+    return json.loads(payload)["servers"]
