@@ -6,6 +6,10 @@ in a thread instead; a cell that names Spark (spark, sc, sql, sqlContext, pyspar
 SparkSession, SparkContext) first waits for it, then finds `spark` and `sc` as shell.py
 made them. Other cells run at once. Once Spark is there, Ctrl-C (the kernel's interrupt)
 cancels the running Spark jobs, as shell.py does in a terminal.
+
+A notebook shows only what its cells print: shell.py's banner is dropped (printed from the
+background it would land in whichever cell runs then, as a red stderr box), and the
+"waiting" notice a cell shows while Spark connects is cleared once Spark is there.
 """
 
 import os
@@ -23,15 +27,14 @@ def _sparkstack_start_spark() -> None:
     state = {}
     ready = threading.Event()
 
-    def to_stderr(*args, **kwargs) -> None:
-        kwargs["file"] = sys.stderr
-        print(*args, **kwargs)
+    def quiet(*args, **kwargs) -> None:
+        pass
 
     def connect() -> None:
         try:
-            # shell.py's banner goes to stderr: a cell's stdout stays its own output.
+            # The banner is all shell.py prints; the kernel's display name has the version.
             state["ns"] = runpy.run_path(shell, run_name="__sparkstack_shell__",
-                                         init_globals={"print": to_stderr})
+                                         init_globals={"print": quiet})
         except BaseException as exc:  # shell.py ends with sys.exit(1) when Spark fails
             state["error"] = exc
         finally:
@@ -46,6 +49,10 @@ def _sparkstack_start_spark() -> None:
         if not ready.is_set():
             print("waiting for Spark to connect ...", file=sys.stderr, flush=True)
             ready.wait()
+            # the notice is this cell's only output so far: the cell shows its own from here
+            from IPython.display import clear_output
+
+            clear_output()
         ipython.events.unregister("pre_run_cell", before_cell)
         if "error" in state:
             print(f"Spark did not start: {state['error']!r}; see the kernel's log",
