@@ -251,6 +251,13 @@ class DownBackup:
             users = hub_users(shell, list(self.inv.jupyterhub.users))
             self.saved = take_backup(shell, cluster=self.inv.cluster.name, users=users,
                                      dest=self.dest, policy=self.policy)  # fmt: skip
+        except OSError as exc:  # this machine's side: a full disk, a directory not ours
+            raise UserInputError(
+                f"cannot write the backup under {self.dest}, nothing was deleted: {exc}",
+                step="backup",
+                hint=f"free space or fix the directory and run `sparkstack down` again, or "
+                f"{NO_BACKUP_HINT}",
+            ) from exc
         except SparkstackError as exc:
             exc.message = (
                 f"backup of the hub users' homes failed, nothing was deleted: {exc.message}"
