@@ -79,7 +79,9 @@ def measure_one(n: int, *, boot_s: float, workdir: Path) -> dict[str, Any]:
     inv.write_text(INVENTORY.format(name=json.dumps(f"flat-{n}"), count=n, sha512="0" * 128))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "SPARKSTACK_"))}
     env |= {"XDG_CONFIG_HOME": str(workdir / "config"), "XDG_STATE_HOME": str(workdir / "state"),
-            "OS_CLIENT_CONFIG_FILE": str(workdir / "clouds.yaml"), "NO_COLOR": "1"}  # fmt: skip
+            "OS_CLIENT_CONFIG_FILE": str(workdir / "clouds.yaml"), "NO_COLOR": "1",
+            # servers that never boot: no hub, no homes for `down` to save
+            "SPARKSTACK_NO_BACKUP": "1"}  # fmt: skip
     with SimCloud(boot_s=boot_s) as sim:
         sim.write_clouds_yaml(workdir / "clouds.yaml", name="sim")
         up_s = _run(["up", "-i", str(inv), "--until", "servers"], env=env, log=workdir / "up.log")

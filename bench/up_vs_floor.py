@@ -82,6 +82,8 @@ class Bench:
             OS_CLIENT_CONFIG_FILE=str(clouds_yaml),
             XDG_CONFIG_HOME=str(workdir / "config"),
             XDG_STATE_HOME=str(workdir / "state"),
+            # `down` is timed against deleting the servers alone: no homes to save
+            SPARKSTACK_NO_BACKUP="1",
         )
         self.env.pop("OS_CLOUD", None)
         self.cloud = cloud

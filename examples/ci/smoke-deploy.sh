@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Smoke-deploy a sparkstack cluster from CI: up, smoke, and ALWAYS down.
 #
-#   examples/ci/smoke-deploy.sh            # up -> smoke --json -> down --yes
-#   examples/ci/smoke-deploy.sh cleanup    # down --yes only (a CI "always" step)
+#   examples/ci/smoke-deploy.sh            # up -> smoke --json -> down --yes --no-backup
+#   examples/ci/smoke-deploy.sh cleanup    # down only (a CI "always" step)
 #
 # Prints no secret: no password (the hub users' stay in the credentials file, which down
 # deletes with the cluster), token or key.
@@ -92,7 +92,10 @@ cleanup() {
     cleaning=1
     log "down: removing cluster $SPARKSTACK_CLUSTER_NAME"
     local rc=0
-    step "${sparkstack[@]}" down -i "$inventory" --yes || rc=$?
+    # --no-backup: a smoke cluster holds nobody's work, and a master that never came up
+    # must not keep the cleanup from deleting it (down refuses to delete a master it could
+    # not back up); an archive would also be left on the runner.
+    step "${sparkstack[@]}" down -i "$inventory" --yes --no-backup || rc=$?
     [ -n "$secrets_dir" ] && rm -rf "$secrets_dir"
     return "$rc"
 }

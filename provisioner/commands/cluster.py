@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -81,6 +82,24 @@ ScaleNoSshOpt = Annotated[
         "deleted at once, without a graceful decommission.",
     ),
 ]
+NoBackupOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-backup",
+        help="Delete without first saving the hub users' homes from the master "
+        "(by default they go to an archive under ~/.local/share/sparkstack/<cluster>/backups).",
+        envvar="SPARKSTACK_NO_BACKUP",
+    ),
+]
+RestoreOpt = Annotated[
+    Optional[Path],  # noqa: UP045 (typer reads the annotation)
+    typer.Option(
+        "--restore",
+        help="After the hub stage, put back the hub users' homes from an archive "
+        "`sparkstack down` made (a file the node already has and that is newer stays).",
+        exists=True, dir_okay=False, readable=True,
+    ),
+]
 StatusNoSshOpt = Annotated[
     bool, typer.Option("--no-ssh", help="The cloud's view only (no Spark, no hub).")
 ]
@@ -98,9 +117,11 @@ def up(
     as_json: JsonOpt = False,
     until: UntilOpt = Until.all,
     no_ssh: UpNoSshOpt = False,
+    restore: RestoreOpt = None,
 ) -> None:
     """Create the cluster, or complete a partial one. A second run creates nothing."""
     inv: Inventory = load(inventory)
+    backup = _checked_archive(restore, no_ssh=no_ssh or until != Until.all)
     out, err = Console(emoji=False), Console(stderr=True, emoji=False)
     name = inv.cluster.name
     for cidr in inv.network.open_to_everyone():
@@ -119,10 +140,18 @@ def up(
             res = workflows.up(inv, cloud=cloud, user_data=render, reporter=reporter,
                                hooks=stage.hooks(), until=stop)  # fmt: skip
             current.state = f"after up had finished: cluster {name} is up ({stop})"
+            restored = None
+            if restore is not None and backup is not None:
+                from provisioner.workflows.backup import restore_on_master
+
+                restored = restore_on_master(inv, cloud=cloud, backup=backup, path=restore,
+                                             reporter=reporter)  # fmt: skip
         if as_json:
             payload = result_json(name, res, dry_run=False)
             if stage.outcome is not None:
                 payload["hub"] = hub_json(stage.outcome)
+            if restored is not None:
+                payload["restored"] = restored.to_json()
             emit_json(payload)
             return
         if not res.actions:
@@ -134,6 +163,23 @@ def up(
             out.print(nodes_table(res.observed))
         if stage.outcome is not None:
             print_hub(out, inv, stage.outcome)
+        for line in restored.lines() if restored is not None else []:
+            out.print(escape(line), highlight=False, soft_wrap=True)
+
+
+def _checked_archive(path: Path | None, *, no_ssh: bool) -> Any:
+    """The --restore archive checked before anything is created (a user error otherwise)."""
+    if path is None:
+        return None
+    from provisioner.errors import UserInputError
+    from provisioner.workflows.backup import check_archive
+
+    if no_ssh:
+        raise UserInputError(
+            "--restore needs the hub stage", step="restore",
+            hint="drop --until/--no-ssh, or restore with a later `up`",
+        )  # fmt: skip
+    return check_archive(path)
 
 
 def scale(
@@ -194,8 +240,10 @@ def down(
     yes: YesOpt = False,
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
+    no_backup: NoBackupOpt = False,
 ) -> None:
-    """Delete every resource that carries the cluster's identity. Idempotent."""
+    """Delete every resource that carries the cluster's identity. Idempotent. First, the
+    hub users' homes are saved to an archive on this machine (unless --no-backup)."""
     inv: Inventory = load(inventory)
     out, err = Console(emoji=False), Console(stderr=True, emoji=False)
     name = inv.cluster.name
@@ -203,19 +251,32 @@ def down(
         _remove_builder_leftovers(inv, err, quiet=as_json)
     with session(name) as current:
         cloud = cluster_cloud(inv)
+        saver = None
+        if not no_backup:
+            from provisioner.workflows.backup import DownBackup
+
+            saver = DownBackup(inv, cloud)
         # As in scale: with --yes the real run alone observes the cloud.
         if dry_run or not yes:
-            preview = workflows.down(inv, cloud=cloud, dry_run=True)
+            preview = workflows.down(inv, cloud=cloud, dry_run=True, backup=saver)
             if dry_run or not preview.actions:
                 _print_down_preview(out, name, preview, dry_run=dry_run, as_json=as_json)
                 return
             out.print(escape(P.describe(preview.actions)), highlight=False, soft_wrap=True)
+            if saver is not None and preview.observed is not None:
+                out.print(escape(saver.preview(preview.observed)), highlight=False,
+                          soft_wrap=True)  # fmt: skip
             confirm(f"Delete cluster {name}?")
         with progress(err, f"down {name}", quiet=as_json) as reporter:
-            res = workflows.down(inv, cloud=cloud, reporter=reporter)
+            if saver is not None:
+                saver.reporter = reporter
+            res = workflows.down(inv, cloud=cloud, reporter=reporter, backup=saver)
             current.state = f"after down had finished: nothing is left of cluster {name}"
         if as_json:
-            emit_json(result_json(name, res, dry_run=False))
+            payload = result_json(name, res, dry_run=False)
+            if saver is not None and saver.saved is not None:
+                payload["backup"] = saver.saved.to_json()
+            emit_json(payload)
             return
         if not res.actions:
             out.print(f"nothing left of cluster {name}")

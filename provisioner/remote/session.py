@@ -194,7 +194,9 @@ class Session:
             return "sudo -n -- sh -c " + shlex.quote(command)
         return command
 
-    def _exec(self, command: str, *, input: bytes, timeout: float) -> tuple[int, bytes, bytes]:
+    def _exec(self, command: str, *, input: bytes, timeout: float,
+              sink: Callable[[bytes], object] | None = None) -> tuple[int, bytes, bytes]:
+        """`sink` given: stdout goes to it as it comes, and is not kept."""
         where = self.target.name
         try:
             chan = self.transport.open_session(timeout=timeout)
@@ -213,7 +215,11 @@ class Session:
                 # Drain both streams as they come: they share one SSH window, and a command
                 # that fills stderr while we wait on stdout would otherwise stall.
                 while chan.recv_ready():
-                    out += chan.recv(65536)
+                    chunk = chan.recv(65536)
+                    if sink is None:
+                        out += chunk
+                    else:
+                        sink(chunk)
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
                 if chan.exit_status_ready() and not (chan.recv_ready()
@@ -250,6 +256,15 @@ class Session:
                 log_tail=_tail(err or out) or None,
             )
         return result
+
+    def stream(self, command: str, sink: Callable[[bytes], object], *,
+               input: bytes = b"", sudo: bool = False, timeout: float = 3600.0
+               ) -> tuple[int, str]:
+        """Run a command whose stdout (an archive, say) goes to `sink` chunk by chunk rather
+        than into memory: its exit status and stderr."""
+        status, _, err = self._exec(self._wrap(command, sudo), input=input, timeout=timeout,
+                                    sink=sink)
+        return status, err.decode(errors="replace")
 
     def put(self, path: str, data: bytes | str, *, mode: int = 0o644, owner: str | None = None,
             group: str | None = None, sudo: bool = False, timeout: float = 60.0) -> bool:

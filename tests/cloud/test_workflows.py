@@ -140,6 +140,10 @@ def cli_env(tmp_path: Path, clouds_yaml: Path) -> dict[str, str]:
         OS_CLIENT_CONFIG_FILE=str(clouds_yaml),
         XDG_CONFIG_HOME=str(tmp_path / "config"),
         XDG_STATE_HOME=str(tmp_path / "state"),
+        XDG_DATA_HOME=str(tmp_path / "data"),
+        # `down` saves the hub users' homes first, and refuses when it cannot reach the
+        # master; these clusters hold no one's work (a test of the backup drops this).
+        SPARKSTACK_NO_BACKUP="1",
         PYTHONUNBUFFERED="1",
     )
     env.pop("OS_CLOUD", None)

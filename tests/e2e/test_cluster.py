@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -591,9 +592,33 @@ def test_scale_from_3_to_1_drains_while_a_notebooks_job_runs_on_all_three(team):
 
 
 def test_down_leaves_nothing(team):
-    down = team.cli("down", "-i", str(team.inv_path), "--yes")
+    """And keeps the team's work: alice's notebook, written as alice on the master, is in
+    the archive `down` makes before any server goes."""
+    inv = str(team.inv_path)
+    notebook = json.dumps({"cells": [], "metadata": {"kept": "by down"}, "nbformat": 4,
+                           "nbformat_minor": 5})  # fmt: skip
+    write = (f"printf %s {shlex.quote(notebook)} | sudo runuser -u alice -- "
+             "sh -c 'umask 077; cat > /home/alice/kept-by-down.ipynb'")  # fmt: skip
+    made = team.cli("ssh", "-i", inv, "--", write, timeout=120)
+    assert made.returncode == 0, made.stderr
+    # cli_env turns the backup off for clusters that hold no one's work; this one does.
+    env = {k: v for k, v in team.env.items() if k != "SPARKSTACK_NO_BACKUP"}
+    env["XDG_DATA_HOME"] = str(team.tmp / "data")
+    t = time.monotonic()
+    down = run_cli("down", "-i", inv, "--yes", "--json", env=env, check=False, timeout=900)
+    team.timings["down with the homes' backup"] = time.monotonic() - t
     team.downed = down.returncode == 0
     assert down.returncode == 0, down.stderr
+    backup = json.loads(down.stdout)["backup"]
+    archive = Path(backup["archive"])
+    assert archive.parent == team.tmp / "data" / "sparkstack" / NAME / "backups"
+    assert archive.stat().st_mode & 0o777 == 0o600
+    assert archive.parent.stat().st_mode & 0o777 == 0o700
+    with tarfile.open(archive) as tar:
+        saved = tar.extractfile("homes/alice/kept-by-down.ipynb")
+        assert saved is not None
+        assert json.loads(saved.read())["metadata"] == {"kept": "by down"}
+    assert {"alice", "bob"} <= set(backup["users"])
     assert cluster_resources(team.admin, NAME) == {}
     assert not team.creds_path.exists()
     assert not (team.tmp / "config" / "sparkstack" / NAME).exists()
