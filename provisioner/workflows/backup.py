@@ -29,7 +29,7 @@ from provisioner import plan as P
 from provisioner.errors import RemoteError, SparkstackError, UserInputError
 from provisioner.hub import backup as B
 from provisioner.hub.config import HubPaths
-from provisioner.hub.shell import MASTER, Shell, q
+from provisioner.hub.shell import MASTER, Shell, Sudo, q
 from provisioner.workflows.context import Reporter
 
 log = logging.getLogger(__name__)
@@ -67,30 +67,12 @@ class Streams(Shell, Protocol):
     ) -> tuple[int, str]: ...
 
 
-class SudoStream:
-    """remote.Session as a root :class:`Streams` (the hub's Sudo, plus streaming)."""
+class SudoStream(Sudo):
+    """remote.Session as a root :class:`Streams`: the hub's Sudo, plus streaming."""
 
     def __init__(self, session: Any) -> None:
-        from provisioner.hub.shell import Sudo
-
-        self._session = session
-        self._sudo = Sudo(session)
-
-    def run(
-        self,
-        command: str,
-        *,
-        input: bytes | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-    ) -> tuple[int, str, str]:
-        return self._sudo.run(command, input=input, timeout=timeout, check=check)
-
-    def put(self, path: str, data: bytes, *, mode: int, owner: str, group: str) -> bool:
-        return self._sudo.put(path, data, mode=mode, owner=owner, group=group)
-
-    def read(self, path: str) -> bytes | None:
-        return self._sudo.read(path)
+        super().__init__(session)
+        self._streaming = session
 
     def stream(
         self,
@@ -100,7 +82,7 @@ class SudoStream:
         input: bytes = b"",
         timeout: float | None = None,
     ) -> tuple[int, str]:
-        status, err = self._session.stream(
+        status, err = self._streaming.stream(
             command, sink, input=input, sudo=True, timeout=timeout or 3600.0
         )
         return int(status), str(err)
