@@ -128,7 +128,8 @@ def test_homes_are_backed_up_and_restored_with_their_owners_and_nothing_escapes(
     saved = take_backup(
         HostStream(shell),
         cluster="e2e",
-        users=["alice", "bob", "carol"],
+        # "nohome": a hub user no hub test on this (shared) host has made an account for
+        users=["alice", "bob", "nohome"],
         dest=tmp_path / "backups",
         policy=B.Policy(max_file=1024),
     )
@@ -144,7 +145,7 @@ def test_homes_are_backed_up_and_restored_with_their_owners_and_nothing_escapes(
     assert skipped[("alice", "big.bin")] == "larger than 1 KiB"
     assert skipped[("alice", "escape")] == "symbolic link"
     assert skipped[("alice", "work/.ipynb_checkpoints")] == "cache"
-    assert saved.manifest["no_home"] == ["carol"]
+    assert saved.manifest["no_home"] == ["nohome"]
 
     # --- the node changes: a lost notebook, a newer note, an older copy, bob's gone ---
     shell.run("rm -rf /home/alice/work /home/bob/bob.ipynb")

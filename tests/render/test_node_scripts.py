@@ -253,7 +253,7 @@ def test_master_writes_a_kernel_json_with_the_py4j_spark_ships(root: Root, mirro
     assert env["PYTHONPATH"] == f"/opt/spark/python:/opt/spark/python/lib/{PY4J}"
     assert env["PYSPARK_SUBMIT_ARGS"] == (
         f"--master spark://{host_ip}:7077 --conf spark.driver.host={host_ip} "
-        "--driver-memory 1g pyspark-shell"
+        "--conf spark.ui.showConsoleProgress=false --driver-memory 1g pyspark-shell"
     )
     assert Path(env["JAVA_HOME"], "bin", "java").exists()
     assert oct(kernel_file.stat().st_mode & 0o777) == "0o644"
