@@ -67,6 +67,26 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+# A service's version document that answered 5xx or not at all: keystoneauth swallows the
+# failure and openstacksdk then raises NotSupported ("... does not have any supported
+# versions") or ServiceDiscoveryException, with no trace of the 5xx.
+# Nothing is cached for a failed discovery, so another try asks again; a few tries only,
+# since a cloud that really lacks the service says the same every time.
+DISCOVERY_TRIES = 4
+
+
+class _DiscoveryRetry(tenacity.retry_base):
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        if outcome is None or not outcome.failed:
+            return False
+        exc = outcome.exception()
+        discovery = isinstance(exc, os_exc.ServiceDiscoveryException) or (
+            isinstance(exc, os_exc.NotSupported) and "supported versions" in str(exc)
+        )
+        return discovery and retry_state.attempt_number < DISCOVERY_TRIES
+
+
 def describe_error(exc: BaseException) -> str:
     details = getattr(exc, "details", None)
     code = status_of(exc)
@@ -126,7 +146,7 @@ class CloudBase:
 
     def _retrying(self) -> tenacity.Retrying:
         return tenacity.Retrying(
-            retry=tenacity.retry_if_exception(is_transient),
+            retry=tenacity.retry_if_exception(is_transient) | _DiscoveryRetry(),
             wait=tenacity.wait_exponential(multiplier=0.3, max=5),
             stop=tenacity.stop_after_delay(self.retry_for),
             before_sleep=tenacity.before_sleep_log(log, logging.WARNING),

@@ -16,6 +16,7 @@ import pytest
 
 from provisioner import workflows
 from provisioner.cloud import ClusterCloud, connect
+from provisioner.cloud.images import ImageCloud
 from provisioner.inventory import load_inventory
 from tests.cloud.test_workflows import (
     FAST,
@@ -118,6 +119,18 @@ def test_lost_create_answer_makes_no_duplicate(proxy, clean_project, tmp_path):
     assert_complete(direct_cloud(clean_project, inv), 1)
     assert len(cloud.list_nodes()) == 2  # no duplicate of the server whose answer was lost
     workflows.down(inv, cloud=cloud, settings=FAST)
+
+
+def test_a_version_document_that_fails_is_asked_again(proxy, clean_project, tmp_path):
+    """Seen under the random faults: the image service's version document answered 500,
+    keystoneauth swallowed it, and openstacksdk raised ServiceDiscoveryException, which
+    names no status and so was not retried: `up` failed on one lost answer."""
+    inv = load_inventory(write_inventory(tmp_path / "inv.toml", name="disc", workers=1))
+    cloud = ImageCloud(proxied_cloud(proxy, inv).conn, cluster=inv.cluster.name)
+    proxy.script(method="GET", path=r"^/?$", service="image", status=500, times=2)
+    assert cloud.images() == []  # the bed has no image a sparkstack build made
+    assert proxy.pending_rules() == []  # both faults were answered, and asked past
+    assert proxy.total(service="image", faulted=True) == 2
 
 
 def test_over_quota_is_a_clear_error_and_down_removes_the_rest(
