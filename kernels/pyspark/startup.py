@@ -7,6 +7,9 @@ SparkSession, SparkContext) first waits for it, then finds `spark` and `sc` as s
 made them. Other cells run at once. Once Spark is there, Ctrl-C (the kernel's interrupt)
 cancels the running Spark jobs, as shell.py does in a terminal.
 
+When Spark does not start (it is tried twice), the first cell that names it shows Spark's
+own error, and `spark`, `sc`, ... say so when used.
+
 A notebook shows only what its cells print: shell.py's banner is dropped (printed from the
 background it would land in whichever cell runs then, as a red stderr box), and the
 "waiting" notice a cell shows while Spark connects is cleared once Spark is there.
@@ -18,6 +21,7 @@ import runpy
 import signal
 import sys
 import threading
+import traceback
 
 
 def _sparkstack_start_spark() -> None:
@@ -27,18 +31,47 @@ def _sparkstack_start_spark() -> None:
     state = {}
     ready = threading.Event()
 
+    class NoSpark:
+        """What `spark`, `sc`, ... are when Spark did not start: any use says why, instead
+        of a NameError that reads like a typo."""
+
+        def __init__(self, name: str, error: BaseException) -> None:
+            why = f"{type(error).__name__}: {error}"
+            self._message = (f"Spark did not start, so there is no `{name}` ({why}); "
+                             "restart the kernel to try again")
+
+        def __getattr__(self, attr: str):
+            if attr.startswith("_"):  # IPython's display probes, copy, pickle
+                raise AttributeError(attr)
+            raise RuntimeError(self._message)
+
+        def __call__(self, *args, **kwargs):
+            raise RuntimeError(self._message)
+
+        def __repr__(self) -> str:
+            return f"<{self._message}>"
+
     def quiet(*args, **kwargs) -> None:
         pass
 
     def connect() -> None:
-        try:
-            # The banner is all shell.py prints; the kernel's display name has the version.
-            state["ns"] = runpy.run_path(shell, run_name="__sparkstack_shell__",
-                                         init_globals={"print": quiet})
-        except BaseException as exc:  # shell.py ends with sys.exit(1) when Spark fails
-            state["error"] = exc
-        finally:
-            ready.set()
+        # A second try when the first fails: a JVM that lost a race for a port or memory
+        # on a busy master starts on the next; a broken setup fails the same way twice.
+        for attempt in (1, 2):
+            try:
+                # The banner is all shell.py prints; the kernel's name has the version.
+                state["ns"] = runpy.run_path(shell, run_name="__sparkstack_shell__",
+                                             init_globals={"print": quiet})
+                state.pop("error", None)
+                break
+            except BaseException as exc:
+                # shell.py reports a failed session with sys.exit(1) inside its `except`:
+                # the exception it handled is the one that says why
+                cause = exc.__context__ if isinstance(exc, SystemExit) else None
+                state["error"] = cause or exc
+                print(f"Spark did not start (try {attempt} of 2):", file=sys.__stderr__)
+                traceback.print_exception(state["error"], file=sys.__stderr__)
+        ready.set()
 
     threading.Thread(target=connect, name="spark-connect", daemon=True).start()
     ipython = get_ipython()  # noqa: F821 (IPython runs this file in the user's namespace)
@@ -55,8 +88,10 @@ def _sparkstack_start_spark() -> None:
             clear_output()
         ipython.events.unregister("pre_run_cell", before_cell)
         if "error" in state:
-            print(f"Spark did not start: {state['error']!r}; see the kernel's log",
-                  file=sys.stderr, flush=True)
+            error = state["error"]
+            print("".join(traceback.format_exception(error)), file=sys.stderr, flush=True)
+            for name in names:
+                ipython.user_ns.setdefault(name, NoSpark(name, error))
             return
         for name in names:
             if name in state["ns"]:

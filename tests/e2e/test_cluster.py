@@ -38,6 +38,7 @@ import requests
 import tomllib
 import websockets.exceptions
 
+from provisioner.errors import RemoteError
 from provisioner.hub.steps import KERNEL_PATH
 from provisioner.hubapi import HubApi
 from provisioner.inventory import load_inventory
@@ -228,15 +229,15 @@ def test_two_users_at_once_are_two_applications_within_cores_max(team):
     client, fip, port, fingerprint = team.hub_client()
     creds = team.creds()
     t = time.monotonic()
-    with cf.ThreadPoolExecutor(2) as pool:
-        futures = [
-            pool.submit(run_job, PinnedClient(fip, port, fingerprint), fip, port, fingerprint,
-                        user, creds["users"][user])
-            for user in ("alice", "bob")
-        ]  # fmt: skip
-        results = [f.result() for f in futures]
-    team.timings["two users, a job each, at once"] = time.monotonic() - t
     try:
+        with cf.ThreadPoolExecutor(2) as pool:
+            futures = [
+                pool.submit(run_job, PinnedClient(fip, port, fingerprint), fip, port,
+                            fingerprint, user, creds["users"][user])
+                for user in ("alice", "bob")
+            ]  # fmt: skip
+            results = [f.result() for f in futures]
+        team.timings["two users, a job each, at once"] = time.monotonic() - t
         assert [answer for answer, _ in results] == [JOB_ANSWER] * 2
         apps = {app for _, app in results}
         assert len(apps) == 2, results
@@ -246,8 +247,15 @@ def test_two_users_at_once_are_two_applications_within_cores_max(team):
         assert apps <= set(active), (apps, list(active))
         for app in apps:
             assert 0 < active[app]["cores"] <= inv.spark.limits.cores_max, active[app]
+    except BaseException as exc:
+        if isinstance(exc, RemoteError):
+            print(exc.render())
+        hub_log = team.cli("logs", "-i", str(team.inv_path), "--hub", "-n", "200")
+        print("the hub's log (its users' servers and kernels write there):\n", hub_log.stdout)
+        raise
     finally:
         # their servers go, and their applications with them: the cores are free again
+        # (for the tests after this one too, whatever happened here)
         for user in ("alice", "bob"):
             _stop_server(client, user, creds["users"][user])
 

@@ -1,8 +1,8 @@
 """Private homes and JupyterLab's team defaults, through real kernels of two users.
 
 One namespace host (tests/e2e/test_hub.py's `hub_host`) gets the hub for alice and bob.
-The Spark master does not run there: the kernels are the PySpark kernel, but the cells
-below never name Spark, so its background connection is never waited for.
+Spark does not run there: the kernels are the PySpark kernel, and only the last cell names
+Spark, to see what a notebook shows when Spark does not start.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import secrets
 
 import pytest
 
+from provisioner.errors import RemoteError
 from provisioner.hubapi import HubApi
 from provisioner.render import KERNEL_STARTUP
 
@@ -182,3 +183,14 @@ def test_homes_are_private_and_lab_defaults_to_pyspark(hub_host):  # noqa: F811
         "read_alice_tmp": ["denied", None],
         "read_alice_notebook": ["denied", None],
     }
+
+    # Spark is not on this host: the first cell naming it shows why it did not start
+    # (shell.py missing, tried twice), and `sc` says so when used, not a NameError.
+    with pytest.raises(RemoteError) as failed:
+        api["bob"].execute("bob", kernels["bob"]["id"], "sc.parallelize([1]).count()",
+                           timeout=120)  # fmt: skip
+    assert failed.value.message.startswith(
+        "the kernel raised RuntimeError: Spark did not start, so there is no `sc`"
+    ), failed.value.message
+    assert "shell.py" in (failed.value.log_tail or ""), failed.value.log_tail
+    assert "restart the kernel" in failed.value.message
