@@ -42,12 +42,13 @@ from provisioner.errors import RemoteError
 from provisioner.hub.steps import KERNEL_PATH
 from provisioner.hubapi import HubApi
 from provisioner.inventory import load_inventory
+from provisioner.render import READY_MARKER
 from tests.cloud.test_workflows import cli_env, cluster_resources, run_cli
 from tests.testbed.fixtures import ProjectAudit
 from tests.testbed.hosts import hosts
 
 from .browser import Trust, browser_session, missing_tools
-from .conftest import host_key, wait_for
+from .conftest import host_key, host_log_tail, wait_for
 from .test_hub import HostShell, PinnedClient, _init_pid
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
@@ -133,6 +134,8 @@ class Team:
     inv_path: Path
     admin: Any
     up: subprocess.CompletedProcess[str] | None = None
+    # what the booted nodes showed before `up` brought Spark's secret (see the fixture)
+    before_secret: dict[str, bool] = field(default_factory=dict)
     downed: bool = False
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -165,6 +168,34 @@ class Team:
         return [h for h in hosts.list_hosts() if h.server_id in ids]
 
 
+def _all_booted(cluster: Team) -> bool:
+    booted = cluster.booted()
+    return len(booted) == 4 and all(h.file(READY_MARKER).exists() for h in booted)
+
+
+def _refused(address: str, port: int) -> bool:
+    """True if the address refuses the connection (nothing listens there)."""
+    try:
+        with socket.create_connection((address, port), timeout=5):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+def _spark_before_the_secret(cluster: Team) -> dict[str, bool]:
+    """Each booted node waits for the secret, and nothing listens on Spark's ports (asked
+    from this machine's root namespace, over the cluster's network)."""
+    facts = {}
+    for host in cluster.booted():
+        marker = host.file(READY_MARKER).read_text()
+        facts[f"{host.name} waits for the secret"] = "spark=waiting-for-secret\n" in marker
+        ip = cluster.address(host.name, floating=False)
+        ports = (7077, 8080) if host.name.endswith("-master") else (7078,)
+        for port in ports:
+            facts[f"{host.name}:{port} refused"] = _refused(ip, port)
+    return facts
+
+
 @pytest.fixture(scope="module")
 def team(hostbed, testbed, tmp_path_factory) -> Iterator[Team]:
     tmp = tmp_path_factory.mktemp("team")
@@ -172,9 +203,18 @@ def team(hostbed, testbed, tmp_path_factory) -> Iterator[Team]:
     cluster = Team(tmp=tmp, env=cli_env(tmp, testbed.clouds_yaml), admin=testbed.admin(),
                    inv_path=_team_inventory(tmp / "inv.toml", ["alice", "bob"]))  # fmt: skip
     t = time.monotonic()
-    cluster.up = cluster.cli("up", "-i", str(cluster.inv_path), timeout=900)
-    cluster.timings["up 1+3 (servers, SSH, boot, hub, Spark auth)"] = time.monotonic() - t
     try:
+        # Servers first, and the nodes' boot scripts to their end: the window every cluster
+        # passes through before its SSH stage brings Spark's secret. `up` then goes on.
+        servers = cluster.cli("up", "-i", str(cluster.inv_path), "--until", "servers")
+        if servers.returncode != 0:
+            pytest.fail(f"up --until servers exited {servers.returncode}:\n"
+                        f"{servers.stderr[-3000:]}", pytrace=False)  # fmt: skip
+        wait_for(lambda: _all_booted(cluster), timeout=600, what="every node's boot script",
+                 on_timeout=lambda: "\n".join(host_log_tail(h) for h in cluster.booted()))
+        cluster.before_secret = _spark_before_the_secret(cluster)
+        cluster.up = cluster.cli("up", "-i", str(cluster.inv_path), timeout=900)
+        cluster.timings["up 1+3 (servers, SSH, boot, hub, Spark auth)"] = time.monotonic() - t
         if cluster.up.returncode != 0:
             pytest.fail(f"up exited {cluster.up.returncode}:\n{cluster.up.stderr[-3000:]}",
                         pytrace=False)  # fmt: skip
@@ -202,6 +242,72 @@ def test_up_names_the_credentials_file_off_a_terminal_and_logs_no_password(team)
     assert creds["users"]["bob"] not in up.stdout + up.stderr
     log = (team.tmp / "state" / "sparkstack" / NAME / "sparkstack.log").read_text()
     assert not any(p in log for p in creds["users"].values()), "a password reached the log"
+
+
+# A driver as a hub user runs one (the venv's PySpark, the master's address), minus whatever
+# the environment adds: the test decides which Spark config it reads.
+DRIVER = (
+    "from pyspark.sql import SparkSession; "
+    "s = SparkSession.builder.master('spark://{ip}:7077')"
+    ".config('spark.driver.host', '{ip}').getOrCreate(); "
+    "print('RESULT', s.sparkContext.parallelize(range(10)).sum())"
+)
+
+
+def test_spark_listens_only_once_the_secret_is_there_and_refuses_a_client_without_it(team):
+    """Between a node's boot and the SSH stage nothing listens on 7077 (master) or 7078
+    (workers); the SSH stage brings the secret and starts the daemons (started, not
+    restarted); then a client without the secret is refused at the handshake. (Clients
+    with it: smoke and the users' jobs below; a second `up` keeps the daemons: below.)"""
+    assert len(team.before_secret) == 4 + 5, team.before_secret
+    assert all(team.before_secret.values()), team.before_secret
+    err = " ".join(team.up.stderr.split())
+    started = re.search(r"Spark authentication on; started ((?:[\w-]+, )*[\w-]+)", err)
+    assert started, err
+    names = {f"{NAME}-master"} | {f"{NAME}-worker-{i}" for i in (1, 2, 3)}
+    assert set(started.group(1).split(", ")) == names, started.group(0)
+    assert "restarted" not in err  # a fresh cluster: nothing to restart
+    for host in team.booted():
+        assert "spark=authenticated\n" in host.file(READY_MARKER).read_text(), host.name
+
+    master_ip = team.address(f"{NAME}-master", floating=False)
+    shell = _master_shell(team)
+    driver = shlex.quote(DRIVER.format(ip=master_ip))
+    python = ("PYTHONPATH=/opt/spark/python:$(ls /opt/spark/python/lib/py4j-*-src.zip) "
+              "/opt/sparkstack/venv/bin/python")  # fmt: skip
+    # An empty Spark config, so no secret: the master refuses it at the handshake, and
+    # says so in its log. The client would go on trying: it is stopped once that is there.
+    script = f"""
+refusals() {{ cat /var/log/spark/*Master*.out | grep -c 'Expected SaslMessage'; }}
+before=$(refusals)
+mkdir -p /tmp/noconf && cd /tmp
+timeout 90 runuser -u nobody -- env HOME=/tmp SPARK_HOME=/opt/spark \\
+  SPARK_CONF_DIR=/tmp/noconf {python} -c {driver} >/tmp/noconf/out 2>&1 &
+client=$!
+tries=0
+while [ "$(refusals)" -le "$before" ] && kill -0 $client 2>/dev/null && [ $tries -lt 180 ]; do
+  sleep 0.5; tries=$((tries + 1))
+done
+echo "refused $(( $(refusals) - before ))"
+kill $client 2>/dev/null; wait $client
+cat /tmp/noconf/out
+"""
+    _, out, _ = shell.run(script, check=False, timeout=150)
+    assert out.startswith("refused ") and not out.startswith("refused 0"), out[-2000:]
+    assert "RESULT" not in out, out[-2000:]
+
+
+def _master_shell(team: Team) -> HostShell:
+    master_host = next(h for h in team.booted() if h.name == f"{NAME}-master")
+    return HostShell(master_host, _init_pid(master_host))
+
+
+def _daemon_pids(team: Team) -> dict[str, str]:
+    out = {}
+    for host in team.booted():
+        shell = HostShell(host, _init_pid(host))
+        out[host.name] = shell.run("cat /var/lib/spark/run/*.pid", check=False)[1]
+    return out
 
 
 def test_the_hub_is_trusted_through_the_clusters_ca_with_its_address_checked(team):
@@ -309,10 +415,14 @@ def test_a_browser_trusting_the_ca_logs_in_and_runs_a_pyspark_cell(team, tmp_pat
 
 
 def test_up_again_changes_nothing_and_a_user_added_later_logs_in(team):
+    pids = _daemon_pids(team)
+    assert all(pids.values()) and len(pids) == 4, pids
     again = team.cli("up", "-i", str(team.inv_path))
     assert again.returncode == 0, again.stderr
     assert "nothing to create" in again.stdout
     assert "nothing changed" in again.stderr
+    assert "Spark authentication on" not in again.stderr
+    assert _daemon_pids(team) == pids  # Spark's daemons kept running as they were
 
     _team_inventory(team.inv_path, ["alice", "bob", "carol"])
     added = team.cli("up", "-i", str(team.inv_path))
@@ -336,7 +446,7 @@ def test_no_secret_in_user_data_and_a_hardened_master(team):
         for secret in secrets:
             assert secret not in user_data, f"a secret is in {server.name}'s user_data"
 
-    # (a client without the cluster's secret is refused: test_spark_auth shows it)
+    # (a client without the cluster's secret is refused: the test after `up` shows it)
     master_host = next(h for h in booted if h.name == f"{NAME}-master")
     shell = HostShell(master_host, _init_pid(master_host))
 

@@ -62,14 +62,15 @@ def no_route_out(host: hosts.Host) -> str:
     return result.stdout + result.stderr
 
 
-@pytest.mark.parametrize(("image", "java"), [("debian-12-stock", "openjdk-17-jre-headless"),
-                                             ("debian-13-stock", "openjdk-21-jre-headless")])
+# Debian 13's install (Java 21, Python 3.13) runs in test_image_build, whose builder boots
+# the stock Debian 13 image through the same mirrors and whose cluster then runs `smoke`.
+@pytest.mark.parametrize(("image", "java"), [("debian-12-stock", "openjdk-17-jre-headless")])
 def test_up_on_a_stock_image_through_mirrors_smoke_again_and_down(
     hostbed, clean_project, tmp_path, image, java
 ):
     admin = clean_project.admin()
     env = cli_env(tmp_path, clean_project.clouds_yaml)
-    name = "st12" if image.startswith("debian-12") else "st13"
+    name = "st12"
     # One worker shows what every worker installs; a second would only add load.
     inv = write_inventory(tmp_path / "inv.toml", name=name, image=image, workers=1)
     timings: dict[str, float] = {}
