@@ -1,4 +1,4 @@
-"""JupyterHub on the master: pure configuration (config) and idempotent steps (steps).
+"""JupyterHub on the master: pure configuration (config) and idempotent steps (steps, accounts).
 
 The steps talk to the node only through :class:`Shell`; see its docstring for what an
 implementation must guarantee.
@@ -6,19 +6,18 @@ implementation must guarantee.
 
 from __future__ import annotations
 
+from provisioner.hub.accounts import UsersStep, ensure_users
 from provisioner.hub.acme import ensure_acme_certificate, ensure_acme_client
 from provisioner.hub.config import HubPaths, HubSettings, render_config, render_unit
 from provisioner.hub.shell import Shell, Step, Sudo
 from provisioner.hub.steps import (
     HubReport,
-    UsersStep,
     ensure_config,
     ensure_dirs,
     ensure_hub,
     ensure_kernel,
     ensure_secrets,
     ensure_service,
-    ensure_users,
     wait_for_hub,
 )
 from provisioner.hub.tls import TlsStep, ensure_tls, fingerprint

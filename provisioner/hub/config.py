@@ -10,7 +10,6 @@ them from at start.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,26 +17,19 @@ from pathlib import Path
 
 from provisioner import inventory as inv_mod
 from provisioner.errors import UserInputError
+from provisioner.hub.singleuser import singleuser_cmd
 from provisioner.inventory import Inventory
 from provisioner.inventory.names import SMOKE_USER
 from provisioner.inventory.services import LETSENCRYPT_DIRECTORY
-from provisioner.render import KERNEL_DIR
+from provisioner.render import VENV as VENV  # where the hub and its users' servers run
 
 log = logging.getLogger(__name__)
 
-VENV = "/opt/sparkstack/venv"
 UNIT_NAME = "sparkstack-hub"
 # The certificate's renewal (tls.mode = "acme"): a oneshot service and its timer.
 ACME_UNIT_NAME = "sparkstack-hub-acme"
 # Port 80 with tls.mode = "acme": redirects to HTTPS, answers the CA's HTTP-01 requests.
 HTTP_UNIT_NAME = "sparkstack-hub-http"
-# The kernelspec's name: the directory kernel.json is in.
-PYSPARK_KERNEL = KERNEL_DIR.rstrip("/").rsplit("/", 1)[-1]
-# Every user's server, and all it starts (kernels, terminals, the Spark driver), makes
-# files only its user can read: notebooks, data written from a kernel, files in /tmp.
-SINGLEUSER_UMASK = "077"
-
-
 @dataclass(frozen=True)
 class HubPaths:
     """Where the hub's files live on the master. State under /var/lib, never /root."""
@@ -343,63 +335,6 @@ def render_config(settings: HubSettings, *, former_users: Iterable[str] = ()) ->
         lines += ["# culling.server_idle_timeout = 0: servers are never culled."]
     lines.append(f"c.JupyterHub.load_roles = {_py(roles)}")
     return "\n".join(lines) + "\n"
-
-
-def singleuser_cmd() -> list[str]:
-    """The single-user server's command: jupyterhub-singleuser under umask 077.
-
-    A shell sets the umask and execs the server in place (same pid, the spawner's
-    arguments passed through as "$@"). It is the command, not a preexec hook of
-    LocalProcessSpawner, that carries it: every spawner runs `Spawner.cmd` (a systemd
-    unit made by another spawner would otherwise start with systemd's umask 022), and no
-    hub internals are subclassed. The umask is inherited by the kernels, terminals and
-    Spark driver the server starts; Jupyter saves a new notebook with the process's umask
-    and keeps an existing file's mode.
-    """
-    return ["/bin/sh", "-c", f'umask {SINGLEUSER_UMASK} && exec "$@"', "singleuser",
-            f"{VENV}/bin/jupyterhub-singleuser"]  # fmt: skip
-
-
-def singleuser_config() -> dict[str, dict[str, object]]:
-    """What every user's server is configured with, beyond the hub's arguments.
-
-    The PySpark kernel is the default: what a new notebook gets, and what JupyterLab's
-    launcher lists first (it ranks the default kernel before all others). It is also the
-    only kernel offered: the venv's own "Python 3 (ipykernel)" would start without `sc`,
-    and jupyter_client's allow-list is the one setting that hides it (its kernel_dirs is
-    not configurable, and ensure_native_kernel only stops it being added when it is not
-    installed - ipykernel installs it into the venv). No news feed or update check is
-    fetched from the internet by every user's server.
-    """
-    return {
-        "MappingKernelManager": {"default_kernel_name": PYSPARK_KERNEL},
-        "KernelSpecManager": {"allowed_kernelspecs": [PYSPARK_KERNEL]},
-        "LabApp": {
-            "news_url": None,
-            "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
-        },
-    }
-
-
-def render_singleuser_config() -> str:
-    """jupyter_server_config.json, which each server reads from every JUPYTER_CONFIG_PATH
-    directory at its start."""
-    return json.dumps(singleuser_config(), indent=2, sort_keys=True) + "\n"
-
-
-# JupyterLab 4.6's settings schema @jupyterlab/apputils-extension:notification: fetchNews
-# "none" (its default) asks every user about the Jupyter news; "false" is "Never".
-LAB_SETTING_DEFAULTS: dict[str, dict[str, object]] = {
-    "@jupyterlab/apputils-extension:notification": {
-        "fetchNews": "false",
-        "checkForUpdates": False,
-    },
-}
-
-
-def render_lab_overrides() -> str:
-    """labconfig/default_setting_overrides.json: JupyterLab's setting defaults."""
-    return json.dumps(LAB_SETTING_DEFAULTS, indent=2, sort_keys=True) + "\n"
 
 
 def render_unit(settings: HubSettings) -> str:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from provisioner.errors import RemoteError, UserInputError
 from provisioner.hub import HubSettings, Shell
+from provisioner.hub.accounts import new_password, set_password
 from provisioner.hub.shell import MASTER, q
-from provisioner.hub.steps import new_password, set_password, settings_url
+from provisioner.hub.steps import settings_url
 from provisioner.hub.tls import fingerprint
 from provisioner.inventory import Inventory
 from provisioner.keys import config_dir, credentials_path, save_credentials

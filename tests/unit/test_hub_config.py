@@ -33,8 +33,8 @@ from provisioner.hub.acme import (
     render_renew_service,
     render_renew_timer,
 )
-from provisioner.hub.config import (
-    CULLER_SCOPES,
+from provisioner.hub.config import CULLER_SCOPES
+from provisioner.hub.singleuser import (
     PYSPARK_KERNEL,
     render_lab_overrides,
     render_singleuser_config,
