@@ -1,7 +1,8 @@
-"""`sparkstack image build` on the bed: a stock Debian 13 image in, through the bed's mirrors; a Glance
-snapshot out (the bed's compute driver packs the builder's disk for real); a cluster on it
-installs nothing at boot, passes `smoke`, and `down` leaves nothing. A build that fails, or
-is interrupted while the snapshot is being made, leaves no builder and no half-made image.
+"""`sparkstack image build` on the bed: a stock Debian 13 image in, through the bed's
+mirrors; a Glance snapshot out (the bed's compute driver packs the builder's disk for
+real); a cluster on it installs nothing at boot, passes `smoke`, and `down` leaves nothing.
+A build that fails, or is interrupted while the snapshot is being made, leaves no builder
+and no half-made image.
 """
 
 from __future__ import annotations
