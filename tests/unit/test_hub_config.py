@@ -319,6 +319,8 @@ def _cert(addresses: list[str], *, days: int = 825) -> bytes:
         (_cert([]), ["10.0.0.5"], "does not cover 10.0.0.5"),
         (_cert(["10.0.0.5"], days=10), ["10.0.0.5"], "expires"),
     ],
+    # made afresh at each collection: ids that do not change, for pytest-xdist's workers
+    ids=["none", "not-pem", "covers-both", "misses-one", "no-addresses", "expires-soon"],
 )
 def test_when_a_self_signed_certificate_is_remade(cert, wanted, problem):
     found = cert_problem(cert, addresses=wanted)
@@ -439,6 +441,8 @@ def _issued(names: list[str], *, days: int = 90, self_signed: bool = False) -> b
         # What the hub had in self-signed mode: IPs only.
         (_cert(["10.0.0.5"]), "self-signed"),
     ],
+    ids=["none", "not-pem", "one-name", "two-names", "expires-soon", "other-name",
+         "no-names", "self-signed-name", "self-signed-ips"],  # fmt: skip
 )
 def test_when_an_acme_certificate_is_obtained_again(cert, problem):
     found = acme_cert_problem(cert, domain="hub.example.org")
