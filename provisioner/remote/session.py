@@ -46,6 +46,8 @@ _ABSENT = 44
 
 # One attempt never waits longer than this, so a deadline far away still gets retries.
 _ATTEMPT_TIMEOUT = 15.0
+# How long output may still come after the exit status, before the channel's EOF.
+EOF_GRACE = 1.0
 
 T = TypeVar("T")
 
@@ -205,6 +207,7 @@ class Session:
                               step="ssh") from e
         out, err = bytearray(), bytearray()
         end = time.monotonic() + timeout
+        eof_wait: float | None = None
         try:
             chan.settimeout(timeout)
             chan.exec_command(command)
@@ -224,11 +227,18 @@ class Session:
                     err += chan.recv_stderr(65536)
                 if chan.exit_status_ready() and not (chan.recv_ready()
                                                      or chan.recv_stderr_ready()):
-                    return chan.recv_exit_status(), bytes(out), bytes(err)
+                    # sshd may send the exit status before the last of the output (it drains
+                    # the pipe after the command exits): the output ends at the channel's
+                    # EOF. A process left behind with the pipe open keeps the EOF away, so
+                    # it is waited for a moment only.
+                    if eof_wait is None:
+                        eof_wait = time.monotonic() + EOF_GRACE
+                    if chan.eof_received or chan.closed or time.monotonic() >= eof_wait:
+                        return chan.recv_exit_status(), bytes(out), bytes(err)
                 left = end - time.monotonic()
                 if left <= 0:
                     raise TimeoutError
-                select.select([chan], [], [], min(left, 0.2))
+                select.select([chan], [], [], min(left, 0.2 if eof_wait is None else 0.02))
         except TimeoutError as e:
             raise RemoteError(f"command did not finish within {timeout:.0f} s on {where}",
                               resource=where, step="remote", log_tail=_tail(err or out)) from e

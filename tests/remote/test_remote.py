@@ -234,6 +234,22 @@ def test_run_feeds_input_and_times_out(session: remote.Session) -> None:
     assert session.run("echo still usable").stdout == "still usable\n"
 
 
+def test_output_after_the_exit_status_is_kept(session: remote.Session) -> None:
+    """sshd sends the exit status when the command exits and drains the pipe after it: the
+    last output can come after the status (seen as a lost final newline on a busy
+    machine). A child that outlives the shell for a moment makes that certain here."""
+    assert session.run("(sleep 0.3; echo late) & echo early").stdout == "early\nlate\n"
+
+
+def test_a_process_left_holding_the_output_does_not_hold_the_command(
+    session: remote.Session,
+) -> None:
+    # no EOF until the sleep ends: `run` waits for it only a moment after the status
+    started = time.monotonic()
+    assert session.run("sleep 8 & echo started").stdout == "started\n"
+    assert time.monotonic() - started < 6, "run waited for the process left behind"
+
+
 def test_put_writes_a_secret_never_readable_by_others(
     session: remote.Session, tmp_path: Path
 ) -> None:
