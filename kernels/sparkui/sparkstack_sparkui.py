@@ -77,7 +77,7 @@ def _handler() -> type:
     from jupyter_server.base.handlers import JupyterHandler
     from jupyter_server.utils import url_path_join
     from tornado import web
-    from tornado.httpclient import AsyncHTTPClient
+    from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
     class SparkUIHandler(JupyterHandler):
         @web.authenticated
@@ -97,17 +97,18 @@ def _handler() -> type:
             if self.request.query:
                 url += f"?{self.request.query}"
             prefix = url_path_join(self.base_url, "sparkui", str(port))
-            answer = await AsyncHTTPClient().fetch(
-                url,
-                method=self.request.method or "GET",
-                headers={"X-Forwarded-Context": prefix,
-                         "Accept": self.request.headers.get("Accept", "*/*")},
-                follow_redirects=False,
-                raise_error=False,
-                request_timeout=60,
-            )  # fmt: skip
-            if answer.code == 599:  # no answer at all: the application ended meanwhile
-                raise web.HTTPError(502, f"the Spark UI on port {port} did not answer")
+            try:
+                answer = await AsyncHTTPClient().fetch(
+                    url,
+                    method=self.request.method or "GET",
+                    headers={"X-Forwarded-Context": prefix,
+                             "Accept": self.request.headers.get("Accept", "*/*")},
+                    follow_redirects=False,
+                    raise_error=False,  # Spark's own 4xx/5xx go to the browser as they are
+                    request_timeout=60,
+                )  # fmt: skip
+            except (OSError, HTTPClientError) as exc:  # the application ended meanwhile
+                raise web.HTTPError(502, f"the UI on port {port} did not answer: {exc}") from None
             self.set_status(answer.code, answer.reason)
             for name in PASSED_HEADERS:
                 if name in answer.headers:
