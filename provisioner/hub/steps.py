@@ -125,7 +125,7 @@ def ensure_lab(shell: Shell, settings: HubSettings) -> Step:
         )
         if shell.put(path, text.encode(), mode=0o644, owner="root", group="root")
     ]
-    return Step("lab", bool(wrote), "wrote " + " and ".join(wrote) if wrote else "up to date")
+    return Step("lab", bool(wrote), "wrote " + ", ".join(wrote) if wrote else "up to date")
 
 
 def ensure_kernel(shell: Shell, *, inv: Inventory, master_ip: str) -> Step:
