@@ -7,6 +7,9 @@ SparkSession, SparkContext) first waits for it, then finds `spark` and `sc` as s
 made them. Other cells run at once. Once Spark is there, Ctrl-C (the kernel's interrupt)
 cancels the running Spark jobs, as shell.py does in a terminal.
 
+The first cell that names Spark shows a link to the application's UI (jobs, stages,
+executors) through the user's own notebook server, and `spark_ui` holds it.
+
 When Spark does not start (it is tried twice), the first cell that names it shows Spark's
 own error, and `spark`, `sc`, ... say so when used.
 
@@ -22,6 +25,7 @@ import signal
 import sys
 import threading
 import traceback
+from urllib.parse import urlsplit
 
 
 def _sparkstack_start_spark() -> None:
@@ -97,6 +101,7 @@ def _sparkstack_start_spark() -> None:
             if name in state["ns"]:
                 ipython.user_ns.setdefault(name, state["ns"][name])
         context = state["ns"].get("sc")
+        show_ui_link(context)
 
         def interrupt(signum, frame):
             if context is not None:
@@ -104,6 +109,23 @@ def _sparkstack_start_spark() -> None:
             raise KeyboardInterrupt
 
         signal.signal(signal.SIGINT, interrupt)
+
+    def show_ui_link(context) -> None:
+        # The application's UI through the user's own server (its sparkui extension):
+        # a link above the first Spark cell's output, and `spark_ui` for later.
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
+        try:
+            port = urlsplit(context.uiWebUrl).port if context is not None else None
+        except Exception:  # the UI is off (spark.ui.enabled=false)
+            port = None
+        if not prefix or not port:
+            return
+        link = f"{prefix.rstrip('/')}/sparkui/{port}/"
+        ipython.user_ns.setdefault("spark_ui", link)
+        from IPython.display import display
+
+        # HTML only: a client that reads text/plain (sparkstack smoke) sees nothing here
+        display({"text/html": f'<a href="{link}" target="_blank">Spark UI</a>'}, raw=True)
 
     ipython.events.register("pre_run_cell", before_cell)
 

@@ -64,6 +64,20 @@ class HubPaths:
         return f"{self.singleuser_dir}/jupyter_server_config.json"
 
     @property
+    def singleuser_python(self) -> str:
+        """On the servers' PYTHONPATH: the Spark UI extension (hub/singleuser.py)."""
+        return f"{self.singleuser_dir}/python"
+
+    @property
+    def sparkui_module(self) -> str:
+        return f"{self.singleuser_python}/sparkstack_sparkui.py"
+
+    @property
+    def sparkui_enabled(self) -> str:
+        """Where `jupyter server extension enable` would write it, for this config path."""
+        return f"{self.singleuser_dir}/jupyter_server_config.d/sparkstack_sparkui.json"
+
+    @property
     def lab_overrides(self) -> str:
         """JupyterLab's defaults for its settings (a user's own choice still wins)."""
         return f"{self.singleuser_dir}/labconfig/default_setting_overrides.json"
@@ -293,8 +307,10 @@ def render_config(settings: HubSettings, *, former_users: Iterable[str] = ()) ->
         # SparkSession in any kernel then use the cluster, like the PySpark kernel does.
         # JUPYTER_CONFIG_PATH: the server's own config (the PySpark kernel as the default)
         # and JupyterLab's setting defaults (no news prompt), from root-owned files.
+        # PYTHONPATH: the Spark UI extension it enables (kernels set their own path).
         "c.Spawner.environment = "
-        + _py({"MASTER": settings.spark_master_url, "JUPYTER_CONFIG_PATH": p.singleuser_dir}),
+        + _py({"MASTER": settings.spark_master_url, "JUPYTER_CONFIG_PATH": p.singleuser_dir,
+               "PYTHONPATH": p.singleuser_python}),  # fmt: skip
     ]
     kernel_timeout = settings.kernel_idle_timeout
     if kernel_timeout:

@@ -8,8 +8,13 @@ them at its start (JUPYTER_CONFIG_PATH), so changing them needs no hub restart.
 from __future__ import annotations
 
 import json
+from importlib.resources import files
 
 from provisioner.render import KERNEL_DIR, VENV
+
+# The jupyter_server extension that serves each user's Spark UIs through their server
+# (kernels/sparkui/): its module name on the servers' PYTHONPATH.
+SPARKUI_EXTENSION = "sparkstack_sparkui"
 
 # The kernelspec's name: the directory kernel.json is in.
 PYSPARK_KERNEL = KERNEL_DIR.rstrip("/").rsplit("/", 1)[-1]
@@ -73,3 +78,15 @@ LAB_SETTING_DEFAULTS: dict[str, dict[str, object]] = {
 def render_lab_overrides() -> str:
     """labconfig/default_setting_overrides.json: JupyterLab's setting defaults."""
     return json.dumps(LAB_SETTING_DEFAULTS, indent=2, sort_keys=True) + "\n"
+
+
+def sparkui_module() -> str:
+    """kernels/sparkui/sparkstack_sparkui.py, the extension's code."""
+    return files("provisioner.kernels").joinpath("sparkui", f"{SPARKUI_EXTENSION}.py").read_text()
+
+
+def render_sparkui_enabled() -> str:
+    """The file `jupyter server extension enable` writes: the extension on, for every
+    server that reads this config path."""
+    enabled = {"ServerApp": {"jpserver_extensions": {SPARKUI_EXTENSION: True}}}
+    return json.dumps(enabled, indent=2, sort_keys=True) + "\n"

@@ -30,7 +30,12 @@ from provisioner.hub.ca import ClusterCA
 from provisioner.hub.config import UNIT_NAME, HubSettings, render_config, render_unit
 from provisioner.hub.packages import ensure_packages
 from provisioner.hub.shell import MASTER, Shell, Step, q
-from provisioner.hub.singleuser import render_lab_overrides, render_singleuser_config
+from provisioner.hub.singleuser import (
+    render_lab_overrides,
+    render_singleuser_config,
+    render_sparkui_enabled,
+    sparkui_module,
+)
 from provisioner.hub.systemd import ensure_running
 from provisioner.hub.tls import TlsStep, ensure_tls
 from provisioner.inventory import Inventory
@@ -103,20 +108,24 @@ def ensure_secrets(shell: Shell, settings: HubSettings) -> Step:
 
 def ensure_lab(shell: Shell, settings: HubSettings) -> Step:
     """What every user's JupyterLab server reads at its start (JUPYTER_CONFIG_PATH): its
-    config (the PySpark kernel, the default and only one offered) and JupyterLab's setting
-    defaults (no news prompt). Servers read them when they start: no hub restart."""
+    config (the PySpark kernel, the default and only one offered), JupyterLab's setting
+    defaults (no news prompt) and the Spark UI extension (on its PYTHONPATH) with the file
+    that enables it. Servers read them when they start: no hub restart."""
     p = settings.paths
-    labconfig = p.lab_overrides.rsplit("/", 1)[0]
-    shell.run(f"install -d -m 0755 -o root -g root {q(p.singleuser_dir)} {q(labconfig)}")
+    dirs = [p.singleuser_dir] + [path.rsplit("/", 1)[0] for path in
+                                 (p.lab_overrides, p.sparkui_module, p.sparkui_enabled)]
+    shell.run("install -d -m 0755 -o root -g root " + " ".join(q(d) for d in dirs))
     wrote = [
         name
         for name, path, text in (
             ("server config", p.singleuser_config, render_singleuser_config()),
             ("lab settings", p.lab_overrides, render_lab_overrides()),
+            ("Spark UI extension", p.sparkui_module, sparkui_module()),
+            ("its switch", p.sparkui_enabled, render_sparkui_enabled()),
         )
         if shell.put(path, text.encode(), mode=0o644, owner="root", group="root")
     ]
-    return Step("lab", bool(wrote), "wrote " + " and ".join(wrote) if wrote else "up to date")
+    return Step("lab", bool(wrote), "wrote " + ", ".join(wrote) if wrote else "up to date")
 
 
 def ensure_kernel(shell: Shell, *, inv: Inventory, master_ip: str) -> Step:

@@ -96,8 +96,9 @@ def _team_inventory(path: Path, users: list[str]) -> Path:
 
 
 def run_job(client: PinnedClient, api_host: str, port: int, fingerprint: str, user: str,
-            password: str) -> tuple[str, str]:
-    """As a person would: log in, start a server, open the PySpark kernel, run the job."""
+            password: str) -> tuple[str, str, str]:
+    """As a person would: log in, start a server, open the PySpark kernel, run the job.
+    The job's answer, its application's id, and where its UI is through the hub."""
     # the token request authenticates with the password itself (a cookie session would
     # need the form's _xsrf): ask for it before the browser-style login
     token = client.token(user, password)
@@ -109,7 +110,7 @@ def run_job(client: PinnedClient, api_host: str, port: int, fingerprint: str, us
     kernel = api.call("POST", f"/user/{user}/api/kernels", {"name": "pyspark"}, expect=(201,))
     answer = api.execute(user, kernel["id"], JOB, timeout=300)
     app = api.execute(user, kernel["id"], "print(sc.applicationId)", timeout=60)
-    return answer, app
+    return answer, app, api.execute(user, kernel["id"], "print(spark_ui)", timeout=60)
 
 
 def secrets_on(host: hosts.Host) -> list[str]:
@@ -344,9 +345,21 @@ def test_two_users_at_once_are_two_applications_within_cores_max(team):
             ]  # fmt: skip
             results = [f.result() for f in futures]
         team.timings["two users, a job each, at once"] = time.monotonic() - t
-        assert [answer for answer, _ in results] == [JOB_ANSWER] * 2
-        apps = {app for _, app in results}
+        assert [answer for answer, _, _ in results] == [JOB_ANSWER] * 2
+        apps = {app for _, app, _ in results}
         assert len(apps) == 2, results
+        # each application's UI, through its user's own server, for that user only
+        tokens = {u: client.token(u, creds["users"][u]) for u in ("alice", "bob")}
+        for (user, other), (_, _, ui) in zip((("alice", "bob"), ("bob", "alice")), results,
+                                              strict=True):  # fmt: skip
+            assert re.fullmatch(rf"/user/{user}/sparkui/\d+/", ui), ui
+            status, headers, _ = client.request("GET", ui, token=tokens[user])
+            assert (status, headers["Location"]) == (302, f"{ui}jobs/")
+            status, _, page = client.request("GET", f"{ui}jobs/", token=tokens[user])
+            assert status == 200 and b"Spark Jobs" in page, (status, page[:300])
+            assert f'href="{ui}stages/"'.encode() in page  # its links work under the prefix
+            status, _, page = client.request("GET", f"{ui}jobs/", token=tokens[other])
+            assert status != 200 and b"Spark Jobs" not in page, (user, other, status)
         # both still hold their executors: each within the per-application core limit
         master_ip = team.address(f"{NAME}-master", floating=False)
         active = {a["id"]: a for a in _master_json(master_ip)["activeapps"]}
@@ -402,7 +415,13 @@ def test_a_browser_trusting_the_ca_logs_in_and_runs_a_pyspark_cell(team, tmp_pat
             assert browser.login_error() is None
             browser.wait_for_lab()
             browser.open_notebook(kernel)
-            assert browser.run_cell("sc.parallelize(range(10)).sum()", timeout=180) == "45"
+            # the first Spark cell: its answer, under a link to the application's UI
+            shown = browser.run_cell("sc.parallelize(range(10)).sum()", timeout=180)
+            assert shown.splitlines() == ["Spark UI", "45"], shown
+            ui = browser.open_link_in_new_tab("Spark UI")
+            assert re.fullmatch(rf"https://{re.escape(fip)}/user/bob/sparkui/\d+/jobs/", ui), ui
+            assert "Spark Jobs" in browser.driver.title, browser.driver.title
+            browser.driver.switch_to.window(browser.tabs()[0])
             # a URL a cell prints is a link that opens in a new tab, still logged in
             home = f"https://{fip}/hub/home"
             assert browser.run_cell(f"print({home!r})") == home

@@ -72,6 +72,32 @@ print(json.dumps({
 }))
 """
 
+# A web server in the kernel's own process, on a port of the kernel's user; prints its port.
+FAKE_UI = """\
+import http.server, json, threading
+
+class _UI(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        context = self.headers.get("X-Forwarded-Context", "")
+        if self.path == "/away":
+            self.send_response(302)
+            self.send_header("Location", f"http://{self.headers['Host']}{context}/jobs/")
+            self.end_headers()
+            return
+        body = json.dumps({"path": self.path, "context": context}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+_ui = http.server.ThreadingHTTPServer(("0.0.0.0", 0), _UI)
+threading.Thread(target=_ui.serve_forever, daemon=True).start()
+print(_ui.server_address[1])
+"""
+
 NOTEBOOK = {
     "type": "notebook",
     "format": "json",
@@ -194,3 +220,23 @@ def test_homes_are_private_and_lab_defaults_to_pyspark(hub_host):  # noqa: F811
     ), failed.value.message
     assert "shell.py" in (failed.value.log_tail or ""), failed.value.log_tail
     assert "restart the kernel" in failed.value.message
+
+    # Spark's application UIs through each user's own server (the sparkstack_sparkui
+    # extension): a listener of alice's own stands for her driver's UI, answering what
+    # it was asked and redirecting as Spark's Jetty does (absolute, under the prefix).
+    alice_port = int(api["alice"].execute("alice", kernels["alice"]["id"], FAKE_UI, timeout=60))
+    bob_port = int(api["bob"].execute("bob", kernels["bob"]["id"], FAKE_UI, timeout=60))
+    prefix = f"/user/alice/sparkui/{alice_port}"
+    status, _, body = client.request("GET", f"{prefix}/echo?x=1", token=tokens["alice"])
+    assert status == 200, body[:300]
+    assert json.loads(body) == {"path": "/echo?x=1", "context": prefix}
+    status, headers, _ = client.request("GET", f"{prefix}/away", token=tokens["alice"])
+    assert (status, headers["Location"]) == (302, f"{prefix}/jobs/")
+    # bob may not use alice's server at all: the hub sends him to log in, nothing served
+    status, headers, body = client.request("GET", f"{prefix}/echo", token=tokens["bob"])
+    assert status != 200 and b'"context"' not in body, (status, body[:300])
+    # through her own server, alice reaches only ports her own processes listen on
+    for port in (bob_port, 443, 22):
+        status, _, body = client.request("GET", f"/user/alice/sparkui/{port}/",
+                                         token=tokens["alice"])  # fmt: skip
+        assert status == 404, (port, status, body[:300])

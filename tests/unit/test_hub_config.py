@@ -36,8 +36,11 @@ from provisioner.hub.acme import (
 from provisioner.hub.config import CULLER_SCOPES
 from provisioner.hub.singleuser import (
     PYSPARK_KERNEL,
+    SPARKUI_EXTENSION,
     render_lab_overrides,
     render_singleuser_config,
+    render_sparkui_enabled,
+    sparkui_module,
 )
 from provisioner.hub.tls import cert_problem, fingerprint, openssl_config
 from provisioner.inventory import HUB_API_PORT, PROXY_API_PORT, parse_inventory
@@ -178,7 +181,14 @@ def test_single_user_server_is_jupyterlab_from_the_venv_with_the_cluster(tmp_pat
     assert c.Spawner.cmd[-1] == "/opt/sparkstack/venv/bin/jupyterhub-singleuser"
     assert c.Spawner.default_url == "/lab"
     assert c.Spawner.environment == {"MASTER": "spark://10.0.0.5:7077",
-                                     "JUPYTER_CONFIG_PATH": settings.paths.singleuser_dir}
+                                     "JUPYTER_CONFIG_PATH": settings.paths.singleuser_dir,
+                                     "PYTHONPATH": settings.paths.singleuser_python}
+    # the Spark UI extension: on that path, and switched on where the servers read config
+    assert settings.paths.sparkui_module.startswith(settings.paths.singleuser_python + "/")
+    assert settings.paths.sparkui_enabled.startswith(settings.paths.singleuser_dir + "/")
+    assert json.loads(render_sparkui_enabled()) == {
+        "ServerApp": {"jpserver_extensions": {SPARKUI_EXTENSION: True}}}
+    assert "def _jupyter_server_extension_points" in sparkui_module()
     # A hub restart (a user added) must not stop everybody's notebooks.
     assert c.JupyterHub.cleanup_servers is False
 
