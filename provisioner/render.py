@@ -8,6 +8,7 @@ renders exactly what the source tree does.
 
 from __future__ import annotations
 
+import ast
 import base64
 import functools
 import gzip
@@ -327,8 +328,20 @@ def default_py4j_zip() -> str:
 
 
 def kernel_startup() -> str:
-    """kernels/pyspark/startup.py: the kernel's PYTHONSTARTUP on a master sparkstack set up."""
-    return files("provisioner.kernels").joinpath("pyspark", "startup.py").read_text()
+    """kernels/pyspark/startup.py: the kernel's PYTHONSTARTUP on a master sparkstack set up.
+
+    Its code only, without docstrings and comments: it travels in the master's user_data,
+    which Horizon's form sends uncompressed within Nova's 64 KiB.
+    """
+    source = files("provisioner.kernels").joinpath("pyspark", "startup.py").read_text()
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, ast.Module | ast.FunctionDef | ast.ClassDef) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):  # fmt: skip
+            node.body = body[1:] or [ast.Pass()]
+    return f"# sparkstack: kernels/pyspark/startup.py, documented there\n{ast.unparse(tree)}\n"
 
 
 def _kernel_json(inv: Inventory, *, master_ip: str, py4j_zip: str, java_home: str,

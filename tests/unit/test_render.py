@@ -425,7 +425,9 @@ def test_the_masters_kernel_starts_spark_in_the_background():
     startup = files[R.KERNEL_STARTUP]
     assert startup == R.kernel_startup()
     # the startup script runs Spark's own shell.py, in a thread, and waits before Spark cells
-    assert 'os.path.join(os.environ["SPARK_HOME"], "python", "pyspark", "shell.py")' in startup
+    # (the node gets its code only: ast.unparse writes strings in single quotes)
+    assert "os.path.join(os.environ['SPARK_HOME'], 'python', 'pyspark', 'shell.py')" in startup
     assert "threading.Thread(target=connect" in startup
-    assert 'ipython.events.register("pre_run_cell"' in startup
+    assert "ipython.events.register('pre_run_cell'" in startup
+    assert '"""' not in startup and "\n    # " not in startup  # docstrings and comments
     compile(startup, R.KERNEL_STARTUP, "exec")
