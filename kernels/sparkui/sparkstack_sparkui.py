@@ -7,7 +7,8 @@ user, and admins allowed to reach the user's server), as for the notebooks. What
 forwarded is only a port on which a process of the server's own user listens, read from
 the kernel's socket tables, so neither the Spark master's UI (the spark user's) nor
 another user's application is reachable through it. Spark writes its links and redirects
-under the prefix it is sent in X-Forwarded-Context, so every page works under it.
+under the prefix it is sent in X-Forwarded-Context (its "/" redirect aside, which is put
+under it here), so every page works under it.
 
 GET and HEAD only: Spark's kill buttons post a form, which the server's XSRF check would
 refuse anyway; stop a job from the notebook (the kernel's interrupt cancels it).
@@ -59,6 +60,17 @@ def listening_address(port: int, uid: int, tables: tuple[str, ...] = TCP_TABLES)
             if int(port_hex, 16) == port:
                 return _address(address)
     return None
+
+
+def relocated(location: str, prefix: str) -> str:
+    """Where a redirect of the UI's sends the browser: its Jetty makes redirects absolute
+    with the address asked here (which the browser cannot reach), and its "/" -> "/jobs/"
+    ignores X-Forwarded-Context, so a path not under the prefix gets it."""
+    parts = urlsplit(location)
+    path = parts.path or "/"
+    if not (path == prefix or path.startswith(prefix + "/")):
+        path = prefix + (path if path.startswith("/") else "/" + path)
+    return path + (f"?{parts.query}" if parts.query else "")
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
@@ -114,10 +126,7 @@ def _handler() -> type:
                 if name in answer.headers:
                     self.set_header(name, answer.headers[name])
             if location := answer.headers.get("Location"):
-                # Spark's redirects carry the prefix already; its Jetty makes them absolute
-                # with the address asked here, which the browser cannot reach.
-                parts = urlsplit(location)
-                self.set_header("Location", parts.path + (f"?{parts.query}" if parts.query else ""))
+                self.set_header("Location", relocated(location, prefix))
             if self.request.method != "HEAD" and answer.body:
                 self.write(answer.body)
 

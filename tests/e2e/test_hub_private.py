@@ -79,9 +79,10 @@ import http.server, json, threading
 class _UI(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         context = self.headers.get("X-Forwarded-Context", "")
-        if self.path == "/away":
+        if self.path in ("/away", "/"):  # "/" as Spark's own: without the prefix
             self.send_response(302)
-            self.send_header("Location", f"http://{self.headers['Host']}{context}/jobs/")
+            base = context if self.path == "/away" else ""
+            self.send_header("Location", f"http://{self.headers['Host']}{base}/jobs/")
             self.end_headers()
             return
         body = json.dumps({"path": self.path, "context": context}).encode()
@@ -230,8 +231,9 @@ def test_homes_are_private_and_lab_defaults_to_pyspark(hub_host):  # noqa: F811
     status, _, body = client.request("GET", f"{prefix}/echo?x=1", token=tokens["alice"])
     assert status == 200, body[:300]
     assert json.loads(body) == {"path": "/echo?x=1", "context": prefix}
-    status, headers, _ = client.request("GET", f"{prefix}/away", token=tokens["alice"])
-    assert (status, headers["Location"]) == (302, f"{prefix}/jobs/")
+    for path in ("/away", "/"):
+        status, headers, _ = client.request("GET", f"{prefix}{path}", token=tokens["alice"])
+        assert (status, headers["Location"]) == (302, f"{prefix}/jobs/"), path
     # bob may not use alice's server at all: the hub sends him to log in, nothing served
     status, headers, body = client.request("GET", f"{prefix}/echo", token=tokens["bob"])
     assert status != 200 and b'"context"' not in body, (status, body[:300])

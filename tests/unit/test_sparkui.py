@@ -92,3 +92,20 @@ def test_unreadable_tables_find_nothing(tmp_path, sockets):
     s = _listen(socket.AF_INET, "127.0.0.1")
     sockets.append(s)
     assert sparkui.listening_address(_port(s), os.getuid(), tables=(str(tmp_path / "no"),)) is None
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        # what Spark's Jetty sends for a page link: absolute, under the prefix already
+        ("http://10.0.0.5:4040/user/a/sparkui/4040/jobs/?id=1", "/user/a/sparkui/4040/jobs/?id=1"),
+        # its "/" -> "/jobs/", which ignores X-Forwarded-Context
+        ("http://10.0.0.5:4040/jobs/", "/user/a/sparkui/4040/jobs/"),
+        ("/stages/", "/user/a/sparkui/4040/stages/"),
+        ("/user/a/sparkui/4040", "/user/a/sparkui/4040"),
+        # a look-alike of the prefix is not the prefix
+        ("/user/a/sparkui/40401/", "/user/a/sparkui/4040/user/a/sparkui/40401/"),
+    ],
+)
+def test_redirects_stay_under_the_prefix_on_the_hubs_address(location, expected):
+    assert sparkui.relocated(location, "/user/a/sparkui/4040") == expected
