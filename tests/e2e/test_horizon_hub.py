@@ -7,6 +7,7 @@ over SSH and installs the hub's packages through the inventory's mirrors."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -73,9 +74,11 @@ def test_hub_for_a_master_launched_from_horizon_on_a_stock_image(hostbed, clean_
             (tmp_path / "config" / "sparkstack" / "hz" / "credentials.toml").read_text()
         )
         fingerprint = creds["hub_certificate_sha256"]
-        answer, _ = run_job(PinnedClient(ip, 443, fingerprint), ip, 443, fingerprint, "alice",
-                            creds["users"]["alice"])  # fmt: skip
+        answer, _, ui = run_job(PinnedClient(ip, 443, fingerprint), ip, 443, fingerprint,
+                                "alice", creds["users"]["alice"])  # fmt: skip
         assert answer == "333328333350000"
+        # a master set up by `hub` gets the application UIs through the hub as well
+        assert re.fullmatch(r"/user/alice/sparkui/\d+/", ui), ui
     finally:
         for server in servers:
             conn.compute.delete_server(server.id, ignore_missing=True)
