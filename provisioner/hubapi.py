@@ -175,13 +175,14 @@ class HubApi:
                 elif kind in ("execute_result", "display_data"):
                     out.append(content.get("data", {}).get("text/plain", ""))
                 elif kind == "error":
-                    # what the cell wrote to stderr first: often the why (Spark's own error)
-                    shown = [*err, *content.get("traceback", [])]
+                    # what the cell wrote to stderr first (its chunks carry their own
+                    # newlines): often the why, such as Spark's own error
+                    shown = "".join(err) + "\n".join(content.get("traceback", []))
                     raise RemoteError(
                         f"the kernel raised {content.get('ename')}: {content.get('evalue')}",
                         resource="hub",
                         step="smoke",
-                        log_tail="\n".join(shown)[-4000:] or None,
+                        log_tail=shown[-4000:] or None,
                     )
                 elif kind == "status" and content.get("execution_state") == "idle":
                     return "".join(out).strip()

@@ -327,6 +327,7 @@ def default_py4j_zip() -> str:
     return f"{SPARK_HOME}/python/lib/py4j-0.10.9.9-src.zip"
 
 
+@functools.cache
 def kernel_startup() -> str:
     """kernels/pyspark/startup.py: the kernel's PYTHONSTARTUP on a master sparkstack set up.
 

@@ -21,7 +21,7 @@ from provisioner.hub.singleuser import singleuser_cmd
 from provisioner.inventory import Inventory
 from provisioner.inventory.names import SMOKE_USER
 from provisioner.inventory.services import LETSENCRYPT_DIRECTORY
-from provisioner.render import VENV as VENV  # where the hub and its users' servers run
+from provisioner.render import VENV
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ UNIT_NAME = "sparkstack-hub"
 ACME_UNIT_NAME = "sparkstack-hub-acme"
 # Port 80 with tls.mode = "acme": redirects to HTTPS, answers the CA's HTTP-01 requests.
 HTTP_UNIT_NAME = "sparkstack-hub-http"
+
+
 @dataclass(frozen=True)
 class HubPaths:
     """Where the hub's files live on the master. State under /var/lib, never /root."""

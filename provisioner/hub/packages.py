@@ -14,10 +14,9 @@ from __future__ import annotations
 import logging
 
 from provisioner.errors import RemoteError
-from provisioner.hub.config import VENV
 from provisioner.hub.shell import MASTER, Shell, Step, q
 from provisioner.locks import locks
-from provisioner.render import NPM_DIR, NPM_LOCK_DIR
+from provisioner.render import NPM_DIR, NPM_LOCK_DIR, VENV
 
 log = logging.getLogger(__name__)
 

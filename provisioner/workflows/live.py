@@ -12,10 +12,11 @@ from typing import Any
 
 from provisioner import plan as P
 from provisioner.errors import SparkstackError
-from provisioner.hub.config import UNIT_NAME, VENV
+from provisioner.hub.config import UNIT_NAME
 from provisioner.hub.shell import Shell, Sudo, q
 from provisioner.hub.steps import api_answers
 from provisioner.inventory import Inventory
+from provisioner.render import VENV
 from provisioner.workflows.context import Reporter
 from provisioner.workflows.ports import Cloud
 from provisioner.workflows.spark_auth import master_status, waiting_for_secret, workers_by_host
