@@ -168,6 +168,7 @@ class ClusterObserver(CloudBase):
         if port is not None:
             attached = next((f.floating_ip_address for f in fips if f.port_id == port.id), "")
         kp = got["keypair"]
+        rules, foreign = self._ingress_rules(sgs[0]) if sgs else ((), ())
         if len(ports) > 1 or len(sgs) > 1 or len(groups) > 1:
             log.warning("cluster %s has duplicate resources; using the first of each", c)
         if attached:
@@ -182,6 +183,8 @@ class ClusterObserver(CloudBase):
             cluster=c,
             nodes=tuple(nodes),
             security_group=P.Ref(sgs[0].id, sgs[0].name) if sgs else None,
+            security_group_rules=rules,
+            foreign_rules=foreign,
             server_group=P.Ref(groups[0].id, groups[0].name, groups[0].policy or "")
             if groups
             else None,
@@ -191,6 +194,23 @@ class ClusterObserver(CloudBase):
             keypair=P.Ref(kp.name, kp.name, kp.public_key or "") if kp is not None else None,
             lookalikes=tuple(lookalikes),
         )
+
+    def _ingress_rules(self, sg: Any) -> tuple[tuple[P.RuleRef, ...], tuple[str, ...]]:
+        """The group's ingress rules, read from the group's own record (Neutron lists them
+        in it: no request more): the ones `up` manages, and how the others read."""
+        refs: list[P.RuleRef] = []
+        foreign: list[str] = []
+        for r in sg.security_group_rules or []:
+            if r.get("direction") != "ingress":
+                continue  # Neutron's default egress rules
+            rule, ours = _as_ingress_rule(r, sg.id), r.get("description") == self.description
+            if rule is not None and (ours or rule.from_own_group):
+                refs.append(P.RuleRef(r["id"], rule))
+                continue
+            if rule is not None:
+                refs.append(P.RuleRef(r["id"], rule, ours=False))
+            foreign.append(P.describe_rule(rule) if rule is not None else _rule_text(r))
+        return tuple(refs), tuple(sorted(foreign))  # Neutron's order varies
 
     def nodes_at(self, addresses: list[str], *, role: str) -> list[P.Node]:
         """Servers of the project with one of these fixed or floating addresses, in the
@@ -268,6 +288,27 @@ def _server_record(d: dict[str, Any]) -> SimpleNamespace:
         created_at=d.get("created", ""),
         tags=d.get("tags") or [],
     )
+
+
+def _as_ingress_rule(r: dict[str, Any], group_id: str) -> P.IngressRule | None:
+    """The rule as the planner's IngressRule, if it has a shape sparkstack makes."""
+    eth, low, high = r.get("ethertype", ""), r.get("port_range_min"), r.get("port_range_max")
+    if r.get("remote_group_id") == group_id and not r.get("protocol") and low is None:
+        return P.IngressRule(eth)
+    prefix = r.get("remote_ip_prefix")
+    if r.get("protocol") == "tcp" and low is not None and low == high and prefix:
+        return P.IngressRule(eth, int(low), P.normal_cidr(prefix))
+    return None
+
+
+def _rule_text(r: dict[str, Any]) -> str:
+    """Any other ingress rule, in a line: what, which ports, from where."""
+    low, high = r.get("port_range_min"), r.get("port_range_max")
+    ports = "" if low is None else f" {low}" if low == high else f" {low}-{high}"
+    source = r.get("remote_ip_prefix") or (
+        f"group {r['remote_group_id']}" if r.get("remote_group_id") else "anywhere"
+    )
+    return f"{r.get('protocol') or 'any protocol'}{ports} from {source} ({r.get('ethertype')})"
 
 
 def port_ip(port: Any) -> str:

@@ -70,6 +70,34 @@ class CloudWriter(CloudBase):
         tagged.result()
         return str(sg.id)
 
+    def update_security_group(
+        self,
+        group_id: str,
+        *,
+        name: str,
+        add: Iterable[P.IngressRule] = (),
+        remove: Iterable[str] = (),
+    ) -> None:
+        for rule_id in remove:
+
+            def delete(rule_id: str = rule_id) -> None:
+                # after a lost answer the rule may be gone already
+                self.conn.network.delete_security_group_rule(rule_id, ignore_missing=True)
+
+            self.call("delete security group rule", delete, resource=name)
+        body = [self._neutron_rule(group_id, rule) for rule in add]
+        if not body:
+            return
+
+        def add_rules() -> None:
+            try:
+                list(self.conn.network.create_security_group_rules(body))
+            except os_exc.ConflictException:
+                # one POST for all: after a lost answer they exist already
+                log.info("security group %s: rules already present", name)
+
+        self.call("create security group rules", add_rules, resource=name)
+
     def _neutron_rule(self, group_id: str, rule: P.IngressRule) -> dict[str, Any]:
         body: dict[str, Any] = {
             "security_group_id": group_id,
@@ -77,7 +105,7 @@ class CloudWriter(CloudBase):
             "ethertype": rule.ethertype,
         }
         if rule.from_own_group:
-            return {**body, "remote_group_id": group_id}
+            return {**body, "remote_group_id": group_id, "description": self.description}
         return {
             **body,
             "protocol": "tcp",

@@ -157,6 +157,7 @@ def up(
         if not res.actions:
             out.print(f"cluster {name} is complete; nothing to create")
         print_done(out, "created", res.created)
+        print_done(out, "changed", res.changed)
         for line in res.notes:
             out.print(escape(line), highlight=False)
         if res.observed:

@@ -90,6 +90,8 @@ def print_plan(out: Console, res: Result, *, sources: Sequence[tuple[str, str]] 
             f"{MAX_USER_DATA_BASE64}",
             highlight=False,
         )
+    for line in res.notes:
+        out.print(escape(line), highlight=False, soft_wrap=True)
     if res.problems:
         out.print("[red]preflight problems:[/]")
         for p in res.problems:
@@ -164,6 +166,7 @@ def result_json(name: str, res: Result, *, dry_run: bool) -> dict[str, Any]:
         "problems": res.problems,
         "created": res.created,
         "deleted": res.deleted,
+        "changed": res.changed,
         "notes": res.notes,
         "user_data_bytes": res.user_data_sizes,
         "nodes": [n.to_json() for n in res.observed.nodes] if res.observed else [],

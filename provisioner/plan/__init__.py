@@ -37,6 +37,7 @@ from provisioner.plan.actions import (
     DeleteSecurityGroup,
     DeleteServer,
     DeleteServerGroup,
+    UpdateSecurityGroup,
 )
 from provisioner.plan.capacity import Needs, image_flavor_shortfalls, needs, quota_shortfalls
 from provisioner.plan.model import (
@@ -61,7 +62,14 @@ from provisioner.plan.planner import (
     rank,
     to_json,
 )
-from provisioner.plan.rules import IngressRule, security_group_rules
+from provisioner.plan.rules import (
+    IngressRule,
+    RuleRef,
+    describe_rule,
+    normal_cidr,
+    rule_changes,
+    security_group_rules,
+)
 
 __all__ = [
     "CLEAN_UP",
@@ -76,7 +84,12 @@ __all__ = [
     "WORKER",
     "Action",
     "IngressRule",
+    "RuleRef",
+    "describe_rule",
+    "normal_cidr",
+    "rule_changes",
     "security_group_rules",
+    "UpdateSecurityGroup",
     "AttachFloatingIP",
     "CreateKeypair",
     "CreateMasterPort",

@@ -16,6 +16,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from provisioner.plan.rules import IngressRule, RuleRef, describe_rule
+
 
 @dataclass(frozen=True)
 class Action:
@@ -64,6 +66,39 @@ class CreateSecurityGroup(Action):
         if self.world_ports:
             outside += f", tcp {','.join(map(str, self.world_ports))} from anywhere"
         return f"create security group {self.name}: all traffic between nodes, {outside}"
+
+
+@dataclass(frozen=True)
+class UpdateSecurityGroup(Action):
+    """Bring an existing group's rules to what the inventory says now: its rules that are
+    no longer wanted go first (what closes, closes before anything opens), then the
+    missing ones are added."""
+
+    kind: ClassVar[str] = "update_security_group"
+    together: ClassVar[str] = PREREQUISITES
+    name: str
+    id: str
+    add: tuple[IngressRule, ...] = ()
+    remove: tuple[RuleRef, ...] = ()
+
+    def rule_count(self) -> int:
+        """Rules the project holds afterwards beyond today's (quota)."""
+        return max(0, len(self.add) - len(self.remove))
+
+    def describe(self) -> str:
+        changes = [f"close {describe_rule(r.rule)}" for r in self.remove]
+        changes += [f"open {describe_rule(r)}" for r in self.add]
+        return f"update security group {self.name}: " + "; ".join(changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action": self.kind,
+            "name": self.name,
+            "id": self.id,
+            "add": [dataclasses.asdict(r) for r in self.add],
+            "remove": [{"id": r.id, **dataclasses.asdict(r.rule)} for r in self.remove],
+            "description": self.describe(),
+        }
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from provisioner.plan.actions import (
     CreateServer,
     CreateServerGroup,
     DeleteServer,
+    UpdateSecurityGroup,
 )
 from provisioner.plan.model import Desired, Flavor, Image, Observed, Quota
 
@@ -60,6 +61,7 @@ def needs(
                 cores -= f.vcpus
                 ram -= f.ram
     sg = [a for a in actions if isinstance(a, CreateSecurityGroup)]
+    rules = [a for a in actions if isinstance(a, (CreateSecurityGroup, UpdateSecurityGroup))]
     return Needs(
         instances=max(inst, 0),
         cores=max(cores, 0),
@@ -67,7 +69,7 @@ def needs(
         ports=max(ports, 0) + sum(isinstance(a, CreateMasterPort) for a in actions),
         floating_ips=sum(isinstance(a, AttachFloatingIP) and not a.address for a in actions),
         security_groups=len(sg),
-        security_group_rules=sum(a.rule_count() for a in sg),
+        security_group_rules=sum(a.rule_count() for a in rules),
         server_groups=sum(isinstance(a, CreateServerGroup) for a in actions),
         server_group_members=desired.workers if desired.anti_affinity != "none" else 0,
     )

@@ -9,6 +9,7 @@ from typing import Any
 
 from provisioner.inventory.names import MASTER, WORKER, generated_keypair_name
 from provisioner.keys import public_key_path
+from provisioner.plan.rules import RuleRef
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,10 @@ class Observed:
     cluster: str
     nodes: tuple[Node, ...] = ()
     security_group: Ref | None = None
+    # The group's ingress rules that `up` compares with the wanted ones (ours, and by hand
+    # ones of the same shape), and how every rule someone else added reads: left alone.
+    security_group_rules: tuple[RuleRef, ...] = ()
+    foreign_rules: tuple[str, ...] = ()
     server_group: Ref | None = None
     master_port: Ref | None = None
     floating_ip: Ref | None = None  # a floating IP we allocated (carries our identity)

@@ -35,8 +35,10 @@ from provisioner.plan.actions import (
     DeleteSecurityGroup,
     DeleteServer,
     DeleteServerGroup,
+    UpdateSecurityGroup,
 )
 from provisioner.plan.model import Desired, Node, Observed
+from provisioner.plan.rules import rule_changes, security_group_rules
 
 
 def rank(node: Node) -> tuple[int, str]:
@@ -98,6 +100,8 @@ def plan_up(desired: Desired, observed: Observed) -> list[Action]:
                 world_ports=desired.world_ports,
             )
         )
+    else:
+        actions += _rule_updates(desired, observed)
     if desired.keypair_managed and observed.keypair is None:
         actions.append(CreateKeypair(name=generated_keypair_name(c), source=desired.key_source))
     if desired.server_group_policy and observed.server_group is None and desired.workers:
@@ -113,6 +117,18 @@ def plan_up(desired: Desired, observed: Observed) -> list[Action]:
     if not observed.attached_ip:
         actions.append(AttachFloatingIP(address=desired.floating_ip, pool=desired.floating_ip_pool))
     return actions + creates
+
+
+def _rule_updates(desired: Desired, observed: Observed) -> list[Action]:
+    """The existing group brought to the inventory's rules (allowed_cidrs, the hub's port,
+    ACME's port 80 may all have changed since the group was made)."""
+    sg = observed.security_group
+    assert sg is not None
+    wanted = security_group_rules(desired.allowed_cidrs, desired.open_ports, desired.world_ports)
+    add, remove = rule_changes(wanted, observed.security_group_rules)
+    if not (add or remove):
+        return []
+    return [UpdateSecurityGroup(name=sg.name, id=sg.id, add=tuple(add), remove=tuple(remove))]
 
 
 def one_request_workers(cluster: str, creates: Sequence[CreateServer]) -> list[CreateServer]:

@@ -1,13 +1,16 @@
 """The cluster's security group rules, decided once for every way a cluster is made.
 
-`up` sends these to Neutron one by one (provisioner.cloud.write) and `render --heat` writes
-them into a template (provisioner.heat): the same list, so a stack's group and an
-`up`-made group cannot drift apart.
+`up` sends these to Neutron (provisioner.cloud.write) and `render --heat` writes them into a
+template (provisioner.heat): the same list, so a stack's group and an `up`-made group cannot
+drift apart. A later `up` compares the list with the group's rules and adds what is missing
+and deletes what it made that is no longer wanted (`rule_changes`), so narrowing
+`allowed_cidrs` or leaving ACME closes what was open.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import ipaddress
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 # HTTP-01 validation comes from anywhere (see desired_from_inventory), over both families.
@@ -53,3 +56,40 @@ def security_group_rules(
     cidrs: Iterable[str], ports: Iterable[int], world_ports: Iterable[int] = ()
 ) -> list[IngressRule]:
     return own_group_rules() + access_rules(cidrs, ports, world_ports)
+
+
+def normal_cidr(cidr: str) -> str:
+    """One spelling per range (Neutron may hand back "::0/0" or a compressed address)."""
+    return str(ipaddress.ip_network(cidr, strict=False))
+
+
+def describe_rule(rule: IngressRule) -> str:
+    if rule.from_own_group:
+        return f"all {rule.ethertype} traffic between nodes"
+    where = f"anywhere ({rule.cidr})" if normal_cidr(rule.cidr) in WORLD_CIDRS else rule.cidr
+    return f"tcp {rule.port} from {where}"
+
+
+@dataclass(frozen=True)
+class RuleRef:
+    """An ingress rule the cloud holds. `ours`: made by sparkstack (its description, or the
+    group-to-itself shape only sparkstack adds), so `up` may delete it; a rule someone
+    added by hand is never deleted."""
+
+    id: str
+    rule: IngressRule
+    ours: bool = True
+
+
+def rule_changes(
+    wanted: Sequence[IngressRule], held: Iterable[RuleRef]
+) -> tuple[list[IngressRule], list[RuleRef]]:
+    """What to add (wanted and held by no rule, ours or not: Neutron refuses a duplicate
+    whatever its description) and what to delete (our rules no longer wanted)."""
+    held = list(held)
+    present = {r.rule for r in held}
+    add = [r for r in dict.fromkeys(wanted) if r not in present]
+    remove = [r for r in held if r.ours and r.rule not in wanted]
+    # in a stable order for the dry run (Neutron lists rules in no fixed order)
+    remove.sort(key=lambda r: (r.rule.ethertype, r.rule.port or 0, r.rule.cidr))
+    return add, remove

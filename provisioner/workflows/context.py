@@ -80,6 +80,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
     # base64 bytes of each role's user_data, as rendered in preflight (Nova's limit applies)
     user_data_sizes: dict[str, int] = field(default_factory=dict)
 

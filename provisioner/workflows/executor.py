@@ -193,6 +193,13 @@ def _security_group(run: Run, a: P.CreateSecurityGroup) -> None:
     run.result.created.append(f"security group {a.name}")
 
 
+def _update_security_group(run: Run, a: P.UpdateSecurityGroup) -> None:
+    run.cloud.update_security_group(
+        a.id, name=a.name, add=a.add, remove=[r.id for r in a.remove]
+    )
+    run.result.changed.append(a.describe().removeprefix("update "))
+
+
 def _keypair(run: Run, a: P.CreateKeypair) -> None:
     if a.source == "generate":
         public = ensure_generated_key(run.key_dir)
@@ -271,6 +278,7 @@ def _remove(run: Run, a: P.Action) -> None:
 # Each step takes the one action type it is listed under.
 _STEPS: dict[type[P.Action], Callable[[Run, Any], None]] = {
     P.CreateSecurityGroup: _security_group,
+    P.UpdateSecurityGroup: _update_security_group,
     P.CreateKeypair: _keypair,
     P.CreateServerGroup: _server_group,
     P.CreateMasterPort: _master_port,

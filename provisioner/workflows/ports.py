@@ -86,6 +86,17 @@ class Cloud(Servers, Protocol):
         """The cluster's group: `ports` open to `cidrs`, `world_ports` to everyone."""
         ...
 
+    def update_security_group(
+        self,
+        group_id: str,
+        *,
+        name: str,
+        add: Iterable[P.IngressRule] = (),
+        remove: Iterable[str] = (),
+    ) -> None:
+        """Delete the rules with the ids in `remove`, then add `add`."""
+        ...
+
     def create_keypair(self, *, name: str, public_key: str) -> None: ...
 
     def create_server_group(self, *, name: str, policy: str) -> str: ...

@@ -38,6 +38,13 @@ def up(
     reporter.step(f"looking at cluster {desired.cluster}")
     result, resolved = planned(desired, cloud=cloud, key_dir=key_dir, user_data=user_data,
                                plan=P.plan_up, dry_run=dry_run)  # fmt: skip
+    sg = result.observed.security_group if result.observed else None
+    if sg is not None and result.observed and result.observed.foreign_rules:
+        # never deleted (someone opened them on purpose), but never silently kept either
+        result.notes.append(
+            f"security group {sg.name} also has rules sparkstack did not make, left as "
+            f"they are: {'; '.join(result.observed.foreign_rules)}"
+        )
     if dry_run:
         return result
     assert resolved is not None

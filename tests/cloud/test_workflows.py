@@ -384,3 +384,74 @@ def test_acme_opens_80_to_everyone_and_the_rest_only_to_allowed_cidrs(clean_proj
         }
     finally:
         cloud.delete_security_group(sg_id, name="sparkstack-acmesg")
+
+
+def _ingress(admin, sg_id: str) -> set[tuple]:
+    """The group's ingress rules as Neutron holds them, read as admin."""
+    return {
+        (r.ether_type, r.protocol, r.port_range_min, r.remote_ip_prefix, bool(r.remote_group_id))
+        for r in admin.network.security_group_rules(security_group_id=sg_id)
+        if r.direction == "ingress"
+    }
+
+
+def test_a_changed_inventory_brings_the_group_to_it_and_keeps_rules_made_by_hand(
+    clean_project, tmp_path
+):
+    """allowed_cidrs narrowed and moved to IPv6, the hub on another port: the next `up`
+    closes what the inventory no longer opens, opens the rest, and leaves a rule someone
+    added in Horizon; a third `up` has nothing to do."""
+    admin = clean_project.admin()
+    env = cli_env(tmp_path, clean_project.clouds_yaml)
+    inv_path = write_inventory(tmp_path / "inv.toml", name="rules", workers=0)
+    run_cli("up", "-i", str(inv_path), "--no-ssh", env=env)
+    (sg,) = admin.network.security_groups(name="sparkstack-rules", project_id=bed.project_id(admin))
+    own = {("IPv4", None, None, None, True), ("IPv6", None, None, None, True)}
+    assert _ingress(admin, sg.id) == own | {
+        ("IPv4", "tcp", 22, "203.0.113.0/24", False),
+        ("IPv4", "tcp", 443, "203.0.113.0/24", False),
+    }
+    by_hand = {("IPv4", "tcp", 8080, "192.0.2.0/24", False), ("IPv6", "udp", 5000, None, True)}
+    user = clean_project.user()
+    user.network.create_security_group_rule(
+        security_group_id=sg.id, direction="ingress", ethertype="IPv4", protocol="tcp",
+        port_range_min=8080, port_range_max=8080, remote_ip_prefix="192.0.2.0/24",
+    )  # fmt: skip
+    (default,) = user.network.security_groups(name="default", project_id=sg.project_id)
+    user.network.create_security_group_rule(
+        security_group_id=sg.id, direction="ingress", ethertype="IPv6", protocol="udp",
+        port_range_min=5000, port_range_max=5010, remote_group_id=default.id,
+    )  # fmt: skip
+
+    text = inv_path.read_text().replace(
+        '"203.0.113.0/24"', '"203.0.113.128/25", "2001:db8::/48"'
+    )
+    inv_path.write_text(text + "[jupyterhub]\nport = 8443\n")
+    dry = run_cli("up", "-i", str(inv_path), "--dry-run", env=env).stdout
+    flat = " ".join(dry.split())
+    assert (
+        "update security group sparkstack-rules: close tcp 22 from 203.0.113.0/24; "
+        "close tcp 443 from 203.0.113.0/24; open tcp 22 from 203.0.113.128/25; "
+        "open tcp 8443 from 203.0.113.128/25; open tcp 22 from 2001:db8::/48; "
+        "open tcp 8443 from 2001:db8::/48"
+    ) in flat, dry
+    assert (
+        "sparkstack did not make, left as they are: tcp 8080 from 192.0.2.0/24; "
+        f"udp 5000-5010 from group {default.id} (IPv6)"
+    ) in flat, dry
+    assert ("IPv4", "tcp", 443, "203.0.113.0/24", False) in _ingress(admin, sg.id)  # dry
+
+    applied = json.loads(run_cli("up", "-i", str(inv_path), "--no-ssh", "--json", env=env).stdout)
+    assert [a["action"] for a in applied["plan"]] == ["update_security_group"]
+    assert applied["changed"] == [applied["plan"][0]["description"].removeprefix("update ")]
+    assert _ingress(admin, sg.id) == own | by_hand | {
+        ("IPv4", "tcp", 22, "203.0.113.128/25", False),
+        ("IPv4", "tcp", 8443, "203.0.113.128/25", False),
+        ("IPv6", "tcp", 22, "2001:db8::/48", False),
+        ("IPv6", "tcp", 8443, "2001:db8::/48", False),
+    }
+    again = json.loads(run_cli("up", "-i", str(inv_path), "--no-ssh", "--json", env=env).stdout)
+    assert again["plan"] == [] and again["changed"] == []
+
+    run_cli("down", "-i", str(inv_path), "--yes", env=env)
+    assert cluster_resources(admin, "rules") == {}

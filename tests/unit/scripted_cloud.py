@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -125,6 +125,8 @@ class ScriptedProject(ScriptedCloud):
     fail_on: str = ""  # a method name that raises ValueError (a bug, not a cloud failure)
     refs: dict[str, P.Ref] = field(default_factory=dict)
     attached: str = ""
+    rules: dict[str, P.RuleRef] = field(default_factory=dict)  # the group's, by id
+    _rule_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def _record(self, kind: str, what: str) -> None:
         self.calls.append((kind, what))
@@ -136,6 +138,7 @@ class ScriptedProject(ScriptedCloud):
             cluster=self.cluster,
             nodes=tuple(self.list_nodes()),
             security_group=self.refs.get("sg"),
+            security_group_rules=tuple(self.rules.values()),
             server_group=self.refs.get("group"),
             master_port=self.refs.get("port"),
             attached_ip=self.attached,
@@ -160,10 +163,37 @@ class ScriptedProject(ScriptedCloud):
     def find_keypair(self, name: str) -> bool:
         return True
 
-    def create_security_group(self, *, name: str, **_: object) -> str:
+    def create_security_group(
+        self,
+        *,
+        name: str,
+        cidrs: Iterable[str],
+        ports: Iterable[int],
+        world_ports: Iterable[int] = (),
+    ) -> str:
         self._record("create_security_group", name)
         self.refs["sg"] = P.Ref("sg-id", name)
+        self._add_rules(P.security_group_rules(cidrs, ports, world_ports))
         return "sg-id"
+
+    def _add_rules(self, rules: Iterable[P.IngressRule]) -> None:
+        for rule in rules:
+            rule_id = f"rule-{next(self._rule_ids)}"
+            self.rules[rule_id] = P.RuleRef(rule_id, rule)
+
+    def update_security_group(
+        self,
+        group_id: str,
+        *,
+        name: str,
+        add: Iterable[P.IngressRule] = (),
+        remove: Iterable[str] = (),
+    ) -> None:
+        add, remove = list(add), list(remove)
+        self._record("update_security_group", f"{name} +{len(add)} -{len(remove)}")
+        for rule_id in remove:
+            self.rules.pop(rule_id, None)
+        self._add_rules(add)
 
     def create_keypair(self, *, name: str, public_key: str) -> None:
         self._record("create_keypair", name)
@@ -199,6 +229,7 @@ class ScriptedProject(ScriptedCloud):
     def delete_security_group(self, sg_id: str, *, name: str = "") -> None:
         self._record("delete_security_group", name or sg_id)
         self.refs.pop("sg", None)
+        self.rules.clear()
 
     def resize_stack(self, name: str, *, workers: int, timeout: float = 900) -> None:
         """As Heat's ResourceGroup would: the highest indices go, the next ones come."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -28,10 +29,18 @@ def node(role: str, index: int, status: str = "ACTIVE", *, id: str = "", **kw) -
     return P.Node(name=name, role=role, index=index, id=id or f"id-{name}", status=status, **kw)
 
 
+def held(*rules: P.IngressRule, ours: bool = True, start: int = 1) -> tuple[P.RuleRef, ...]:
+    return tuple(P.RuleRef(f"r{i}", r, ours) for i, r in enumerate(rules, start))
+
+
+# what `up` made for D: the group to itself, and 22 and 443 from D's range
+D_RULES = held(*P.security_group_rules(D.allowed_cidrs, D.open_ports))
+
 FULL = P.Observed(
     cluster="c1",
     nodes=(node("master", 0), node("worker", 1), node("worker", 2)),
     security_group=P.Ref("sg", "sparkstack-c1"),
+    security_group_rules=D_RULES,
     server_group=P.Ref("g", "sparkstack-c1-workers", "soft-anti-affinity"),
     master_port=P.Ref("p", "c1-master-port", "10.77.0.10"),
     floating_ip=P.Ref("f", "", "10.78.0.20"),
@@ -69,6 +78,7 @@ UP_CASES = [
             cluster="c1",
             nodes=(node("master", 0), node("worker", 1)),
             security_group=FULL.security_group,
+            security_group_rules=D_RULES,
             server_group=FULL.server_group,
             master_port=FULL.master_port,
             keypair=FULL.keypair,
@@ -86,6 +96,7 @@ UP_CASES = [
                 node("worker", 2),
             ),
             security_group=FULL.security_group,
+            security_group_rules=D_RULES,
             server_group=FULL.server_group,
             master_port=FULL.master_port,
             attached_ip="10.78.0.20",
@@ -100,6 +111,7 @@ UP_CASES = [
             cluster="c1",
             nodes=FULL.nodes + (node("worker", 2, "BUILD", id="dup", created="2030"),),
             security_group=FULL.security_group,
+            security_group_rules=D_RULES,
             server_group=FULL.server_group,
             master_port=FULL.master_port,
             attached_ip="10.78.0.20",
@@ -128,7 +140,7 @@ UP_CASES = [
     ),
     (
         "up leaves extra workers alone (only scale removes)",
-        P.Desired(cluster="c1", workers=1, master_flavor="m1.large", worker_flavor="m1.medium"),
+        dataclasses.replace(D, workers=1),
         FULL,
         [],
     ),
@@ -434,3 +446,91 @@ def test_the_prerequisites_and_the_clean_up_run_as_batches():
         + ["delete_floating_ip", "delete_port", "delete_server_group", "delete_keypair"],
         ["delete_security_group"],
     ]
+
+
+OWN_V4, OWN_V6 = P.security_group_rules((), ())
+SSH, HUB = (P.IngressRule("IPv4", port, "203.0.113.0/24") for port in (22, 443))
+WORLD_80 = (P.IngressRule("IPv4", 80, "0.0.0.0/0"), P.IngressRule("IPv6", 80, "::/0"))
+
+
+def rules_of(observed: P.Observed, desired: P.Desired = D) -> list[P.Action]:
+    """The rule changes `up` plans for a cluster that is otherwise complete."""
+    return [a for a in P.plan_up(desired, observed) if a.kind == "update_security_group"]
+
+
+def test_a_narrowed_allowed_cidrs_closes_the_old_range_before_opening_the_new():
+    narrowed = dataclasses.replace(D, allowed_cidrs=("203.0.113.128/25",))
+    (update,) = rules_of(FULL, narrowed)
+    assert update.describe() == (
+        "update security group sparkstack-c1: close tcp 22 from 203.0.113.0/24; "
+        "close tcp 443 from 203.0.113.0/24; open tcp 22 from 203.0.113.128/25; "
+        "open tcp 443 from 203.0.113.128/25"
+    )
+    assert [r.id for r in update.remove] == ["r3", "r4"]
+    assert update.id == "sg"
+    # the quota check counts what the project holds afterwards: as many rules as now
+    need = P.needs([update], flavors=FLAVORS, observed=FULL, desired=narrowed)
+    assert need.security_group_rules == 0
+
+
+def test_leaving_acme_closes_80_and_turning_it_on_opens_it_to_everyone():
+    with_80 = dataclasses.replace(FULL, security_group_rules=D_RULES + held(*WORLD_80, start=5))
+    (update,) = rules_of(with_80)
+    assert update.add == () and [r.rule for r in update.remove] == list(WORLD_80)
+    assert update.describe() == (
+        "update security group sparkstack-c1: close tcp 80 from anywhere (0.0.0.0/0); "
+        "close tcp 80 from anywhere (::/0)"
+    )
+    (update,) = rules_of(FULL, dataclasses.replace(D, world_ports=(80,)))
+    assert update.add == WORLD_80 and update.remove == ()
+    assert rules_of(with_80, dataclasses.replace(D, world_ports=(80,))) == []
+
+
+def test_a_new_hub_port_moves_the_rule_and_a_lost_own_group_rule_comes_back():
+    (update,) = rules_of(FULL, dataclasses.replace(D, open_ports=(22, 8443)))
+    assert [r.rule for r in update.remove] == [HUB]
+    assert update.add == (P.IngressRule("IPv4", 8443, "203.0.113.0/24"),)
+    missing_v6 = dataclasses.replace(FULL, security_group_rules=held(OWN_V4, SSH, HUB))
+    (update,) = rules_of(missing_v6)
+    assert update.add == (OWN_V6,) and update.remove == ()
+    assert update.describe().endswith("open all IPv6 traffic between nodes")
+
+
+def test_rules_someone_added_by_hand_are_never_deleted_and_never_duplicated():
+    by_hand = held(P.IngressRule("IPv4", 8080, "0.0.0.0/0"), HUB, ours=False, start=7)
+    observed = dataclasses.replace(
+        FULL, security_group_rules=held(OWN_V4, OWN_V6, SSH) + by_hand
+    )
+    # 443 is there (by hand): Neutron would refuse it again; 8080 is not ours to close
+    assert rules_of(observed) == []
+    narrowed = dataclasses.replace(D, allowed_cidrs=("198.51.100.0/24",))
+    (update,) = rules_of(observed, narrowed)
+    assert [r.id for r in update.remove] == ["r3"]  # only our 22; 8080 and 443 stay
+
+
+def test_an_update_is_a_prerequisite_and_its_json_names_every_rule():
+    narrowed = dataclasses.replace(D, allowed_cidrs=("2001:db8::/48",), world_ports=(80,))
+    actions = P.plan_up(narrowed, dataclasses.replace(FULL, attached_ip=""))
+    assert [[a.kind for a in b] for b in P.batches(actions)] == [
+        ["update_security_group"],
+        ["attach_floating_ip"],
+    ]
+    doc = json.loads(json.dumps(actions[0].to_json()))
+    assert doc["remove"] == [
+        {"id": "r3", "ethertype": "IPv4", "port": 22, "cidr": "203.0.113.0/24"},
+        {"id": "r4", "ethertype": "IPv4", "port": 443, "cidr": "203.0.113.0/24"},
+    ]
+    assert [(r["ethertype"], r["port"], r["cidr"]) for r in doc["add"]] == [
+        ("IPv6", 22, "2001:db8::/48"), ("IPv6", 443, "2001:db8::/48"),
+        ("IPv4", 80, "0.0.0.0/0"), ("IPv6", 80, "::/0"),
+    ]  # fmt: skip
+    need = P.needs(actions, flavors=FLAVORS, observed=FULL, desired=narrowed)
+    assert need.security_group_rules == 2
+
+
+@pytest.mark.parametrize(
+    ("spelled", "normal"),
+    [("::0/0", "::/0"), ("2001:DB8:0:0::/48", "2001:db8::/48"), ("10.1.2.3/8", "10.0.0.0/8")],
+)
+def test_a_range_the_cloud_spells_differently_is_the_same_range(spelled, normal):
+    assert P.normal_cidr(spelled) == normal
