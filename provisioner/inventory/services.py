@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
@@ -73,9 +74,23 @@ def _base_url(value: str) -> str:
 BaseUrl = Annotated[str, AfterValidator(_base_url)]
 
 
+def _no_credentials(value: str) -> str:
+    # Every node reads spark.mirror from its user_data, which any process on it can read
+    # back from the metadata service (as mirrors.url() says for the [mirrors] URLs).
+    if "@" in urlsplit(value).netloc:
+        raise ValueError(
+            "must not carry a user name or password: it would be readable by every process "
+            "on the nodes (user_data); allow the nodes by address instead"
+        )
+    return value
+
+
+NodeUrl = Annotated[str, AfterValidator(_base_url), AfterValidator(_no_credentials)]
+
+
 class SparkConfig(Table):
     version: str = "4.3.0"
-    mirror: BaseUrl = "https://downloads.apache.org/spark"
+    mirror: NodeUrl = "https://downloads.apache.org/spark"
     sha512: OptionalStr = None
     # Where sparkstack itself fetches the tarball's .sha512 when it is not pinned: never
     # from the mirror, so a mirror that serves a bad tarball cannot vouch for it too.

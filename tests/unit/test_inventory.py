@@ -112,6 +112,14 @@ BAD = [
         ],
     ),
     (
+        {"spark.mirror": "https://bob:secret@mirror.internal/spark"},
+        (),
+        [
+            "spark.mirror: must not carry a user name or password: it would be readable by "
+            "every process on the nodes (user_data); allow the nodes by address instead"
+        ],
+    ),
+    (
         {"spark.sha512": "abc"},
         (),
         ["spark.sha512: must be 128 hexadecimal digits (a sha512), got 3 characters"],
