@@ -130,11 +130,9 @@ def print_hub(out: Console, inv: Inventory, outcome: HubOutcome) -> None:
             out.print(f"  admin {name}: initial password in {escape(str(outcome.credentials))}"
                       " (printed only on a terminal)", highlight=False, soft_wrap=True)  # fmt: skip
     out.print(f"  every user's initial password: {outcome.credentials}", highlight=False)
-    out.print(
-        "  Spark master UI: http://<master fixed IP>:8080 from inside the cluster's network",
-        highlight=False,
-        soft_wrap=True,
-    )
+    # the hub's own service (hub/services.py): behind its login, for admins
+    out.print(f"  Spark master and worker UIs (admins): {outcome.url.rstrip('/')}/services/spark/",
+              highlight=False, soft_wrap=True)  # fmt: skip
 
 
 def hub_json(outcome: HubOutcome) -> dict[str, Any]:

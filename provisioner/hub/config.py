@@ -17,9 +17,16 @@ from pathlib import Path
 
 from provisioner import inventory as inv_mod
 from provisioner.errors import UserInputError
+from provisioner.hub.services import (
+    CLUSTER_UI_MODULE,
+    CULLER_SCOPES,
+    SMOKE_SCOPES,
+    SMOKE_SERVICE,
+    cluster_ui_service,
+    culler_service,
+)
 from provisioner.hub.singleuser import singleuser_cmd
 from provisioner.inventory import Inventory
-from provisioner.inventory.names import SMOKE_USER
 from provisioner.inventory.services import LETSENCRYPT_DIRECTORY
 from provisioner.render import VENV
 
@@ -73,6 +80,11 @@ class HubPaths:
     @property
     def sparkui_module(self) -> str:
         return f"{self.singleuser_python}/sparkstack_sparkui.py"
+
+    @property
+    def cluster_ui_module(self) -> str:
+        """The admins' Spark UI service (hub/services.py), beside the module it imports."""
+        return f"{self.singleuser_python}/{CLUSTER_UI_MODULE}.py"
 
     @property
     def sparkui_enabled(self) -> str:
@@ -229,36 +241,6 @@ def _py(value: object) -> str:
     return repr(value)
 
 
-def culler_service(settings: HubSettings) -> dict[str, object] | None:
-    """The idle-culler hub service, or None when server culling is off (timeout 0)."""
-    timeout = settings.server_idle_timeout
-    if timeout == 0:
-        return None
-    # Check a few times per timeout, at most every 10 minutes (the culler's default).
-    every = max(60, min(600, timeout // 3))
-    return {
-        "name": "idle-culler",
-        "command": [
-            f"{VENV}/bin/python",
-            "-m",
-            "jupyterhub_idle_culler",
-            f"--timeout={timeout}",
-            f"--cull-every={every}",
-        ],
-    }
-
-
-# The scopes jupyterhub-idle-culler documents for running as a role, not as an admin.
-CULLER_SCOPES = ("list:users", "read:users:activity", "read:servers", "delete:servers")
-
-# `sparkstack smoke` acts as this service, on its own account only (the filter): create
-# and delete it, start and stop its server, and talk to that server's kernels.
-SMOKE_SERVICE = "sparkstack-smoke"
-SMOKE_SCOPES = tuple(
-    f"{scope}!user={SMOKE_USER}" for scope in ("admin:users", "admin:servers", "access:servers")
-)
-
-
 def render_config(settings: HubSettings, *, former_users: Iterable[str] = ()) -> str:
     """The text of jupyterhub_config.py.
 
@@ -328,7 +310,7 @@ def render_config(settings: HubSettings, *, former_users: Iterable[str] = ()) ->
     # Admins as an exact admin role: with Authenticator.admin_users, a name removed from
     # the list keeps admin=True in the database for ever.
     roles: list[dict[str, object]] = [{"name": "admin", "users": sorted(settings.admins)}]
-    culler = culler_service(settings)
+    culler = culler_service(settings.server_idle_timeout)
     lines.append("")
     roles.append(
         {"name": SMOKE_SERVICE, "scopes": list(SMOKE_SCOPES), "services": [SMOKE_SERVICE]}
@@ -351,6 +333,14 @@ def render_config(settings: HubSettings, *, former_users: Iterable[str] = ()) ->
         ]
     else:
         lines += ["# culling.server_idle_timeout = 0: servers are never culled."]
+    # addresses[0]: the master's fixed IP, where Spark's UIs listen
+    cluster_ui = cluster_ui_service(master_ip=settings.addresses[0],
+                                    python_path=p.singleuser_python)
+    lines += [
+        "# The Spark master's and workers' UIs at /services/spark/, for admins only (they",
+        "# hold access:services; nobody else does).",
+        f"c.JupyterHub.services.append({_py(cluster_ui)})",
+    ]
     lines.append(f"c.JupyterHub.load_roles = {_py(roles)}")
     return "\n".join(lines) + "\n"
 

@@ -80,9 +80,9 @@ def render_lab_overrides() -> str:
     return json.dumps(LAB_SETTING_DEFAULTS, indent=2, sort_keys=True) + "\n"
 
 
-def sparkui_module() -> str:
-    """kernels/sparkui/sparkstack_sparkui.py, the extension's code."""
-    return files("provisioner.kernels").joinpath("sparkui", f"{SPARKUI_EXTENSION}.py").read_text()
+def sparkui_module(name: str = SPARKUI_EXTENSION) -> str:
+    """kernels/sparkui/<name>.py: the extension's code, or the cluster UI service's."""
+    return files("provisioner.kernels").joinpath("sparkui", f"{name}.py").read_text()
 
 
 def render_sparkui_enabled() -> str:

@@ -29,6 +29,7 @@ from provisioner.hub.acme_http import ensure_no_acme
 from provisioner.hub.ca import ClusterCA
 from provisioner.hub.config import UNIT_NAME, HubSettings, render_config, render_unit
 from provisioner.hub.packages import ensure_packages
+from provisioner.hub.services import CLUSTER_UI_MODULE
 from provisioner.hub.shell import MASTER, Shell, Step, q
 from provisioner.hub.singleuser import (
     render_lab_overrides,
@@ -158,17 +159,22 @@ def ensure_kernel(shell: Shell, *, inv: Inventory, master_ip: str) -> Step:
 
 def ensure_config(shell: Shell, settings: HubSettings, *, former_users: tuple[str, ...] = ()
                   ) -> Step:
-    """jupyterhub_config.py and the systemd unit; systemd reloads when the unit changed."""
+    """jupyterhub_config.py, the systemd unit and the code of the admins' Spark UI service
+    (the hub starts it: a new one needs a restart too, as the config does); systemd
+    reloads when the unit changed. After ensure_lab, which makes the service's directory."""
     p = settings.paths
     config = render_config(settings, former_users=former_users)
     config_changed = shell.put(p.config, config.encode(), mode=0o644, owner="root",
                                group="root")
+    service_changed = shell.put(p.cluster_ui_module, sparkui_module(CLUSTER_UI_MODULE).encode(),
+                                mode=0o644, owner="root", group="root")  # fmt: skip
     unit_changed = shell.put(p.unit, render_unit(settings).encode(), mode=0o644, owner="root",
                              group="root")
     if unit_changed:
         # The daemonless systemctl of small images has nothing to reload.
         shell.run("systemctl daemon-reload", check=False)
-    what = [w for w, c in (("config", config_changed), ("unit", unit_changed)) if c]
+    what = [w for w, c in (("config", config_changed), ("unit", unit_changed),
+                           ("Spark UI service", service_changed)) if c]  # fmt: skip
     return Step("config", bool(what), "wrote " + " and ".join(what) if what else "up to date")
 
 

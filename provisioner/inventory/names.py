@@ -21,6 +21,8 @@ SPARK_PORT_MAX_RETRIES = 100
 HUB_API_PORT = 15001
 # configurable-http-proxy's REST API (its default).
 PROXY_API_PORT = 8001
+# The hub's service that shows admins Spark's master and worker UIs (loopback only).
+CLUSTER_UI_PORT = 15002
 
 # The account `sparkstack smoke` creates on the master for its test, and removes again; no
 # inventory user may have this name.
@@ -122,6 +124,7 @@ def reserved_ports() -> dict[int, str]:
         SPARK_WORKER_UI_PORT: "the Spark worker web UI",
         HUB_API_PORT: "the hub API",
         PROXY_API_PORT: "the proxy API",
+        CLUSTER_UI_PORT: "the hub's Spark UI service",
     }
     for base, what in (
         (SPARK_APP_UI_PORT, "Spark application UIs"),

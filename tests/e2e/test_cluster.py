@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures as cf
 import gzip
+import html
 import json
 import os
 import re
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -393,6 +395,91 @@ def _stop_server(client: PinnedClient, user: str, password: str) -> None:
         return json.loads(payload)["servers"] == {}
 
     wait_for(gone, timeout=60, what=f"{user}'s server to stop")
+
+
+def _local(client: PinnedClient, location: str) -> str:
+    """A redirect's target as a path on the hub's address (where every redirect must stay)."""
+    target = urllib.parse.urlsplit(location)
+    assert target.hostname in (None, client.address), location
+    return target.path + (f"?{target.query}" if target.query else "")
+
+
+def _follow(client: PinnedClient, path: str, *, hops: int = 8) -> tuple[int, bytes, str]:
+    """GET `path` and follow redirects on the hub's address, keeping cookies, as a browser
+    does: the status, page and path it ends on."""
+    for _ in range(hops):
+        status, headers, page = client.request("GET", path)
+        if status not in (301, 302, 303, 307):
+            return status, page, path
+        path = _local(client, headers["Location"])
+    raise AssertionError(f"more than {hops} redirects, the last to {path}")
+
+
+def test_admins_reach_the_spark_master_and_worker_uis_through_the_hub(team):
+    """/services/spark/: the hub's OAuth login as a browser goes through it, then the
+    master's page with every worker linked through the service, and a worker's page
+    linking back. Not for bob, who is no admin, nor for any address but a worker's."""
+    client, fip, port, fingerprint = team.hub_client()
+    creds = team.creds()
+    master_ip = team.address(f"{NAME}-master", floating=False)
+    workers = sorted(
+        urllib.parse.urlsplit(w["webuiaddress"]).hostname
+        for w in _master_json(master_ip)["workers"]
+        if w["state"] == "ALIVE"
+    )
+    assert len(workers) == 3, workers
+    # bob's notebook runs an application; the master's page links it to bob's server
+    answer, _, bobs_ui = run_job(PinnedClient(fip, port, fingerprint), fip, port, fingerprint,
+                                 "bob", creds["users"]["bob"])  # fmt: skip
+    assert answer == JOB_ANSWER
+    try:
+        _admins_see_the_cluster(client, (fip, port, fingerprint), creds, master_ip, workers,
+                                bobs_ui)  # fmt: skip
+    finally:  # its executors would hold cores (a client without alice's cookies)
+        _stop_server(PinnedClient(fip, port, fingerprint), "bob", creds["users"]["bob"])
+
+
+def _admins_see_the_cluster(client, where, creds, master_ip, workers, bobs_ui) -> None:
+    fip, port, fingerprint = where
+    assert client.login("alice", creds["users"]["alice"]) == 302
+    status, _, home = client.request("GET", "/hub/home")
+    assert status == 200 and b'href="/services/spark/"' in home  # the hub's Services menu
+    status, page, path = _follow(client, "/services/spark/")
+    assert (status, path) == (200, "/services/spark/"), (status, path, page[:500])
+    assert f"Spark Master at spark://{master_ip}:7077".encode() in page, page[:500]
+    assert b'"/services/spark/static/' in page  # Spark's own links under the prefix
+    for ip in workers:
+        assert f'href="/services/spark/worker/{ip}"'.encode() in page, ip
+    assert f'href="{bobs_ui}"'.encode() in page, bobs_ui  # bob's application's UI
+    # alice is an admin, so she may open it; the hub asks her once, as it does for any
+    # server that is not her own, and she clicks "Authorize"
+    status, page, path = _follow(client, f"{bobs_ui}jobs/")
+    assert status == 200 and b"Authorize access" in page, page[:500]
+    fields = re.findall(rb'name="(_xsrf|scopes)" value="([^"]*)"', page)
+    form = [(k.decode(), html.unescape(v.decode())) for k, v in fields]
+    status, headers, _ = client.request("POST", path, form=form)
+    assert status == 302, status
+    status, page, _ = _follow(client, _local(client, headers["Location"]))
+    assert status == 200 and b"Spark Jobs" in page, page[:500]
+    status, page, _ = _follow(client, f"/services/spark/worker/{workers[0]}")
+    assert status == 200 and f"Spark Worker at {workers[0]}".encode() in page, page[:500]
+    assert b'href="/services/spark"' in page  # back to the master, through here too
+    status, _, _ = _follow(client, "/services/spark/worker/127.0.0.1/")
+    assert status == 404  # not a worker: the service goes nowhere else
+
+    bob = PinnedClient(fip, port, fingerprint)
+    assert bob.login("bob", creds["users"]["bob"]) == 302
+    status, _, home = bob.request("GET", "/hub/home")
+    assert status == 200 and b"/services/spark/" not in home
+    status, page, _ = _follow(bob, "/services/spark/")
+    assert status == 403 and b"Spark Master" not in page, (status, page[:500])
+    # API clients: a token of alice's is let in, one of bob's is not
+    api = PinnedClient(fip, port, fingerprint)  # no cookies: a token alone
+    tokens = {u: api.token(u, creds["users"][u]) for u in ("alice", "bob")}
+    status, _, page = api.request("GET", "/services/spark/json/", token=tokens["alice"])
+    assert status == 200 and len(json.loads(page)["workers"]) >= 3, (status, page[:300])
+    status, _, page = api.request("GET", "/services/spark/json/", token=tokens["bob"])
+    assert status == 403 and b"workers" not in page, (status, page[:300])
 
 
 def test_a_browser_trusting_the_ca_logs_in_and_runs_a_pyspark_cell(team, tmp_path):

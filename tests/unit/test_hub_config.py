@@ -146,7 +146,7 @@ def test_no_secret_in_config_or_unit_but_the_hub_reads_the_token(tmp_path):
 def test_idle_culler_is_a_scoped_service_or_absent(tmp_path, timeout, expected_every):
     c = _load(_settings(tmp_path, server_idle_timeout=timeout))
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
-    others = [s for s in c.JupyterHub.services if s["name"] != "sparkstack-smoke"]
+    others = [s for s in c.JupyterHub.services if s["name"] not in ("sparkstack-smoke", "spark")]
     if expected_every is None:
         assert others == []
         assert "idle-culler" not in roles
@@ -161,6 +161,22 @@ def test_idle_culler_is_a_scoped_service_or_absent(tmp_path, timeout, expected_e
     assert role["services"] == ["idle-culler"]
     assert sorted(role["scopes"]) == sorted(CULLER_SCOPES)
     assert "admin" not in role["scopes"]
+
+
+def test_the_spark_ui_service_runs_as_nobody_for_admins_only(tmp_path):
+    settings = _settings(tmp_path)
+    c = _load(settings)
+    (service,) = [s for s in c.JupyterHub.services if s["name"] == "spark"]
+    assert service["user"] == "nobody"
+    assert service["url"] == "http://127.0.0.1:15002"  # loopback: only the proxy reaches it
+    assert service["command"] == ["/opt/sparkstack/venv/bin/python", "-m", "sparkstack_clusterui"]
+    assert service["environment"] == {
+        "PYTHONPATH": settings.paths.singleuser_python,
+        "SPARKSTACK_MASTER_UI": f"http://{settings.addresses[0]}:8080",
+    }
+    # no role names it: only the admin role's access:services lets anyone through
+    assert not [r for r in c.JupyterHub.load_roles if "spark" in r.get("services", [])]
+    assert "access:services" not in str(c.JupyterHub.load_roles)
 
 
 @pytest.mark.parametrize(("timeout", "interval"), [(0, None), (60, 30), (1800, 300)])
