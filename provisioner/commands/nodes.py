@@ -219,6 +219,10 @@ def register(app: typer.Typer) -> None:
         with session(inv.cluster.name):
             line = " ".join(command) if command else None
             code = _remote(inv, node, line, tty=False)
+            handler = installed()
+            if handler and handler.received is not None:
+                # ssh got the signal too and says 255; what stopped it was the signal
+                raise Signalled(handler.received)
         raise typer.Exit(code)
 
     @app.command()

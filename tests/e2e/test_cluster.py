@@ -7,8 +7,8 @@ inventory users run a job each at once, each its own Spark application within
 spark.limits -> a browser logs in and runs a PySpark cell -> `up` again changes nothing ->
 a user added to the inventory gets an account on the next `up` -> no secret in any
 server's user_data, the master as a hub user finds it hardened -> `ssh`, `logs`, `status`,
-`tunnel` -> signals end `tunnel` and `logs -f` with 128+N, a refused login ends `logs -f`
-with 3 -> `scale` from 3 workers to 1 while a notebook's job runs on all three -> `down`
+`tunnel` -> signals end `tunnel`, `logs -f` and `ssh` with 128+N, a refused login ends
+`logs -f` with 3 -> `scale` from 3 workers to 1 while a notebook's job runs on all three -> `down`
 leaves nothing."""
 
 from __future__ import annotations
@@ -756,6 +756,18 @@ def test_signals_end_tunnel_and_logs_with_128_plus_n_and_a_refused_login_exits_3
         code, err = _follow_until(sig, team.inv_path, team.env, group=group)
         assert code == expected, err
         assert "Traceback" not in err
+
+    # ssh: a remote command stopped by a SIGTERM to sparkstack is 143, not ssh's 255
+    remote = _cli_process("ssh", "-i", str(team.inv_path), "worker-1", "--",
+                          "echo in; sleep 60", env=team.env)  # fmt: skip
+    try:
+        assert remote.stdout is not None and remote.stdout.readline() == "in\n"
+        remote.send_signal(signal.SIGTERM)
+        _, err = remote.communicate(timeout=60)
+    finally:
+        _reap(remote)
+    assert remote.returncode == 143, err
+    assert "interrupted by SIGTERM" in " ".join(err.split()) and "Traceback" not in err, err
 
     # A user the nodes do not have: sshd refuses the login and ssh exits 255.
     text = team.inv_path.read_text()
