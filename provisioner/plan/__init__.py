@@ -39,7 +39,13 @@ from provisioner.plan.actions import (
     DeleteServerGroup,
     UpdateSecurityGroup,
 )
-from provisioner.plan.capacity import Needs, image_flavor_shortfalls, needs, quota_shortfalls
+from provisioner.plan.capacity import (
+    Needs,
+    image_flavor_shortfalls,
+    memory_notes,
+    needs,
+    quota_shortfalls,
+)
 from provisioner.plan.model import (
     Desired,
     Flavor,
@@ -119,6 +125,7 @@ __all__ = [
     "identity_description",
     "identity_tags",
     "image_flavor_shortfalls",
+    "memory_notes",
     "keep_one",
     "one_request_workers",
     "needs",

@@ -130,3 +130,57 @@ def image_flavor_shortfalls(image: Image, flavors: Iterable[Flavor]) -> list[str
             )
     return out
 
+
+
+# The master's memory besides the notebooks: the OS, the hub and its proxy, and the Spark
+# master daemon (a 1 GiB heap by Spark's default).
+MASTER_CORE_MIB = 1536
+# Each running notebook besides its driver's heap: the JVM's own memory, the user's
+# JupyterLab server and the kernel.
+NOTEBOOK_EXTRA_MIB = 512
+
+
+def worker_executor_mib(ram: int) -> int:
+    """What a worker offers its executors, reckoned as the node's bootstrap does
+    (templates/cloud-init/_bootstrap.sh.j2: a tenth of the RAM, at least 768 MiB, kept)."""
+    return max(ram - max(ram // 10, 768), 512)
+
+
+def memory_notes(
+    *,
+    master: Flavor | None,
+    worker: Flavor | None,
+    workers: int,
+    users: int,
+    driver_memory: tuple[str, int],
+    executor_memory: tuple[str, int],
+) -> list[str]:
+    """What the flavors cannot hold, with the numbers: executors bigger than a worker
+    offers (none would ever start) and the hub's users' notebooks, all at once, on the
+    master. Said, not refused: how many users work at once is the team's to know. Sizes
+    come as the inventory writes them and in MiB."""
+    (driver_text, driver_mib), (executor_text, executor_mib) = driver_memory, executor_memory
+    notes: list[str] = []
+    if worker is not None and workers:
+        offer = worker_executor_mib(worker.ram)
+        if executor_mib > offer:
+            notes.append(
+                f"spark.limits.executor_memory {executor_text} does not fit in workers.flavor "
+                f"{worker.name}: of its {worker.ram} MiB of RAM a worker offers executors "
+                f"about {offer} MiB, so no executor would start and jobs would wait for ever; "
+                "lower executor_memory or pick a bigger flavor"
+            )
+    if master is not None and users:
+        each = driver_mib + NOTEBOOK_EXTRA_MIB
+        need = MASTER_CORE_MIB + users * each
+        if need > master.ram:
+            fit = max(0, (master.ram - MASTER_CORE_MIB) // each)
+            notes.append(
+                f"master.flavor {master.name} has {master.ram} MiB of RAM; all {users} hub "
+                f"users running a notebook at once would need about {need} MiB "
+                f"({MASTER_CORE_MIB} for the hub, its proxy and the Spark master, and {each} "
+                f"for each notebook: spark.limits.driver_memory {driver_text} plus "
+                f"{NOTEBOOK_EXTRA_MIB} for its JVM, server and kernel), so about {fit} can "
+                "work at once; a bigger master.flavor or a smaller driver_memory makes room"
+            )
+    return notes

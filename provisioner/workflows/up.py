@@ -7,7 +7,7 @@ from pathlib import Path
 
 from provisioner import plan as P
 from provisioner.baked import image_note
-from provisioner.inventory import Inventory
+from provisioner.inventory import Inventory, memory_mib
 from provisioner.keys import config_dir
 from provisioner.workflows.context import Hooks, Reporter, Result, Run, Settings, UserData
 from provisioner.workflows.executor import converge, execute
@@ -38,6 +38,16 @@ def up(
     reporter.step(f"looking at cluster {desired.cluster}")
     result, resolved = planned(desired, cloud=cloud, key_dir=key_dir, user_data=user_data,
                                plan=P.plan_up, dry_run=dry_run)  # fmt: skip
+    if resolved is not None:
+        limits = inv.spark.limits
+        result.notes += P.memory_notes(
+            master=resolved.flavors.get(desired.master_flavor),
+            worker=resolved.flavors.get(desired.worker_flavor),
+            workers=desired.workers,
+            users=len(inv.jupyterhub.users),
+            driver_memory=(limits.driver_memory, memory_mib(limits.driver_memory)),
+            executor_memory=(limits.executor_memory, memory_mib(limits.executor_memory)),
+        )
     sg = result.observed.security_group if result.observed else None
     if sg is not None and result.observed and result.observed.foreign_rules:
         # never deleted (someone opened them on purpose), but never silently kept either

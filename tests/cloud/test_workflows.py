@@ -277,6 +277,11 @@ def test_dry_run_then_up_twice_then_error_replaced_then_down(clean_project, tmp_
     plan = json.loads(run_cli("up", "-i", str(inv_path), "--dry-run", "--json", env=env).stdout)
     assert [a["action"] for a in plan["plan"]].count("create_server") == 3
     assert cluster_resources(admin, "twice") == {}
+    # the bed's m1.tiny, as Nova reports it, cannot hold the default 2g executors
+    assert any(
+        n.startswith("spark.limits.executor_memory 2g does not fit in workers.flavor m1.tiny:")
+        for n in plan["notes"]
+    ), plan["notes"]
 
     run_cli("up", "-i", str(inv_path), "--until", "servers", env=env)
     first = cluster_resources(admin, "twice")

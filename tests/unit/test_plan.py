@@ -534,3 +534,36 @@ def test_an_update_is_a_prerequisite_and_its_json_names_every_rule():
 )
 def test_a_range_the_cloud_spells_differently_is_the_same_range(spelled, normal):
     assert P.normal_cidr(spelled) == normal
+
+
+def test_memory_notes_say_what_the_flavors_cannot_hold_with_the_numbers():
+    small = P.Flavor(name="m1.small", vcpus=1, ram=2048, disk=20)
+    large = P.Flavor(name="m1.large", vcpus=4, ram=8192, disk=80)
+
+    def notes(master, worker, *, users=2, driver=("1g", 1024), executor=("2g", 2048), workers=2):
+        return P.memory_notes(master=master, worker=worker, workers=workers, users=users,
+                              driver_memory=driver, executor_memory=executor)  # fmt: skip
+
+    assert notes(large, large) == []
+    (executors,) = notes(large, small)
+    assert executors == (
+        "spark.limits.executor_memory 2g does not fit in workers.flavor m1.small: of its 2048 "
+        "MiB of RAM a worker offers executors about 1280 MiB, so no executor would start and "
+        "jobs would wait for ever; lower executor_memory or pick a bigger flavor"
+    )
+    assert notes(large, small, executor=("1g", 1024)) == []
+    assert notes(large, small, workers=0) == []  # no workers, no executors
+    # 8192 MiB: 1536 for the core, then 1536 a notebook: four fit, not the fifth
+    assert notes(large, large, users=4) == []
+    (master,) = notes(large, large, users=5)
+    assert master == (
+        "master.flavor m1.large has 8192 MiB of RAM; all 5 hub users running a notebook at "
+        "once would need about 9216 MiB (1536 for the hub, its proxy and the Spark master, and "
+        "1536 for each notebook: spark.limits.driver_memory 1g plus 512 for its JVM, server and "
+        "kernel), so about 4 can work at once; a bigger master.flavor or a smaller "
+        "driver_memory makes room"
+    )
+    assert notes(small, None, users=30)[0].endswith(
+        "so about 0 can work at once; a bigger master.flavor or a smaller driver_memory makes room"
+    )
+    assert notes(large, large, users=0) == []
