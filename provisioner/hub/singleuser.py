@@ -21,6 +21,9 @@ PYSPARK_KERNEL = KERNEL_DIR.rstrip("/").rsplit("/", 1)[-1]
 # Every user's server, and all it starts (kernels, terminals, the Spark driver), makes
 # files only its user can read: notebooks, data written from a kernel, files in /tmp.
 SINGLEUSER_UMASK = "077"
+# Added to the OOM killer's score of every user's server and what it starts (of 1000: a
+# notebook that takes half the memory scores about 1000, the hub with a tenth about 100).
+NOTEBOOK_OOM_SCORE_ADJ = 500
 
 
 def singleuser_cmd() -> list[str]:
@@ -33,9 +36,18 @@ def singleuser_cmd() -> list[str]:
     hub internals are subclassed. The umask is inherited by the kernels, terminals and
     Spark driver the server starts; Jupyter saves a new notebook with the process's umask
     and keeps an existing file's mode.
+
+    It also raises the server's OOM score (NOTEBOOK_OOM_SCORE_ADJ), which everything it
+    starts inherits: when the master runs out of memory, the kernel's OOM killer takes a
+    notebook (the biggest first, as they all carry the same score) before the hub, its
+    proxy or the Spark master. Raising one's own score needs no privilege; a kernel that
+    refuses the write (none known) leaves the server as it was rather than failing it.
     """
-    return ["/bin/sh", "-c", f'umask {SINGLEUSER_UMASK} && exec "$@"', "singleuser",
-            f"{VENV}/bin/jupyterhub-singleuser"]  # fmt: skip
+    script = (
+        f"echo {NOTEBOOK_OOM_SCORE_ADJ} >/proc/self/oom_score_adj 2>/dev/null; "
+        f'umask {SINGLEUSER_UMASK} && exec "$@"'
+    )
+    return ["/bin/sh", "-c", script, "singleuser", f"{VENV}/bin/jupyterhub-singleuser"]
 
 
 def singleuser_config() -> dict[str, dict[str, object]]:

@@ -14,6 +14,7 @@ import secrets
 import pytest
 
 from provisioner.errors import RemoteError
+from provisioner.hub.singleuser import NOTEBOOK_OOM_SCORE_ADJ
 from provisioner.hubapi import HubApi
 from provisioner.render import KERNEL_STARTUP
 
@@ -70,6 +71,19 @@ print(json.dumps({
     "read_alice_tmp": attempt(lambda: read("/tmp/from-alice.txt")),
     "read_alice_notebook": attempt(lambda: read("/home/alice/private.ipynb")),
 }))
+"""
+
+# Each process of the host: its user, its OOM score adjustment, the start of its command.
+OOM_SCORES = r"""
+import os, pwd
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ")
+        user = pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
+        adj = open(f"/proc/{pid}/oom_score_adj").read().strip()
+    except (OSError, KeyError):
+        continue
+    print(user, adj, cmd.decode(errors="replace")[:200])
 """
 
 # A web server in the kernel's own process, on a port of the kernel's user; prints its port.
@@ -189,6 +203,16 @@ def test_homes_are_private_and_lab_defaults_to_pyspark(hub_host):  # noqa: F811
 
     for user in USERS:
         api[user].execute(user, kernels[user]["id"], HELPERS, timeout=120)
+
+    # The OOM killer's order: everything of a user's server (it, its kernel) carries the
+    # notebooks' raised score; the hub and its proxy keep the score they started with.
+    _, out, _ = shell.run("python3 -", input=OOM_SCORES.encode())
+    scores = [line.split(" ", 2) for line in out.splitlines()]
+    alices = [adj for user, adj, _ in scores if user == "alice"]
+    assert len(alices) >= 2 and set(alices) == {str(NOTEBOOK_OOM_SCORE_ADJ)}, scores
+    core = [adj for user, adj, cmd in scores if user == "root" and
+            ("bin/jupyterhub " in cmd or "configurable-http-proxy" in cmd)]  # fmt: skip
+    assert len(core) == 2 and str(NOTEBOOK_OOM_SCORE_ADJ) not in core, scores
 
     # Files a kernel writes are its user's alone, even in /tmp.
     assert run("bob", BOB_WRITES) == {"home": "0o600", "tmp": "0o600"}

@@ -35,6 +35,7 @@ from provisioner.hub.acme import (
 )
 from provisioner.hub.config import CULLER_SCOPES
 from provisioner.hub.singleuser import (
+    NOTEBOOK_OOM_SCORE_ADJ,
     PYSPARK_KERNEL,
     SPARKUI_EXTENSION,
     render_lab_overrides,
@@ -215,11 +216,13 @@ def test_single_user_server_and_what_it_starts_make_private_files(tmp_path):
     c = _load(_settings(tmp_path))
     wrapper = c.Spawner.cmd[:-1]
     made = tmp_path / "Untitled.ipynb"
-    server = ["/bin/sh", "-c", 'umask; printf "%s\\n" "$@"; echo {} >"$0"', str(made)]
+    server = ["/bin/sh", "-c", 'cat /proc/self/oom_score_adj; umask; printf "%s\\n" "$@";'
+              ' echo {} >"$0"', str(made)]  # fmt: skip
     args = ["--MappingKernelManager.cull_idle_timeout=60", "two words", "$HOME", "*"]
     proc = subprocess.run([*wrapper, *server, *args], capture_output=True, text=True,
                           check=True, preexec_fn=lambda: os.umask(0o022))
-    assert proc.stdout.splitlines() == ["0077", *args]
+    # the OOM killer's first pick: what the server starts inherits its score
+    assert proc.stdout.splitlines() == [str(NOTEBOOK_OOM_SCORE_ADJ), "0077", *args]
     assert stat.S_IMODE(made.stat().st_mode) == 0o600
 
 
