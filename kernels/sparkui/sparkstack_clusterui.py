@@ -20,7 +20,7 @@ import os
 import re
 from urllib.parse import urlsplit
 
-from sparkstack_sparkui import PASSED_HEADERS, relocated
+from sparkstack_sparkui import pass_on
 
 NAME = "spark"
 WORKER_PATH = "worker"
@@ -115,12 +115,7 @@ def main() -> None:
             url = f"{base}/{path}" + (f"?{self.request.query}" if self.request.query else "")
             answer = await fetch(url, method=self.request.method or "GET", context=context,
                                  accept=self.request.headers.get("Accept", "*/*"))  # fmt: skip
-            self.set_status(answer.code, answer.reason)
-            for name in PASSED_HEADERS:
-                if name in answer.headers:
-                    self.set_header(name, answer.headers[name])
-            if location := answer.headers.get("Location"):
-                self.set_header("Location", relocated(location, context))
+            pass_on(answer, self, context)
             body = answer.body or b""
             if "text/html" in answer.headers.get("Content-Type", ""):
                 body = rewritten(body, prefix=prefix, master_ui=master_ui, workers=workers,

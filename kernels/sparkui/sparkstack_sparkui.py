@@ -73,6 +73,17 @@ def relocated(location: str, prefix: str) -> str:
     return path + (f"?{parts.query}" if parts.query else "")
 
 
+def pass_on(answer, handler, prefix: str) -> None:
+    """The UI's status and the headers a browser needs, to `handler`'s answer; its
+    redirects kept under `prefix`. (The admins' service, sparkstack_clusterui, too.)"""
+    handler.set_status(answer.code, answer.reason)
+    for name in PASSED_HEADERS:
+        if name in answer.headers:
+            handler.set_header(name, answer.headers[name])
+    if location := answer.headers.get("Location"):
+        handler.set_header("Location", relocated(location, prefix))
+
+
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "sparkstack_sparkui"}]
 
@@ -121,12 +132,7 @@ def _handler() -> type:
                 )  # fmt: skip
             except (OSError, HTTPClientError) as exc:  # the application ended meanwhile
                 raise web.HTTPError(502, f"the UI on port {port} did not answer: {exc}") from None
-            self.set_status(answer.code, answer.reason)
-            for name in PASSED_HEADERS:
-                if name in answer.headers:
-                    self.set_header(name, answer.headers[name])
-            if location := answer.headers.get("Location"):
-                self.set_header("Location", relocated(location, prefix))
+            pass_on(answer, self, prefix)
             if self.request.method != "HEAD" and answer.body:
                 self.write(answer.body)
 
