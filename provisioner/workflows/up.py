@@ -33,28 +33,13 @@ def up(
     master; then (unless until == "servers") hand over to the SSH stage hook."""
     reporter = reporter or Reporter()
     # `desired` given: a deployment that is not the inventory's cluster (an image builder).
+    builder = desired is not None  # no hub, no Spark: the memory notes are not its
     desired = desired or P.desired_from_inventory(inv)
     key_dir = key_dir or config_dir(desired.cluster)
     reporter.step(f"looking at cluster {desired.cluster}")
     result, resolved = planned(desired, cloud=cloud, key_dir=key_dir, user_data=user_data,
                                plan=P.plan_up, dry_run=dry_run)  # fmt: skip
-    if resolved is not None:
-        limits = inv.spark.limits
-        result.notes += P.memory_notes(
-            master=resolved.flavors.get(desired.master_flavor),
-            worker=resolved.flavors.get(desired.worker_flavor),
-            workers=desired.workers,
-            users=len(inv.jupyterhub.users),
-            driver_memory=(limits.driver_memory, memory_mib(limits.driver_memory)),
-            executor_memory=(limits.executor_memory, memory_mib(limits.executor_memory)),
-        )
-    sg = result.observed.security_group if result.observed else None
-    if sg is not None and result.observed and result.observed.foreign_rules:
-        # never deleted (someone opened them on purpose), but never silently kept either
-        result.notes.append(
-            f"security group {sg.name} also has rules sparkstack did not make, left as "
-            f"they are: {'; '.join(result.observed.foreign_rules)}"
-        )
+    result.notes += _plan_notes(inv, desired, result, None if builder else resolved)
     if dry_run:
         return result
     assert resolved is not None
@@ -76,3 +61,30 @@ def up(
         if until != "servers":
             run.hooks.after_servers_active(result.observed)
     return result
+
+
+def _plan_notes(
+    inv: Inventory, desired: P.Desired, result: Result, resolved: P.Resolved | None
+) -> list[str]:
+    """What the dry run and the apply say beside the plan: memory the flavors cannot hold
+    (not for an image builder, which runs neither hub nor Spark: `resolved` None), and
+    the security group's rules that someone else added."""
+    notes: list[str] = []
+    if resolved is not None:
+        limits = inv.spark.limits
+        notes += P.memory_notes(
+            master=resolved.flavors.get(desired.master_flavor),
+            worker=resolved.flavors.get(desired.worker_flavor),
+            workers=desired.workers,
+            users=len(inv.jupyterhub.users),
+            driver_memory=(limits.driver_memory, memory_mib(limits.driver_memory)),
+            executor_memory=(limits.executor_memory, memory_mib(limits.executor_memory)),
+        )
+    observed = result.observed
+    if observed is not None and observed.security_group and observed.foreign_rules:
+        # never deleted (someone opened them on purpose), but never silently kept either
+        notes.append(
+            f"security group {observed.security_group.name} also has rules sparkstack did "
+            f"not make, left as they are: {'; '.join(observed.foreign_rules)}"
+        )
+    return notes

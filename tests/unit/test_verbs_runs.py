@@ -155,3 +155,16 @@ def test_scale_resizes_a_stack_draining_the_workers_that_go_and_handing_over_new
 
     again = workflows.scale(inv, workers=1, cloud=cloud, user_data=render(inv), hooks=hooks)
     assert again.actions == [] and again.notes == []
+
+
+def test_up_says_what_the_flavors_cannot_hold_but_not_for_an_image_builder(inv):
+    """The scripted project's flavors have 512 MiB: too little for the bed inventory's two
+    users' notebooks (and its 512m executors fit a worker that small only just)."""
+    cloud = ScriptedProject(cluster=inv.cluster.name)
+    res = workflows.up(inv, cloud=cloud, user_data=render(inv), dry_run=True)
+    assert [n.split(" has ")[0] for n in res.notes] == ["master.flavor m1.tiny"], res.notes
+    assert "so about 0 can work at once" in res.notes[0]
+    builder = P.Desired(cluster="builder", workers=0, master_flavor="m1.large",
+                        worker_flavor="m1.large", allowed_cidrs=("203.0.113.0/24",))  # fmt: skip
+    res = workflows.up(inv, cloud=cloud, user_data=render(inv), dry_run=True, desired=builder)
+    assert res.notes == []
