@@ -101,14 +101,19 @@ def main() -> None:
         async def head(self, worker: str | None, path: str) -> None:
             await self._forward(worker, path)
 
-        async def _forward(self, worker: str | None, path: str) -> None:
+        async def _master(self) -> dict:
+            """The master's own account of the cluster: its workers and applications."""
             state = await fetch(f"{master_ui}/json/", method="GET", context=prefix,
                                 accept="application/json")  # fmt: skip
-            master = json.loads(state.body or b"{}") if state.code == 200 else {}
-            workers = worker_uis(master)
+            return json.loads(state.body or b"{}") if state.code == 200 else {}
+
+        async def _forward(self, worker: str | None, path: str) -> None:
+            # The master's account is asked only when needed: to check a worker's address,
+            # and to rewrite a page's links (not for every script and style sheet).
+            master = await self._master() if worker else None
             if not worker:  # the master's route: its empty group
                 base, context = master_ui, prefix
-            elif worker in workers:
+            elif worker in (workers := worker_uis(master or {})):
                 base, context = workers[worker], f"{prefix}/{WORKER_PATH}/{worker}"
             else:
                 raise web.HTTPError(404, f"{worker} is not a worker of this cluster")
@@ -118,7 +123,9 @@ def main() -> None:
             pass_on(answer, self, context)
             body = answer.body or b""
             if "text/html" in answer.headers.get("Content-Type", ""):
-                body = rewritten(body, prefix=prefix, master_ui=master_ui, workers=workers,
+                master = master if master is not None else await self._master()
+                body = rewritten(body, prefix=prefix, master_ui=master_ui,
+                                 workers=worker_uis(master),
                                  apps=master.get("activeapps", []))  # fmt: skip
             if self.request.method != "HEAD" and body:
                 self.write(body)
