@@ -51,22 +51,10 @@ class CloudWriter(CloudBase):
             find,
             resource=name,
         )
-        rules = [
-            self._neutron_rule(sg.id, rule)
-            for rule in P.security_group_rules(cidrs, ports, world_ports)
-        ]
-
-        def add_rules() -> None:
-            try:
-                list(self.conn.network.create_security_group_rules(rules))
-            except os_exc.ConflictException:
-                # a retry after a lost answer: the rules exist already
-                log.info("security group %s: rules already present", name)
-
         # The tags and the rules are independent PUT and POST: one round trip, not two.
         with cf.ThreadPoolExecutor(max_workers=1) as side:
             tagged = side.submit(self._tag, sg, name)
-            self.call("create security group rules", add_rules, resource=name)
+            self._add_rules(sg.id, P.security_group_rules(cidrs, ports, world_ports), name=name)
         tagged.result()
         return str(sg.id)
 
@@ -85,18 +73,22 @@ class CloudWriter(CloudBase):
                 self.conn.network.delete_security_group_rule(rule_id, ignore_missing=True)
 
             self.call("delete security group rule", delete, resource=name)
-        body = [self._neutron_rule(group_id, rule) for rule in add]
-        if not body:
-            return
+        add = list(add)
+        if add:
+            self._add_rules(group_id, add, name=name)
 
-        def add_rules() -> None:
+    def _add_rules(self, group_id: str, rules: Iterable[P.IngressRule], *, name: str) -> None:
+        """All of `rules` in one bulk POST, which Neutron applies whole or not at all."""
+        body = [self._neutron_rule(group_id, rule) for rule in rules]
+
+        def add() -> None:
             try:
                 list(self.conn.network.create_security_group_rules(body))
             except os_exc.ConflictException:
-                # one POST for all: after a lost answer they exist already
+                # a retry after a lost answer: the rules exist already
                 log.info("security group %s: rules already present", name)
 
-        self.call("create security group rules", add_rules, resource=name)
+        self.call("create security group rules", add, resource=name)
 
     def _neutron_rule(self, group_id: str, rule: P.IngressRule) -> dict[str, Any]:
         body: dict[str, Any] = {

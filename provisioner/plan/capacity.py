@@ -131,7 +131,6 @@ def image_flavor_shortfalls(image: Image, flavors: Iterable[Flavor]) -> list[str
     return out
 
 
-
 # The master's memory besides the notebooks: the OS, the hub and its proxy, and the Spark
 # master daemon (a 1 GiB heap by Spark's default).
 MASTER_CORE_MIB = 1536
