@@ -35,6 +35,18 @@ _PEM_BLOCK = re.compile(
 )
 
 
+def no_credentials(value: str) -> str:
+    """A URL the nodes read from their user_data, which any process on a node can read
+    back from the metadata service: no user name or password in it."""
+    parts = urlsplit(value)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            "must not carry a user name or password: it would be readable by every process "
+            "on the nodes (user_data); allow the nodes by address instead"
+        )
+    return value
+
+
 def url(value: str, *, what: str = "URL") -> str:
     """An http(s) URL with a host, no credentials, no query or fragment, no whitespace."""
     # Checked as written: a trailing newline would end a line of the node's settings file.
@@ -43,11 +55,7 @@ def url(value: str, *, what: str = "URL") -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"must be an http:// or https:// {what}, got {show(value)}")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(
-            "must not carry a user name or password: it would be readable by every process "
-            "on the nodes (user_data); allow the nodes by address instead"
-        )
+    no_credentials(value)
     if parts.query or parts.fragment:
         raise ValueError(f"must have no ?query or #fragment, got {show(value)}")
     try:

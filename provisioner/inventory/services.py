@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
@@ -28,6 +27,7 @@ from provisioner.inventory.fields import (
     show,
     unusable_file,
 )
+from provisioner.inventory.mirrors import no_credentials
 from provisioner.inventory.names import reserved_ports
 
 
@@ -74,18 +74,8 @@ def _base_url(value: str) -> str:
 BaseUrl = Annotated[str, AfterValidator(_base_url)]
 
 
-def _no_credentials(value: str) -> str:
-    # Every node reads spark.mirror from its user_data, which any process on it can read
-    # back from the metadata service (as mirrors.url() says for the [mirrors] URLs).
-    if "@" in urlsplit(value).netloc:
-        raise ValueError(
-            "must not carry a user name or password: it would be readable by every process "
-            "on the nodes (user_data); allow the nodes by address instead"
-        )
-    return value
-
-
-NodeUrl = Annotated[str, AfterValidator(_base_url), AfterValidator(_no_credentials)]
+# spark.mirror: every node reads it from its user_data
+NodeUrl = Annotated[str, AfterValidator(_base_url), AfterValidator(no_credentials)]
 
 
 class SparkConfig(Table):
