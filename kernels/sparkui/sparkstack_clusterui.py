@@ -20,7 +20,7 @@ import os
 import re
 from urllib.parse import urlsplit
 
-from sparkstack_sparkui import pass_on
+from sparkstack_sparkui import fetch_ui, pass_on
 
 NAME = "spark"
 WORKER_PATH = "worker"
@@ -76,21 +76,13 @@ def rewritten(page: bytes, *, prefix: str, master_ui: str, workers: dict[str, st
 def main() -> None:
     from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
     from tornado import ioloop, web
-    from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
     prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"].rstrip("/")
     master_ui = os.environ["SPARKSTACK_MASTER_UI"].rstrip("/")
-    client = AsyncHTTPClient()
 
     async def fetch(url: str, *, method: str, context: str, accept: str):
-        try:
-            return await client.fetch(
-                url, method=method, follow_redirects=False, raise_error=False,
-                headers={"X-Forwarded-Context": context, "Accept": accept},
-                request_timeout=30,
-            )  # fmt: skip
-        except (OSError, HTTPClientError) as exc:
-            raise web.HTTPError(502, f"{url} did not answer: {exc}") from None
+        return await fetch_ui(url, method=method, context=context, accept=accept, timeout=30,
+                              what=url)  # fmt: skip
 
     class ClusterUI(HubOAuthenticated, web.RequestHandler):
         @web.authenticated

@@ -73,6 +73,24 @@ def relocated(location: str, prefix: str) -> str:
     return path + (f"?{parts.query}" if parts.query else "")
 
 
+async def fetch_ui(url: str, *, method: str, context: str, accept: str, timeout: float,
+                   what: str):
+    """A Spark UI's answer to `url`, asked as if under `context` (X-Forwarded-Context), its
+    redirects not followed and its own 4xx/5xx kept for the browser; a UI that does not
+    answer is the caller's 502. (The admins' service, sparkstack_clusterui, too.)"""
+    from tornado import web
+    from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+    try:
+        return await AsyncHTTPClient().fetch(
+            url, method=method, follow_redirects=False, raise_error=False,
+            headers={"X-Forwarded-Context": context, "Accept": accept},
+            request_timeout=timeout,
+        )  # fmt: skip
+    except (OSError, HTTPClientError) as exc:
+        raise web.HTTPError(502, f"{what} did not answer: {exc}") from None
+
+
 def pass_on(answer, handler, prefix: str) -> None:
     """The UI's status and the headers a browser needs, to `handler`'s answer; its
     redirects kept under `prefix`. (The admins' service, sparkstack_clusterui, too.)"""
@@ -100,7 +118,6 @@ def _handler() -> type:
     from jupyter_server.base.handlers import JupyterHandler
     from jupyter_server.utils import url_path_join
     from tornado import web
-    from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
     class SparkUIHandler(JupyterHandler):
         @web.authenticated
@@ -120,18 +137,10 @@ def _handler() -> type:
             if self.request.query:
                 url += f"?{self.request.query}"
             prefix = url_path_join(self.base_url, "sparkui", str(port))
-            try:
-                answer = await AsyncHTTPClient().fetch(
-                    url,
-                    method=self.request.method or "GET",
-                    headers={"X-Forwarded-Context": prefix,
-                             "Accept": self.request.headers.get("Accept", "*/*")},
-                    follow_redirects=False,
-                    raise_error=False,  # Spark's own 4xx/5xx go to the browser as they are
-                    request_timeout=60,
-                )  # fmt: skip
-            except (OSError, HTTPClientError) as exc:  # the application ended meanwhile
-                raise web.HTTPError(502, f"the UI on port {port} did not answer: {exc}") from None
+            # 502 when the application ended meanwhile
+            answer = await fetch_ui(url, method=self.request.method or "GET", context=prefix,
+                                    accept=self.request.headers.get("Accept", "*/*"),
+                                    timeout=60, what=f"the UI on port {port}")  # fmt: skip
             pass_on(answer, self, prefix)
             if self.request.method != "HEAD" and answer.body:
                 self.write(answer.body)
