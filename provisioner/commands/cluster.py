@@ -367,7 +367,7 @@ def _remove_builder_leftovers(inv: Inventory, err: Console, *, quiet: bool) -> N
 
 def _hub_url(inv: Inventory, observed: P.Observed) -> str:
     """The URL `up` printed for this cluster's hub."""
-    from provisioner.hub.steps import hub_url
+    from provisioner.hub.config import hub_url
 
     master = observed.master()
     address = (master.floating_ip or master.fixed_ip) if master else ""

@@ -20,7 +20,7 @@ from provisioner.commands.common import (
     load,
     session,
 )
-from provisioner.commands.output import emit_json, print_hub, progress
+from provisioner.commands.output import emit_json, hub_json, print_hub, progress
 from provisioner.errors import UserInputError
 
 if TYPE_CHECKING:  # imported where used: commands that need neither start faster
@@ -112,17 +112,8 @@ def hub(
                 nodes.close()
         current.state = f"after hub had finished: the hub of cluster {name} is running"
         if as_json:
-            emit_json(
-                {
-                    "cluster": name,
-                    "url": outcome.url,
-                    "certificate_sha256": outcome.fingerprint,
-                    "changed": outcome.changed,
-                    "credentials_file": str(outcome.credentials),
-                    "ca_file": str(outcome.ca_file) if outcome.ca_file else None,
-                    "nodes": [n.to_json() for n in observed.nodes],
-                }
-            )
+            emit_json({"cluster": name, **hub_json(outcome),
+                       "nodes": [n.to_json() for n in observed.nodes]})  # fmt: skip
             return
         print_hub(out, inv, outcome)
 

@@ -129,7 +129,14 @@ def print_hub(out: Console, inv: Inventory, outcome: HubOutcome) -> None:
         else:
             out.print(f"  admin {name}: initial password in {escape(str(outcome.credentials))}"
                       " (printed only on a terminal)", highlight=False, soft_wrap=True)  # fmt: skip
-    out.print(f"  every user's initial password: {outcome.credentials}", highlight=False)
+    if outcome.sso_callback is None:
+        out.print(f"  every user's initial password: {outcome.credentials}", highlight=False)
+    else:
+        oidc = inv.jupyterhub.oidc
+        out.print(f"  people sign in through {escape(str(oidc.issuer))} (client "
+                  f"{escape(str(oidc.client_id))})", highlight=False, soft_wrap=True)
+        out.print(f"    redirect URI to register at the provider: {outcome.sso_callback}",
+                  highlight=False, soft_wrap=True)  # fmt: skip
     # the hub's own service (hub/services.py): behind its login, for admins
     out.print(f"  Spark master and worker UIs (admins): {outcome.url.rstrip('/')}/services/spark/",
               highlight=False, soft_wrap=True)  # fmt: skip
@@ -142,6 +149,7 @@ def hub_json(outcome: HubOutcome) -> dict[str, Any]:
         "changed": outcome.changed,
         "credentials_file": str(outcome.credentials),
         "ca_file": str(outcome.ca_file) if outcome.ca_file else None,
+        "oauth_callback": outcome.sso_callback,
     }
 
 

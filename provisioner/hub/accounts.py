@@ -61,7 +61,10 @@ def ensure_users(shell: Shell, settings: HubSettings) -> UsersStep:
     wanted = list(settings.users)
     existing = _existing_accounts(shell, wanted)
     created = [n for n in wanted if n not in existing]
-    passwords = {n: new_password() for n in created}
+    # With single sign-on the provider checks who people are: accounts get no password
+    # (useradd leaves them locked), and the hub logs them in by the provider's word only.
+    sso = settings.oidc is not None
+    passwords = {} if sso else {n: new_password() for n in created}
     for name in created:
         # One command per account, so none is left without its password. A group of that
         # name may exist already (useradd --user-group then refuses).
@@ -70,8 +73,8 @@ def ensure_users(shell: Shell, settings: HubSettings) -> UsersStep:
             f"if getent group {q(name)} >/dev/null; then group='--gid {q(name)}';"
             " else group=--user-group; fi\n"
             f"useradd --create-home $group --shell /bin/bash {q(name)}\n"
-            "chpasswd",
-            input=f"{name}:{passwords[name]}\n".encode(),
+            + ("" if sso else "chpasswd"),
+            input=None if sso else f"{name}:{passwords[name]}\n".encode(),
         )
     raw = shell.read(p.users_record)
     try:

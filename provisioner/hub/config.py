@@ -17,6 +17,7 @@ from pathlib import Path
 
 from provisioner import inventory as inv_mod
 from provisioner.errors import UserInputError
+from provisioner.hub.oidc import OidcEndpoints
 from provisioner.hub.services import (
     CLUSTER_UI_MODULE,
     CULLER_SCOPES,
@@ -27,7 +28,9 @@ from provisioner.hub.services import (
 )
 from provisioner.hub.singleuser import singleuser_cmd
 from provisioner.inventory import Inventory
-from provisioner.inventory.services import LETSENCRYPT_DIRECTORY
+from provisioner.inventory.fields import RESERVED_USERS, UNIX_USER_RE
+from provisioner.inventory.names import SSO_GROUP
+from provisioner.inventory.services import LETSENCRYPT_DIRECTORY, OidcConfig
 from provisioner.render import VENV
 
 log = logging.getLogger(__name__)
@@ -110,6 +113,21 @@ class HubPaths:
         return f"{self.state_dir}/smoke_api_token"
 
     @property
+    def oidc_secret(self) -> str:
+        """The OIDC client's secret (authenticator "oidc"), sent over SSH."""
+        return f"{self.state_dir}/oidc_client_secret"
+
+    @property
+    def oidc_ca(self) -> str:
+        """The CA bundle the hub trusts for the provider's HTTPS (jupyterhub.oidc.ca_file)."""
+        return f"{self.tls_dir}/oidc-ca.pem"
+
+    @property
+    def sso_add_user(self) -> str:
+        """Makes a person's Unix account at their first single sign-on (hub/oidc.py)."""
+        return f"{self.config_dir}/add-sso-user"
+
+    @property
     def users_record(self) -> str:
         """Every account the hub has ever served: how removed users are recognised."""
         return f"{self.state_dir}/users.json"
@@ -190,6 +208,8 @@ class HubSettings:
     acme_ca_file: Path | None = None
     server_idle_timeout: int = 3600
     kernel_idle_timeout: int = 1800
+    # Single sign-on (authenticator "oidc"); None: PAM.
+    oidc: OidcConfig | None = None
     paths: HubPaths = field(default_factory=HubPaths)
 
     def __post_init__(self) -> None:
@@ -232,8 +252,29 @@ class HubSettings:
             acme_ca_file=hub.tls.acme_ca_file,
             server_idle_timeout=hub.culling.server_idle_timeout,
             kernel_idle_timeout=hub.culling.kernel_idle_timeout,
+            oidc=hub.oidc if hub.authenticator == "oidc" else None,
             paths=paths or HubPaths(),
         )
+
+    @property
+    def url(self) -> str:
+        """Where users open the hub: the last (floating) address, or with ACME the domain,
+        which its certificate is for, not the address."""
+        return hub_url(address=self.addresses[-1], port=self.port,
+                       domain=self.tls_domain if self.tls_mode == "acme" else None)
+
+    @property
+    def oauth_callback(self) -> str:
+        """The redirect URI to register at the OIDC provider."""
+        return self.url + "hub/oauth_callback"
+
+
+def hub_url(*, address: str, port: int, domain: str | None = None) -> str:
+    """Where users open the hub: its domain when it has one (an ACME certificate is for the
+    domain, not for the address), else the master's address; the port only when it is not
+    HTTPS's own."""
+    host = domain or (f"[{address}]" if ":" in address else address)
+    return f"https://{host}/" if port == 443 else f"https://{host}:{port}/"
 
 
 def _py(value: object) -> str:
@@ -241,12 +282,14 @@ def _py(value: object) -> str:
     return repr(value)
 
 
-def render_config(settings: HubSettings, *, former_users: Iterable[str] = ()) -> str:
+def render_config(settings: HubSettings, *, former_users: Iterable[str] = (),
+                  oidc: OidcEndpoints | None = None) -> str:
     """The text of jupyterhub_config.py.
 
     ``former_users`` are accounts that were hub users once and are not any more (a fact of
     the node): JupyterHub keeps them in its database, so leaving them out of
     ``allowed_users`` would not end their sessions or tokens; blocking them does.
+    ``oidc``: the provider's endpoints, which single sign-on needs (read by the master).
     """
     p = settings.paths
     users = sorted(settings.users)
@@ -258,8 +301,19 @@ def render_config(settings: HubSettings, *, former_users: Iterable[str] = ()) ->
         "",
         "c = get_config()  # noqa: F821",
         "",
-        "# PAM accounts; the hub runs as root so it can check passwords and spawn as users.",
-        'c.JupyterHub.authenticator_class = "pam"',
+    ]
+    if settings.oidc is None:
+        lines += [
+            "# PAM accounts; the hub runs as root so it can check passwords and spawn as users.",
+            'c.JupyterHub.authenticator_class = "pam"',
+        ]
+    else:
+        if oidc is None:
+            raise ValueError("single sign-on needs the provider's endpoints")
+        lines += _sso_lines(settings, oidc)
+        # A provider must never log anyone in as a system account.
+        blocked = sorted(set(blocked) | RESERVED_USERS)
+    lines += [
         f"c.Authenticator.allowed_users = set({_py(users)})",
         # With allowed_users set, JupyterHub >= 5 also lets in every user still in its
         # database (allow_existing_users); the inventory alone must decide.
@@ -343,6 +397,97 @@ def render_config(settings: HubSettings, *, former_users: Iterable[str] = ()) ->
     ]
     lines.append(f"c.JupyterHub.load_roles = {_py(roles)}")
     return "\n".join(lines) + "\n"
+
+
+# The post-auth hook of single sign-on: runs as root in the hub, after the provider and
+# the allowed names and groups let a person in, before the hub knows them as a user.
+_SSO_ACCOUNT_HOOK = """\
+import asyncio, grp, pwd
+
+
+async def _unix_account(authenticator, handler, authentication):
+    \"\"\"The person's Unix account: made at their first login; an existing account only if
+    sparkstack made it for the hub (an inventory user or an earlier sign-on).\"\"\"
+    name = authentication["name"]
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        made = await asyncio.create_subprocess_exec(
+            ADD_USER, name, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await made.communicate()
+        text = out.decode(errors="replace").strip()
+        if made.returncode != 0:
+            authenticator.log.error("no account for %s: %s", name, text)
+            return None
+        authenticator.log.info("%s", text)
+        return authentication
+    try:
+        sso = grp.getgrnam(SSO_GROUP).gr_mem
+    except KeyError:
+        sso = []
+    if name in INVENTORY_USERS or name in sso:
+        return authentication
+    authenticator.log.warning(
+        "refused %s: a Unix account sparkstack did not make for the hub has that name", name)
+    return None
+
+
+c.Authenticator.post_auth_hook = _unix_account
+"""
+
+
+def _sso_lines(settings: HubSettings, endpoints: OidcEndpoints) -> list[str]:
+    """The config of single sign-on: GenericOAuthenticator with the provider's endpoints,
+    the allowed and admin groups as JupyterHub groups, and the account hook.
+
+    Not LocalGenericOAuthenticator: its LocalAuthenticator half reads allowed_groups as
+    Unix groups (and fails on a person with no account yet); the hook makes accounts."""
+    oidc = settings.oidc
+    assert oidc is not None
+    p = settings.paths
+    gen = "c.GenericOAuthenticator"
+    lines = [
+        f"# Single sign-on through {oidc.issuer} (OpenID Connect); the client secret is",
+        "# read from a root-only file. Endpoints as the provider's discovery document gave.",
+        'c.JupyterHub.authenticator_class = "generic-oauth"',
+        f"{gen}.login_service = {_py(oidc.login_service)}",
+        f"{gen}.client_id = {_py(oidc.client_id)}",
+        f"{gen}.client_secret = Path({_py(p.oidc_secret)}).read_text().strip()",
+        f"{gen}.oauth_callback_url = {_py(settings.oauth_callback)}",
+        f"{gen}.authorize_url = {_py(endpoints.authorize)}",
+        f"{gen}.token_url = {_py(endpoints.token)}",
+        f"{gen}.userdata_url = {_py(endpoints.userinfo)}",
+        f"{gen}.scope = {_py(list(oidc.scopes))}",
+        f"{gen}.username_claim = {_py(oidc.username_claim)}",
+        # PKCE as well as the secret (RFC 9700 asks it of confidential clients too).
+        f"{gen}.enable_pkce = True",
+        # A name the provider gives must be a valid Unix name as it is: never mapped.
+        f"c.Authenticator.username_pattern = {_py('^' + UNIX_USER_RE.pattern + '$')}",
+        f"{gen}.custom_403_message = "
+        + _py("Your sign-on worked, but this hub does not let your account in: ask its admins."),
+    ]
+    if oidc.ca_file is not None:
+        lines.append(f"{gen}.http_request_kwargs = {_py({'ca_certs': p.oidc_ca})}")
+    if oidc.allowed_groups or oidc.admin_groups:
+        lines += [
+            f"{gen}.manage_groups = True",
+            f"{gen}.auth_state_groups_key = {_py('oauth_user.' + oidc.groups_claim)}",
+            f"{gen}.allowed_groups = set({_py(sorted(oidc.allowed_groups))})",
+            f"{gen}.admin_groups = set({_py(sorted(oidc.admin_groups))})",
+        ]
+        if oidc.admin_groups:
+            # admin_groups decides admin at every login, revoking it from non-members:
+            # the inventory's admins are named so they stay admins.
+            lines.append(f"c.Authenticator.admin_users = set({_py(sorted(settings.admins))})")
+    lines += [
+        "",
+        f"ADD_USER = {_py(p.sso_add_user)}",
+        f"SSO_GROUP = {_py(SSO_GROUP)}",
+        f"INVENTORY_USERS = set({_py(sorted(settings.users))})",
+        *_SSO_ACCOUNT_HOOK.splitlines(),
+        "",
+    ]
+    return lines
 
 
 def render_unit(settings: HubSettings) -> str:

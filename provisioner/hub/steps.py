@@ -28,6 +28,7 @@ from provisioner.hub.acme import ensure_acme_client
 from provisioner.hub.acme_http import ensure_no_acme
 from provisioner.hub.ca import ClusterCA
 from provisioner.hub.config import UNIT_NAME, HubSettings, render_config, render_unit
+from provisioner.hub.oidc import OidcEndpoints, ensure_sso
 from provisioner.hub.packages import ensure_packages
 from provisioner.hub.services import CLUSTER_UI_MODULE
 from provisioner.hub.shell import MASTER, Shell, Step, q
@@ -157,13 +158,14 @@ def ensure_kernel(shell: Shell, *, inv: Inventory, master_ip: str) -> Step:
     return Step("kernel", changed or startup, f"py4j {lines[0].rsplit('/', 1)[-1]}")
 
 
-def ensure_config(shell: Shell, settings: HubSettings, *, former_users: tuple[str, ...] = ()
-                  ) -> Step:
+def ensure_config(shell: Shell, settings: HubSettings, *, former_users: tuple[str, ...] = (),
+                  oidc: OidcEndpoints | None = None) -> Step:
     """jupyterhub_config.py, the systemd unit and the code of the admins' Spark UI service
     (the hub starts it: a new one needs a restart too, as the config does); systemd
-    reloads when the unit changed. After ensure_lab, which makes the service's directory."""
+    reloads when the unit changed. After ensure_lab, which makes the service's directory.
+    ``oidc``: the provider's endpoints (ensure_sso), with single sign-on."""
     p = settings.paths
-    config = render_config(settings, former_users=former_users)
+    config = render_config(settings, former_users=former_users, oidc=oidc)
     config_changed = shell.put(p.config, config.encode(), mode=0o644, owner="root",
                                group="root")
     service_changed = shell.put(p.cluster_ui_module, sparkui_module(CLUSTER_UI_MODULE).encode(),
@@ -215,19 +217,9 @@ def ensure_service(shell: Shell, *, restart: bool) -> Step:
     return Step("service", bool(changes), ", ".join(changes) or "running")
 
 
-def hub_url(*, address: str, port: int, domain: str | None = None) -> str:
-    """Where users open the hub: its domain when it has one (an ACME certificate is for the
-    domain, not for the address), else the master's address; the port only when it is not
-    HTTPS's own."""
-    host = domain or (f"[{address}]" if ":" in address else address)
-    return f"https://{host}/" if port == 443 else f"https://{host}:{port}/"
-
-
 def settings_url(settings: HubSettings) -> str:
-    """The hub's URL for these settings: the last (floating) address, or with ACME the
-    domain, which its certificate is for, not the address."""
-    return hub_url(address=settings.addresses[-1], port=settings.port,
-                   domain=settings.tls_domain if settings.tls_mode == "acme" else None)
+    """The hub's URL for these settings (HubSettings.url)."""
+    return settings.url
 
 
 # Run by the node's own Python (the hub's venv), so nothing beyond the hub is assumed; the
@@ -297,22 +289,29 @@ def ensure_hub(
     acme = [ensure_acme_client(shell, settings)] if settings.tls_mode == "acme" else [
         s for s in [ensure_no_acme(shell, settings)] if s.changed]
     tls: TlsStep = ensure_tls(shell, settings, ca=ca)
+    sso: list[Step] = []
+    endpoints = None
+    if settings.oidc is not None:
+        p = settings.paths
+        step, endpoints = ensure_sso(shell, settings.oidc, secret_path=p.oidc_secret,
+                                     ca_path=p.oidc_ca, add_user_path=p.sso_add_user)
+        sso.append(step)
     users = ensure_users(shell, settings)
     # Former users' homes too: their notebooks stay on the node.
     homes = ensure_homes(shell, tuple(dict.fromkeys((*settings.users, *users.former))))
     kernel = ensure_kernel(shell, inv=inv, master_ip=settings.addresses[0])
     lab = ensure_lab(shell, settings)
-    config = ensure_config(shell, settings, former_users=users.former)
+    config = ensure_config(shell, settings, former_users=users.former, oidc=endpoints)
     # What the hub reads at start: its files, secrets, certificate and config. Accounts
     # (PAM), homes, the kernel and the servers' own config are read live or by each
     # server at its start, so they need no restart.
-    restart = any(s.changed for s in (packages, dirs, secret, tls, config))
+    restart = any(s.changed for s in (packages, dirs, secret, tls, *sso, config))
     service = ensure_service(shell, restart=restart)
     wait_for_hub(shell, settings, timeout=ready_timeout)
     # After the restart, which stops blocked users' servers the hub's own way first.
     former = [ensure_former_stopped(shell, users.former)] if users.former else []
-    steps = (packages, dirs, secret, *acme, tls, users, homes, kernel, lab, config, service,
-             *former)
+    steps = (packages, dirs, secret, *acme, tls, *sso, users, homes, kernel, lab, config,
+             service, *former)
     for step in steps:
         log.info("hub: %s", step)
     return HubReport(

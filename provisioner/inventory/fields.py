@@ -66,6 +66,7 @@ RESERVED_USERS = frozenset(
         "jupyterhub",
         "sparkstack-smoke",
         "sparkstack-spark",
+        "sparkstack-sso",
         "polkitd",
         "lxd",
     }

@@ -30,6 +30,10 @@ SMOKE_USER = "sparkstack-smoke"
 # The group on the master whose members may read Spark's config there, authentication
 # secret included: the spark user, the hub's users and the smoke account.
 SPARK_CLIENT_GROUP = "sparkstack-spark"
+# With single sign-on, the group of the accounts the hub made at its users' first login:
+# how sparkstack tells them from accounts it must never hand to a login (debian, a
+# service's user), and whose homes `down` backs up.
+SSO_GROUP = "sparkstack-sso"
 
 MASTER = "master"
 WORKER = "worker"

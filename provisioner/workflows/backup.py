@@ -30,6 +30,7 @@ from provisioner.errors import RemoteError, SparkstackError, UserInputError
 from provisioner.hub import backup as B
 from provisioner.hub.config import HubPaths
 from provisioner.hub.shell import MASTER, Shell, Sudo, q
+from provisioner.inventory.names import SSO_GROUP
 from provisioner.workflows.context import Reporter
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,8 @@ class Saved:
 
 
 def hub_users(shell: Shell, wanted: Sequence[str]) -> list[str]:
-    """The inventory's users and every former one the master's record still names (their
-    homes stay on the node; see ensure_users)."""
+    """The inventory's users, every former one the master's record still names (their
+    homes stay on the node; see ensure_users), and every account single sign-on made."""
     import json
 
     raw = shell.read(HubPaths().users_record)
@@ -136,7 +137,9 @@ def hub_users(shell: Shell, wanted: Sequence[str]) -> list[str]:
     except ValueError:
         record = []
     former = [u for u in record if isinstance(u, str)] if isinstance(record, list) else []
-    return list(dict.fromkeys([*wanted, *sorted(former)]))
+    _, out, _ = shell.run(f"getent group {SSO_GROUP} | cut -d: -f4", check=False)
+    sso = [u for u in out.strip().split(",") if u]
+    return list(dict.fromkeys([*wanted, *sorted(former), *sorted(sso)]))
 
 
 def take_backup(shell: Streams, *, cluster: str, users: Sequence[str], dest: Path,
@@ -337,6 +340,38 @@ def _kept_name(line: str) -> str:
     return line[start + 1 : line.rfind(" " + _KEPT) - 1]
 
 
+# The archive's users for whom single sign-on made an account: made again (the add-user
+# script refuses a name that is an account or a group already), then kept only if the
+# account is one the SSO group holds. Prints those names. $1: the script; then the names.
+_SSO_ACCOUNTS = f"""\
+add=$1; shift
+for name in "$@"; do
+  getent passwd "$name" >/dev/null || "$add" "$name" >/dev/null 2>&1 || continue
+  if id -nG "$name" | tr ' ' '\\n' | grep -qx {SSO_GROUP}; then echo "$name"; fi
+done
+"""
+
+
+def sso_accounts(shell: Shell, names: Sequence[str]) -> list[str]:
+    """Of `names` (an archive's users that are not the inventory's), those whose account
+    single sign-on made, made again on a new master as their first login would: their
+    homes are restored before they come back. Never an account sparkstack did not make."""
+    if not names:
+        return []
+    _, out, _ = shell.run(f"sh -c {q(_SSO_ACCOUNTS)} sso {q(HubPaths().sso_add_user)} "
+                          + " ".join(q(n) for n in names), timeout=120)  # fmt: skip
+    return out.split()
+
+
+def restore_hub_users(shell: Shell, backup: B.Backup, *, inv: Any, path: Path) -> Restored:
+    """The archive's homes of the inventory's users, and with single sign-on of the people
+    it made accounts for, put back on the master."""
+    users = list(inv.jupyterhub.users)
+    if inv.jupyterhub.authenticator == "oidc":
+        users += sso_accounts(shell, [u for u in backup.users if u not in users])
+    return restore(shell, backup, users=users, path=path)
+
+
 def restore_on_master(inv: Any, *, cloud: Any, backup: B.Backup, path: Path,
                       reporter: Reporter) -> Restored:  # fmt: skip
     """`up --restore`, once the hub stage made the users: one more login to the master."""
@@ -348,7 +383,7 @@ def restore_on_master(inv: Any, *, cloud: Any, backup: B.Backup, path: Path,
     nodes = bring_up(observed, cloud=cloud, access=Access.from_inventory(inv),
                      reporter=reporter, workers=[])  # fmt: skip
     try:
-        done = restore(Sudo(nodes.master), backup, users=list(inv.jupyterhub.users), path=path)
+        done = restore_hub_users(Sudo(nodes.master), backup, inv=inv, path=path)
     finally:
         nodes.close()
     for line in done.lines():

@@ -27,6 +27,8 @@ class HubOutcome:
     credentials: Path
     # the CA file users trust (TLS mode "self-signed"; None for ACME or the inventory's files)
     ca_file: Path | None = None
+    # single sign-on: the redirect URI to register at the provider (None with PAM)
+    sso_callback: str | None = None
     # passwords set in this run only, to print once; never logged
     new_passwords: dict[str, str] = field(repr=False, default_factory=dict)
     steps: list[str] = field(default_factory=list)
@@ -64,6 +66,7 @@ def install_hub(
         changed=report.changed,
         credentials=path,
         ca_file=ca.cert_path if ca else None,
+        sso_callback=settings.oauth_callback if settings.oidc is not None else None,
         new_passwords=dict(report.passwords),
         steps=[str(s) for s in report.steps],
     )

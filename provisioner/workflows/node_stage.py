@@ -76,10 +76,11 @@ def spark_stage(
     from provisioner.workflows.spark_auth import client_group, ensure_spark_auth, wait_workers
 
     users = list(inv.jupyterhub.users)
+    sso = inv.jupyterhub.authenticator == "oidc"
     if done is None:
-        done = ensure_spark_auth(nodes, users=users)
+        done = ensure_spark_auth(nodes, users=users, sso=sso)
     else:
-        client_group(nodes.master, users)
+        client_group(nodes.master, users, sso=sso)
     for what in ("started", "restarted"):
         names = [name for name, did in done.items() if did == what]
         if names:

@@ -24,7 +24,12 @@ from typing import Any
 import tenacity
 
 from provisioner.errors import RemoteError
-from provisioner.inventory.names import SMOKE_USER, SPARK_CLIENT_GROUP, SPARK_MASTER_UI_PORT
+from provisioner.inventory.names import (
+    SMOKE_USER,
+    SPARK_CLIENT_GROUP,
+    SPARK_MASTER_UI_PORT,
+    SSO_GROUP,
+)
 from provisioner.remote import Session, on_each
 from provisioner.render import READY_MARKER, SPARK_HOME, SPARK_PID_DIR
 from provisioner.workflows.ssh_stage import Nodes
@@ -65,10 +70,12 @@ def _master_secret(master: Session) -> str:
     return (master.read(SECRET_PATH, sudo=True) or b"").decode().strip()
 
 
-def client_group(master: Session, users: list[str] | None) -> None:
+def client_group(master: Session, users: list[str] | None, *, sso: bool = False) -> None:
     """The group that may read the master's Spark config: spark, the hub's users and the
     smoke account; a user removed from the inventory leaves it. users None: the group and
-    spark only, nobody else's membership touched (while the hub stage makes its users)."""
+    spark only, nobody else's membership touched (while the hub stage makes its users).
+    sso: single sign-on is on, and the accounts it made (the SSO group) are hub users too;
+    off, they leave the group with the rest."""
     group = shlex.quote(SPARK_CLIENT_GROUP)
     if users is None:
         master.run(f"getent group {group} >/dev/null || groupadd --system {group}; "
@@ -76,14 +83,17 @@ def client_group(master: Session, users: list[str] | None) -> None:
                    f"usermod -aG {group} spark", sudo=True)  # fmt: skip
         return
     wanted = " ".join(shlex.quote(u) for u in ["spark", SMOKE_USER, *users])
+    if sso:
+        wanted += f" $(getent group {SSO_GROUP} | cut -d: -f4 | tr ',' ' ')"
     script = f"""
 getent group {group} >/dev/null || groupadd --system {group}
-for u in {wanted}; do
+wanted="{wanted}"
+for u in $wanted; do
   id -u "$u" >/dev/null 2>&1 || continue
   id -nG "$u" | tr ' ' '\\n' | grep -qx {group} || usermod -aG {group} "$u"
 done
 for u in $(getent group {group} | cut -d: -f4 | tr ',' ' '); do
-  case " {wanted} " in *" $u "*) ;; *) gpasswd -d "$u" {group} >/dev/null;; esac
+  case " $wanted " in *" $u "*) ;; *) gpasswd -d "$u" {group} >/dev/null;; esac
 done
 """
     master.run(script, sudo=True)
@@ -251,7 +261,8 @@ def wait_workers(nodes: Nodes, *, master_ip: str, workers: set[str], timeout: fl
         ) from None
 
 
-def ensure_spark_auth(nodes: Nodes, *, users: list[str] | None) -> dict[str, str]:
+def ensure_spark_auth(nodes: Nodes, *, users: list[str] | None, sso: bool = False
+                      ) -> dict[str, str]:
     """Every node's daemon running with the cluster's secret, by node name what it took:
     "started", "restarted" (it ran on an older config) or "running". The master first,
     listening before any worker starts, so each worker registers at its first attempt."""
@@ -262,7 +273,7 @@ def ensure_spark_auth(nodes: Nodes, *, users: list[str] | None) -> dict[str, str
             resource=nodes.master.target.name,
             step="spark auth",
         )
-    client_group(nodes.master, users)
+    client_group(nodes.master, users, sso=sso)
     on_each(lambda s: _write_block(s, secret, SPARK_CLIENT_GROUP if s is nodes.master
                                    else "spark"), nodes.all())  # fmt: skip
     done = {nodes.master.target.name: _ensure_running(nodes.master, "master")}

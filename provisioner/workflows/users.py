@@ -20,6 +20,7 @@ from provisioner.hub.shell import MASTER, q
 from provisioner.hub.steps import settings_url
 from provisioner.hub.tls import fingerprint
 from provisioner.inventory import Inventory
+from provisioner.inventory.names import SSO_GROUP
 from provisioner.keys import config_dir, credentials_path, save_credentials
 
 if sys.version_info >= (3, 11):
@@ -31,7 +32,15 @@ log = logging.getLogger(__name__)
 
 
 def check_hub_user(inv: Inventory, name: str) -> None:
-    """A user error (exit 2) unless `name` is one of the inventory's hub users."""
+    """A user error (exit 2) unless `name` is one of the inventory's hub users, and they
+    log in with a password (not through single sign-on)."""
+    if inv.jupyterhub.authenticator == "oidc":
+        raise UserInputError(
+            f"cluster {inv.cluster.name} logs people in through single sign-on: the hub "
+            "keeps no passwords",
+            hint=f"passwords are the provider's ({inv.jupyterhub.oidc.issuer}); reset "
+            "them there",
+        )
     users = list(inv.jupyterhub.users)
     if name in users:
         return
@@ -84,7 +93,8 @@ def reset_password(shell: Shell, *, inv: Inventory, settings: HubSettings, name:
 @dataclass(frozen=True)
 class HubUser:
     name: str
-    # "admin", "user", or "former" (was a hub user, removed from the inventory)
+    # "admin", "user", "former" (was a hub user, removed from the inventory) or "sso"
+    # (an account single sign-on made at the person's first login)
     role: str
     account: bool
     processes: int
@@ -123,6 +133,10 @@ def list_users(shell: Shell, *, inv: Inventory, settings: HubSettings) -> list[H
         record = set()
     users = list(inv.jupyterhub.users)
     names = users + sorted(record - set(users))
+    # the people single sign-on made accounts for (none with PAM)
+    _, out, _ = shell.run(f"getent group {SSO_GROUP} | cut -d: -f4", check=False)
+    sso = {n for n in out.strip().split(",") if n} - set(names)
+    names += sorted(sso)
     if not names:
         return []
     _, out, _ = shell.run("set -- " + " ".join(q(n) for n in names) + "\n" + _LIST)
@@ -136,7 +150,8 @@ def list_users(shell: Shell, *, inv: Inventory, settings: HubSettings) -> list[H
     return [
         HubUser(
             name=n,
-            role="admin" if n in admins else "user" if n in users else "former",
+            role="admin" if n in admins else "user" if n in users else
+                 "sso" if n in sso else "former",
             account=seen.get(n, (False, 0))[0],
             processes=seen.get(n, (False, 0))[1],
             password_kept=n in kept,

@@ -27,7 +27,7 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,20 +68,21 @@ class Trust:
     is_ca: bool
 
 
-def make_nss_db(home: Path, trust: Trust) -> Path:
-    """An NSS database under ``home`` trusting ``trust``, as Chromium on Linux reads it.
+def make_nss_db(home: Path, trust: Trust | Sequence[Trust]) -> Path:
+    """An NSS database under ``home`` trusting ``trust`` (one or several certificates: the
+    hub's CA and a sign-on provider's), as Chromium on Linux reads it.
 
     "C,," trusts a CA to issue TLS server certificates; "P,," trusts the certificate
     itself as a server's (for a CA:FALSE self-signed leaf, which can anchor nothing else).
     """
     db = home / ".pki" / "nssdb"
     db.mkdir(parents=True, exist_ok=True)
-    flags = "C,," if trust.is_ca else "P,,"
     store = ["-d", f"sql:{db}"]
-    for argv in (
-        [CERTUTIL, *store, "-N", "--empty-password"],
-        [CERTUTIL, *store, "-A", "-t", flags, "-n", "sparkstack-e2e", "-i", str(trust.pem)],
-    ):
+    trusts = [trust] if isinstance(trust, Trust) else list(trust)
+    argvs = [[CERTUTIL, *store, "-N", "--empty-password"]] + [
+        [CERTUTIL, *store, "-A", "-t", "C,," if t.is_ca else "P,,", "-n",
+         f"sparkstack-e2e-{n}", "-i", str(t.pem)] for n, t in enumerate(trusts)]  # fmt: skip
+    for argv in argvs:
         subprocess.run(argv, check=True, capture_output=True, timeout=30)
     return db
 
@@ -180,6 +181,20 @@ class Browser:
                 "the login form was not answered",
             )
 
+    def sign_in(self, login: str, password: str) -> None:
+        """Single sign-on as a person does it: the hub's "Sign in with ..." button, the
+        provider's login form (tests/testbed/oidc), its consent page; then back at the hub.
+        """
+        with self.step(f"sign in {login}"):
+            self.driver.get(f"{self.base_url}/hub/login")
+            self.visible("a[href*='oauth_login']").click()
+            self.visible("#login").send_keys(login)
+            self.visible("#password").send_keys(password)
+            self.visible("#submit").click()
+            self.visible("#approve").click()
+            self.wait().until(lambda d: d.current_url.startswith(self.base_url),
+                              "the provider did not send the browser back to the hub")
+
     def login_error(self) -> str | None:
         """The error the login page shows, or None when there is none."""
         found = self.driver.find_elements(By.CSS_SELECTOR, "p.login_error")
@@ -261,7 +276,7 @@ class Browser:
 
 @contextlib.contextmanager
 def browser_session(
-    *, base_url: str, trust: Trust, artifacts: Path, timeout: float = 30.0
+    *, base_url: str, trust: Trust | Sequence[Trust], artifacts: Path, timeout: float = 30.0
 ) -> Iterator[Browser]:
     """A headless Chromium with a fresh HOME (holding the NSS trust) and a fresh profile,
     both removed afterwards; failures leave their artifacts (and chromedriver's log) in

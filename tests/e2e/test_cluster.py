@@ -48,10 +48,16 @@ from provisioner.render import READY_MARKER
 from tests.cloud.test_workflows import cli_env, cluster_resources, run_cli
 from tests.testbed.fixtures import ProjectAudit
 from tests.testbed.hosts import hosts
+from tests.testbed.oidc.provider import running
 
 from .browser import Trust, browser_session, missing_tools
 from .conftest import host_key, host_log_tail, wait_for
 from .test_hub import HostShell, PinnedClient, _init_pid
+from .test_hub_sso import ACCOUNTS as SSO_ACCOUNTS
+from .test_hub_sso import BRIDGE as SSO_BRIDGE
+from .test_hub_sso import CLIENT_ID as SSO_CLIENT_ID
+from .test_hub_sso import CLIENT_SECRET as SSO_CLIENT_SECRET
+from .test_hub_sso import sign_in, sso_port
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 
@@ -829,6 +835,89 @@ def test_scale_from_3_to_1_drains_while_a_notebooks_job_runs_on_all_three(team):
     later = _master_json(master_ip)
     assert not [w for w in later["workers"] if w["host"] in removed and w["state"] == "ALIVE"]
     assert [s.name for s in team.servers() if "-worker-" in s.name] == [f"{NAME}-worker-1"]
+
+
+def _sso_inventory(team: Team, issuer: str, ca_file: Path, secret: Path) -> Path:
+    """The team's inventory with single sign-on through the bed's provider."""
+    text = team.inv_path.read_text().replace("[jupyterhub]\n",
+                                             '[jupyterhub]\nauthenticator = "oidc"\n', 1)
+    text += ("\n[jupyterhub.oidc]\n"
+             f'issuer = "{issuer}"\nclient_id = "{SSO_CLIENT_ID}"\n'
+             f'client_secret_file = "{secret}"\nca_file = "{ca_file}"\n'
+             'scopes = ["openid", "profile", "email", "groups"]\n'
+             'allowed_groups = ["spark-users"]\n')  # fmt: skip
+    path = team.tmp / "inv-sso.toml"
+    path.write_text(text)
+    return path
+
+
+def _in_spark_group(team: Team, inv: Path, user: str) -> bool:
+    done = team.cli("ssh", "-i", str(inv), "--", f"id -nG {user}", timeout=120)
+    assert done.returncode == 0, done.stderr
+    return "sparkstack-spark" in done.stdout.split()
+
+
+def test_single_sign_on_through_up_and_a_job_as_the_person_the_provider_names(team, tmp_path):
+    """`up` moves the running cluster to single sign-on through the bed's OIDC provider;
+    erin, whom the provider knows and the inventory does not, signs in, gets her account
+    in the Spark group and runs a job; `up` again keeps her there; back to PAM, she is out
+    of the Spark group and the inventory's users log in with their passwords again."""
+    fip = team.address(f"{NAME}-master", floating=True)
+    hub = f"https://{fip}/"
+    secret = tmp_path / "client-secret"
+    secret.write_text(SSO_CLIENT_SECRET + "\n")
+    client = {"client_id": SSO_CLIENT_ID, "client_secret": SSO_CLIENT_SECRET,
+              "redirect_uris": [hub + "hub/oauth_callback"]}  # fmt: skip
+    accounts = {"erin": SSO_ACCOUNTS["erin"]}
+    with running(ip=SSO_BRIDGE, port=sso_port(), client=client, accounts=accounts,
+                 workdir=tmp_path / "idp") as idp:  # fmt: skip
+        inv = _sso_inventory(team, idp.issuer, idp.ca_file, secret)
+        t = time.monotonic()
+        up = team.cli("up", "-i", str(inv), timeout=600)
+        team.timings["up: PAM to single sign-on"] = time.monotonic() - t
+        assert up.returncode == 0, up.stderr
+        assert f"redirect URI to register at the provider: {hub}hub/oauth_callback" in up.stdout
+        assert f"people sign in through {idp.issuer}" in up.stdout
+        assert "password" not in up.stdout
+        bundle = tmp_path / "trust.pem"
+        ca = team.tmp / "config" / "sparkstack" / NAME / "hub-ca.crt"
+        bundle.write_bytes(ca.read_bytes() + idp.ca_file.read_bytes())
+
+        session, page = sign_in(hub, bundle, "erin", "erin-pw")
+        assert page.status_code == 200 and page.url.startswith(hub), (page.status_code, page.url)
+        assert _in_spark_group(team, inv, "erin")
+        # an API token of her own, asked with her browser session (the hub's XSRF check)
+        session.get(hub + "hub/home", timeout=30)
+        made = session.post(hub + "hub/api/users/erin/tokens", timeout=30,
+                            headers={"X-XSRFToken": session.cookies.get("_xsrf", "")},
+                            json={"note": "e2e", "expires_in": 3600})  # fmt: skip
+        assert made.status_code in (200, 201), (made.status_code, made.text[:300])
+        token = made.json()["token"]
+        fingerprint = team.creds()["hub_certificate_sha256"]
+        pinned = PinnedClient(fip, 443, fingerprint)
+        wait_for(lambda: pinned.server_ready("erin", token), timeout=120, what="erin's server")
+        api = HubApi(host=fip, port=443, fingerprint=fingerprint, token=token)
+        kernel = api.call("POST", "/user/erin/api/kernels", {"name": "pyspark"}, expect=(201,))
+        assert api.execute("erin", kernel["id"], JOB, timeout=300).strip() == JOB_ANSWER
+        assert api.execute("erin", kernel["id"], "import getpass; print(getpass.getuser())",
+                           timeout=60).strip() == "erin"  # fmt: skip
+
+        # `up` again: nothing to change, and she stays a member of the Spark group.
+        again = team.cli("up", "-i", str(inv), timeout=600)
+        assert again.returncode == 0, again.stderr
+        assert "nothing changed" in again.stderr
+        assert _in_spark_group(team, inv, "erin")
+        status, _, _ = pinned.request("DELETE", "/hub/api/users/erin/server", token=token)
+        assert status in (202, 204), status
+
+    # Back to PAM: the SSO accounts leave the Spark group, the inventory's users log in.
+    t = time.monotonic()
+    back = team.cli("up", "-i", str(team.inv_path), timeout=600)
+    team.timings["up: single sign-on back to PAM"] = time.monotonic() - t
+    assert back.returncode == 0, back.stderr
+    assert not _in_spark_group(team, team.inv_path, "erin")
+    client_pam, *_ = team.hub_client()
+    assert client_pam.login("alice", team.creds()["users"]["alice"]) == 302
 
 
 def test_down_leaves_nothing(team):

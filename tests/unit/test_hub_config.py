@@ -6,9 +6,11 @@ test reads back what JupyterHub would be configured with, not a substring of the
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import json
+import logging
 import os
 import shlex
 import stat
@@ -23,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from provisioner.errors import UserInputError
+from provisioner.errors import RemoteError, UserInputError
 from provisioner.hub import HubPaths, HubSettings, Sudo, ensure_tls, render_config, render_unit
 from provisioner.hub.acme import (
     acme_cert_problem,
@@ -34,6 +36,7 @@ from provisioner.hub.acme import (
     render_renew_timer,
 )
 from provisioner.hub.config import CULLER_SCOPES
+from provisioner.hub.oidc import ADD_USER, OidcEndpoints, parse_discovery
 from provisioner.hub.singleuser import (
     NOTEBOOK_OOM_SCORE_ADJ,
     PYSPARK_KERNEL,
@@ -45,7 +48,7 @@ from provisioner.hub.singleuser import (
 )
 from provisioner.hub.tls import cert_problem, fingerprint, openssl_config
 from provisioner.inventory import HUB_API_PORT, PROXY_API_PORT, parse_inventory
-from provisioner.inventory.services import MIN_SERVER_IDLE_TIMEOUT
+from provisioner.inventory.services import MIN_SERVER_IDLE_TIMEOUT, OidcConfig
 from provisioner.render import KERNEL_DIR
 
 SMOKE_TOKEN = "c0ffee" * 10 + "beef"
@@ -537,3 +540,136 @@ def test_sudo_makes_every_call_of_a_login_session_as_root():
     assert shell.put("/etc/x", b"x", mode=0o600, owner="root", group="root")
     assert shell.read("/etc/x") == b"x"
     assert calls == [("run", True), ("put", True), ("read", True)]
+
+
+# --- single sign-on ------------------------------------------------------------------------
+
+ENDPOINTS = OidcEndpoints(
+    issuer="https://login.example.org/realms/research",
+    authorize="https://login.example.org/realms/research/protocol/openid-connect/auth",
+    token="https://login.example.org/realms/research/protocol/openid-connect/token",
+    userinfo="https://login.example.org/realms/research/protocol/openid-connect/userinfo",
+)
+
+
+def _sso(tmp_path: Path, **changes) -> HubSettings:
+    secret = tmp_path / "client-secret"
+    secret.write_text("s3cret-of-the-client\n")
+    keys = {"issuer": ENDPOINTS.issuer, "client_id": "sparkstack",
+            "client_secret_file": str(secret), "allowed_groups": ["spark-users"],
+            "admin_groups": ["spark-admins"]}
+    oidc = OidcConfig(**(keys | changes))
+    return _settings(tmp_path, oidc=oidc)
+
+
+def test_single_sign_on_is_generic_oauth_with_the_discovered_endpoints(tmp_path):
+    settings = _sso(tmp_path)
+    with pytest.raises(ValueError, match="needs the provider's endpoints"):
+        render_config(settings)
+    text = render_config(settings, oidc=ENDPOINTS, former_users=["carol"])
+    assert "s3cret" not in text, "the config names the secret's file, never the secret"
+    secret_file = Path(settings.paths.oidc_secret)
+    secret_file.parent.mkdir(parents=True, exist_ok=True)
+    secret_file.write_text("s3cret-of-the-client\n")
+    c = _load(settings, oidc=ENDPOINTS, former_users=["carol"])
+    gen = c.GenericOAuthenticator
+    assert c.JupyterHub.authenticator_class == "generic-oauth"
+    assert (gen.client_id, gen.client_secret) == ("sparkstack", "s3cret-of-the-client")
+    assert (gen.authorize_url, gen.token_url, gen.userdata_url) == (
+        ENDPOINTS.authorize, ENDPOINTS.token, ENDPOINTS.userinfo)
+    # the floating address: where browsers come back to, as the provider must know it
+    assert gen.oauth_callback_url == "https://203.0.113.7/hub/oauth_callback"
+    assert gen.scope == ["openid", "profile", "email"] and gen.enable_pkce is True
+    assert gen.username_claim == "preferred_username"
+    assert (gen.manage_groups, gen.auth_state_groups_key) == (True, "oauth_user.groups")
+    assert (gen.allowed_groups, gen.admin_groups) == ({"spark-users"}, {"spark-admins"})
+    # the inventory's admins stay admins although admin_groups decides at each login
+    assert c.Authenticator.admin_users == {"alice"}
+    assert c.Authenticator.allowed_users == {"alice", "bob"}
+    # former users, and every system account a provider might name, stay out
+    assert {"carol", "root", "debian", "ubuntu", "spark", "sparkstack-smoke"} <= (
+        c.Authenticator.blocked_users)
+    assert c.Authenticator.username_pattern == "^[a-z][a-z0-9_-]{0,31}$"
+    assert not hasattr(gen, "http_request_kwargs"), "the system's CAs unless one is named"
+    assert callable(c.Authenticator.post_auth_hook)
+
+    # a private CA, and no groups: names only
+    settings = _sso(tmp_path, ca_file=str(secret_file), allowed_groups=[], admin_groups=[])
+    c = _load(settings, oidc=ENDPOINTS)
+    gen = c.GenericOAuthenticator
+    assert gen.http_request_kwargs == {"ca_certs": settings.paths.oidc_ca}
+    assert not hasattr(gen, "manage_groups") and not hasattr(gen, "allowed_groups")
+    assert not hasattr(c.Authenticator, "admin_users"), "roles alone decide, as with PAM"
+
+
+def test_the_account_hook_makes_new_accounts_and_refuses_system_ones(tmp_path):
+    """The post-auth hook as the hub runs it (as root, after the provider said yes)."""
+    settings = _sso(tmp_path)
+    Path(settings.paths.oidc_secret).parent.mkdir(parents=True, exist_ok=True)
+    Path(settings.paths.oidc_secret).write_text("x\n")
+    token = Path(settings.paths.proxy_token)
+    token.write_text(TOKEN + "\n")
+    Path(settings.paths.smoke_token).write_text(SMOKE_TOKEN + "\n")
+    namespace: dict = {"get_config": lambda: _Recorder()}
+    exec(render_config(settings, oidc=ENDPOINTS), namespace)
+    hook = namespace["_unix_account"]
+    made = tmp_path / "made"
+    # the add-user script, as a stand-in that records whom it was asked to make
+    add = tmp_path / "add-user"
+    add.write_text(f'#!/bin/sh\necho "$1" >>{made}\n[ "$1" != broken ] || exit 3\n'
+                   'echo "created $1"\n')
+    add.chmod(0o755)
+    namespace["ADD_USER"] = str(add)
+    authenticator = SimpleNamespace(log=logging.getLogger("hook"))
+
+    def login(name: str):
+        return asyncio.run(hook(authenticator, None, {"name": name, "admin": None}))
+
+    # an account this machine has, which sparkstack did not make for the hub: never
+    assert login("daemon") is None
+    # a new name: its account is made, then the login goes on
+    assert login("zz-first-login") == {"name": "zz-first-login", "admin": None}
+    assert login("broken") is None, "no account, no login"
+    assert made.read_text().split() == ["zz-first-login", "broken"]
+    # an account the inventory made for the hub is let in as it is
+    namespace["INVENTORY_USERS"] = {"daemon"}
+    assert login("daemon") == {"name": "daemon", "admin": None}
+
+
+def test_the_add_user_script_refuses_names_and_groups_it_must_not_touch(tmp_path):
+    script = tmp_path / "add-sso-user"
+    script.write_text(ADD_USER)
+    script.chmod(0o755)
+    # useradd must never run for these: a stand-in on PATH records it if it does
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "useradd").write_text(f"#!/bin/sh\necho ran >{tmp_path}/useradd-ran\n")
+    (bin_dir / "useradd").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"}
+    for name, code, words in (("root", 3, "account root exists"),
+                              ("sudo", 4, "sudo is a group"),
+                              ("Eve", 2, "not a valid user name"),
+                              ("-o", 2, "not a valid user name")):  # fmt: skip
+        done = subprocess.run([str(script), name], env=env, capture_output=True, text=True)
+        assert (done.returncode, words in done.stderr) == (code, True), (name, done.stderr)
+    assert not (tmp_path / "useradd-ran").exists()
+
+
+def test_the_providers_discovery_document_must_name_its_issuer_and_https_endpoints():
+    issuer = ENDPOINTS.issuer
+    doc = {"issuer": issuer, "authorization_endpoint": ENDPOINTS.authorize,
+           "token_endpoint": ENDPOINTS.token, "userinfo_endpoint": ENDPOINTS.userinfo}
+    assert parse_discovery(issuer + "/", "noise\n" + json.dumps(doc)) == replace(
+        ENDPOINTS, issuer=issuer + "/")
+    with pytest.raises(RemoteError, match="cannot read the provider's https://login.example.org"
+                                          "/realms/research/.well-known/openid-configuration: "
+                                          "SSLCertVerificationError"):
+        parse_discovery(issuer, json.dumps({"error": "SSLCertVerificationError: bad"}))
+    with pytest.raises(RemoteError, match="names the issuer 'https://evil.example.org'"):
+        parse_discovery(issuer, json.dumps(doc | {"issuer": "https://evil.example.org"}))
+    with pytest.raises(RemoteError, match="gives no https:// token_endpoint or "
+                                          "userinfo_endpoint"):
+        parse_discovery(issuer, json.dumps(doc | {"token_endpoint": "http://x/token",
+                                                  "userinfo_endpoint": None}))
+    with pytest.raises(RemoteError, match="no answer"):
+        parse_discovery(issuer, "")

@@ -17,7 +17,8 @@ import pytest
 
 from provisioner import plan as P
 from provisioner.commands.cluster import _hub_url
-from provisioner.hub.steps import _API_PROBE, hub_url
+from provisioner.hub.config import hub_url
+from provisioner.hub.steps import _API_PROBE
 from provisioner.inventory import load_inventory
 from tests.render.conftest import self_signed
 

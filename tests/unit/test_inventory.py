@@ -238,7 +238,7 @@ BAD = [
     (
         {"jupyterhub.authenticator": "ldap"},
         (),
-        ["jupyterhub.authenticator: must be one of 'pam', got \"ldap\""],
+        ["jupyterhub.authenticator: must be one of 'pam' or 'oidc', got \"ldap\""],
     ),
     ({"jupyterhub.port": 0}, (), ["jupyterhub.port: must be >= 1, got 0"]),
     ({"jupyterhub.port": 65536}, (), ["jupyterhub.port: must be <= 65535, got 65536"]),
@@ -550,3 +550,62 @@ def test_example_shows_every_key_the_model_knows():
         return missing
 
     assert walk(I.Inventory, example_data(), "") == []
+
+
+def test_single_sign_on_is_checked_key_by_key(tmp_path: Path):
+    secret = tmp_path / "client-secret"
+    secret.write_text("s3cret-from-the-provider\n")
+    (tmp_path / "empty").write_text("\n")
+    sso = {
+        "jupyterhub.authenticator": "oidc",
+        "jupyterhub.oidc.issuer": "https://login.example.org/realms/research",
+        "jupyterhub.oidc.client_id": "sparkstack",
+        "jupyterhub.oidc.client_secret_file": str(secret),
+        "jupyterhub.oidc.allowed_groups": ["spark-users"],
+        "jupyterhub.oidc.admin_groups": ["spark-admins"],
+    }
+    inv = I.parse_inventory(with_changes(sso), source="x")
+    oidc = inv.jupyterhub.oidc
+    assert (inv.jupyterhub.authenticator, oidc.issuer, oidc.client_secret_file) == (
+        "oidc", "https://login.example.org/realms/research", secret)
+    assert oidc.client_secret() == "s3cret-from-the-provider"
+    assert "s3cret" not in repr(inv), "the secret is read when needed, never kept"
+    assert oidc.scopes == ["openid", "profile", "email"]
+    assert oidc.username_claim == "preferred_username"
+
+    # everything the provider needs, named by key, all at once
+    assert problems(with_changes({"jupyterhub.authenticator": "oidc"})) == [
+        f'jupyterhub.oidc.{key}: must be set when jupyterhub.authenticator = "oidc"'
+        for key in ("issuer", "client_id", "client_secret_file")]
+    assert problems(with_changes({**sso,
+                                  "jupyterhub.oidc.issuer": "http://login.example.org",
+                                  "jupyterhub.oidc.client_secret_file": str(tmp_path / "nope"),
+                                  "jupyterhub.oidc.scopes": ["profile", "profile"],
+                                  "jupyterhub.oidc.username_claim": "user name"})) == [
+        "jupyterhub.oidc.issuer: must be the provider's https:// issuer URL, without user "
+        'name, query or fragment, got "http://login.example.org"',
+        f"jupyterhub.oidc.client_secret_file: no such file: {tmp_path / 'nope'}",
+        'jupyterhub.oidc.username_claim: must be one claim name like "preferred_username", '
+        'got "user name"',
+        'jupyterhub.oidc.scopes[1]: "profile" is listed twice',
+    ]
+    assert problems(with_changes({**sso, "jupyterhub.oidc.scopes": ["profile"],
+                                  "jupyterhub.oidc.client_secret_file": str(tmp_path / "empty"),
+                                  "jupyterhub.oidc.issuer": "https://u:p@login.example.org"})
+                    ) == [
+        "jupyterhub.oidc.issuer: must be the provider's https:// issuer URL, without user "
+        'name, query or fragment, got "https://u:p@login.example.org"',
+        f"jupyterhub.oidc.client_secret_file: {tmp_path / 'empty'} is empty",
+        'jupyterhub.oidc.scopes: lacks "openid": without it the provider gives no userinfo',
+    ]
+    # nobody could log in: no names, no groups
+    assert problems(with_changes({**sso, "jupyterhub.users": [], "jupyterhub.admins": [],
+                                  "jupyterhub.oidc.allowed_groups": [],
+                                  "jupyterhub.oidc.admin_groups": []})) == [
+        "jupyterhub.oidc.allowed_groups: is empty and so is jupyterhub.users: nobody could "
+        "log in; list the provider's groups or user names"]
+    # with PAM the table must stay empty, as the example has it
+    assert problems(with_changes({"jupyterhub.oidc.issuer": "https://login.example.org",
+                                  "jupyterhub.oidc.admin_groups": ["x"]})) == [
+        f'jupyterhub.oidc.{key}: only used when jupyterhub.authenticator = "oidc" (it is '
+        '"pam"); empty it or change authenticator' for key in ("issuer", "admin_groups")]

@@ -139,3 +139,35 @@ def test_a_commands_log_keeps_no_token_from_websocket_headers(tmp_path, monkeypa
     text = current.log.read_text()
     assert "a line of our own" in text
     assert PASSWORD not in text
+
+
+def _sso_inventory(tmp_path: Path) -> Path:
+    path = pinned_example(tmp_path / "inventory.toml")
+    secret = tmp_path / "client-secret"
+    secret.write_text("from-the-provider\n")
+    text = path.read_text().replace('authenticator = "pam"', 'authenticator = "oidc"')
+    text = text.replace('issuer = ""', 'issuer = "https://login.example.org/realms/team"')
+    text = text.replace('client_id = ""', 'client_id = "sparkstack"')
+    path.write_text(text.replace('client_secret_file = ""', f'client_secret_file = "{secret}"'))
+    return path
+
+
+def test_with_single_sign_on_there_is_no_password_to_reset_or_print(tmp_path, capsys):
+    path = _sso_inventory(tmp_path)
+    assert main(["users", "reset", "alice", "-i", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "logs people in through single sign-on: the hub keeps no passwords" in err
+    assert "reset them there" in err and "https://login.example.org/realms/team" in err
+    assert probe(["users", "reset", "alice", "-i", str(path)]) == {"codes": [2], "loaded": []}
+
+    # `up`'s closing lines: where people sign in, and the redirect URI the provider needs
+    outcome = HubOutcome(url="https://203.0.113.7/", fingerprint="AB:CD", changed=True,
+                         credentials=CREDENTIALS,
+                         sso_callback="https://203.0.113.7/hub/oauth_callback")  # fmt: skip
+    with console_on("pipe") as (console, written):
+        print_hub(console, load_inventory(path), outcome)
+    text = written[0]
+    issuer, callback = "https://login.example.org/realms/team", outcome.sso_callback
+    assert f"people sign in through {issuer} (client sparkstack)" in text
+    assert f"redirect URI to register at the provider: {callback}" in text
+    assert "password" not in text
