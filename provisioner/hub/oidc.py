@@ -42,6 +42,15 @@ class OidcEndpoints:
     userinfo: str
 
 
+def callback_note(oidc: OidcConfig, *, hub_root: str | None) -> str:
+    """What `up` and its dry run say with single sign-on: the redirect URI the provider
+    must know. ``hub_root``: the hub's URL when the address is known already."""
+    root = hub_root or "https://<the master's floating IP>/"
+    known = "" if hub_root else " (the address is known once `up` has attached it)"
+    return (f"single sign-on through {oidc.issuer}: register the redirect URI "
+            f"{root}hub/oauth_callback for client {oidc.client_id} at the provider{known}")
+
+
 def discovery_url(issuer: str) -> str:
     return issuer.rstrip("/") + DISCOVERY
 

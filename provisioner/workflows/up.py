@@ -81,6 +81,17 @@ def _plan_notes(
             executor_memory=(limits.executor_memory, memory_mib(limits.executor_memory)),
         )
     observed = result.observed
+    hub = inv.jupyterhub
+    if hub.authenticator == "oidc" and resolved is not None:
+        from provisioner.hub.config import hub_url
+        from provisioner.hub.oidc import callback_note
+
+        master = observed.master() if observed is not None else None
+        address = (master.floating_ip if master is not None else None) or inv.network.floating_ip
+        domain = hub.tls.domain if hub.tls.mode == "acme" else None
+        root = hub_url(address=address or "", port=hub.port, domain=domain) if (
+            address or domain) else None
+        notes.append(callback_note(hub.oidc, hub_root=root))
     if observed is not None and observed.security_group and observed.foreign_rules:
         # never deleted (someone opened them on purpose), but never silently kept either
         notes.append(

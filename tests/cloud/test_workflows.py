@@ -282,6 +282,19 @@ def test_dry_run_then_up_twice_then_error_replaced_then_down(clean_project, tmp_
         n.startswith("spark.limits.executor_memory 2g does not fit in workers.flavor m1.tiny:")
         for n in plan["notes"]
     ), plan["notes"]
+    # with single sign-on, the redirect URI to register before the hub exists
+    secret = tmp_path / "oidc-secret"
+    secret.write_text("from-the-provider\n")
+    sso = tmp_path / "sso.toml"
+    sso.write_text(inv_path.read_text().replace('floating_ip = ""', 'floating_ip = "172.24.4.99"')
+                   + '[jupyterhub]\nauthenticator = "oidc"\nusers = ["alice"]\n'
+                   '[jupyterhub.oidc]\nissuer = "https://login.example.org/realms/x"\n'
+                   f'client_id = "spark"\nclient_secret_file = "{secret}"\n')  # fmt: skip
+    notes = json.loads(run_cli("up", "-i", str(sso), "--dry-run", "--json", env=env).stdout)[
+        "notes"]
+    assert ("single sign-on through https://login.example.org/realms/x: register the redirect "
+            "URI https://172.24.4.99/hub/oauth_callback for client spark at the provider"
+            ) in notes, notes
 
     run_cli("up", "-i", str(inv_path), "--until", "servers", env=env)
     first = cluster_resources(admin, "twice")

@@ -902,6 +902,10 @@ def test_single_sign_on_through_up_and_a_job_as_the_person_the_provider_names(te
         assert api.execute("erin", kernel["id"], "import getpass; print(getpass.getuser())",
                            timeout=60).strip() == "erin"  # fmt: skip
 
+        # `sparkstack smoke` acts as the hub's own service, whatever the login.
+        smoke = team.cli("smoke", "-i", str(inv), timeout=600)
+        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+
         # `up` again: nothing to change, and she stays a member of the Spark group.
         again = team.cli("up", "-i", str(inv), timeout=600)
         assert again.returncode == 0, again.stderr

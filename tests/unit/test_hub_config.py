@@ -36,7 +36,7 @@ from provisioner.hub.acme import (
     render_renew_timer,
 )
 from provisioner.hub.config import CULLER_SCOPES
-from provisioner.hub.oidc import ADD_USER, OidcEndpoints, parse_discovery
+from provisioner.hub.oidc import ADD_USER, OidcEndpoints, callback_note, parse_discovery
 from provisioner.hub.singleuser import (
     NOTEBOOK_OOM_SCORE_ADJ,
     PYSPARK_KERNEL,
@@ -673,3 +673,14 @@ def test_the_providers_discovery_document_must_name_its_issuer_and_https_endpoin
                                                   "userinfo_endpoint": None}))
     with pytest.raises(RemoteError, match="no answer"):
         parse_discovery(issuer, "")
+
+
+def test_the_redirect_uri_note_names_the_address_once_it_is_known(tmp_path):
+    oidc = _sso(tmp_path).oidc
+    assert oidc is not None
+    assert callback_note(oidc, hub_root="https://hub.example.org:8443/") == (
+        f"single sign-on through {ENDPOINTS.issuer}: register the redirect URI "
+        "https://hub.example.org:8443/hub/oauth_callback for client sparkstack at the provider")
+    assert callback_note(oidc, hub_root=None).endswith(
+        "https://<the master's floating IP>/hub/oauth_callback for client sparkstack at the "
+        "provider (the address is known once `up` has attached it)")
