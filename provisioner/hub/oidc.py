@@ -167,3 +167,13 @@ def ensure_sso(shell: Shell, oidc: OidcConfig, *, secret_path: str, ca_path: str
     endpoints = discover(shell, oidc, ca_path=ca_path if oidc.ca_file else None)
     detail = ("wrote " + ", ".join(wrote) + "; " if wrote else "") + f"provider {oidc.issuer}"
     return Step("sso", bool(wrote), detail), endpoints
+
+
+def ensure_no_sso(shell: Shell, *, secret_path: str, ca_path: str, add_user_path: str) -> Step:
+    """Without single sign-on, nothing of it left on the master: the client secret above
+    all. The accounts it made and their group stay (their homes are people's work)."""
+    paths = " ".join(q(p) for p in (secret_path, ca_path, add_user_path))
+    _, out, _ = shell.run(f"for f in {paths}; do [ -e \"$f\" ] && rm -f \"$f\" && echo \"$f\"; "
+                          "done; true")  # fmt: skip
+    removed = out.split()
+    return Step("sso", bool(removed), ("removed " + ", ".join(removed)) if removed else "off")

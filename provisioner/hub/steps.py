@@ -28,7 +28,7 @@ from provisioner.hub.acme import ensure_acme_client
 from provisioner.hub.acme_http import ensure_no_acme
 from provisioner.hub.ca import ClusterCA
 from provisioner.hub.config import UNIT_NAME, HubSettings, render_config, render_unit
-from provisioner.hub.oidc import OidcEndpoints, ensure_sso
+from provisioner.hub.oidc import OidcEndpoints, ensure_no_sso, ensure_sso
 from provisioner.hub.packages import ensure_packages
 from provisioner.hub.services import CLUSTER_UI_MODULE
 from provisioner.hub.shell import MASTER, Shell, Step, q
@@ -289,13 +289,17 @@ def ensure_hub(
     acme = [ensure_acme_client(shell, settings)] if settings.tls_mode == "acme" else [
         s for s in [ensure_no_acme(shell, settings)] if s.changed]
     tls: TlsStep = ensure_tls(shell, settings, ca=ca)
+    # Single sign-on's files and the provider's endpoints; without it, what an earlier
+    # run left is removed (reported only if there was some).
+    p = settings.paths
+    files = {"secret_path": p.oidc_secret, "ca_path": p.oidc_ca, "add_user_path": p.sso_add_user}
     sso: list[Step] = []
     endpoints = None
     if settings.oidc is not None:
-        p = settings.paths
-        step, endpoints = ensure_sso(shell, settings.oidc, secret_path=p.oidc_secret,
-                                     ca_path=p.oidc_ca, add_user_path=p.sso_add_user)
+        step, endpoints = ensure_sso(shell, settings.oidc, **files)
         sso.append(step)
+    else:
+        sso = [s for s in [ensure_no_sso(shell, **files)] if s.changed]
     users = ensure_users(shell, settings)
     # Former users' homes too: their notebooks stay on the node.
     homes = ensure_homes(shell, tuple(dict.fromkeys((*settings.users, *users.former))))

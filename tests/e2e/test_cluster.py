@@ -919,6 +919,9 @@ def test_single_sign_on_through_up_and_a_job_as_the_person_the_provider_names(te
     back = team.cli("up", "-i", str(team.inv_path), timeout=600)
     team.timings["up: single sign-on back to PAM"] = time.monotonic() - t
     assert back.returncode == 0, back.stderr
+    # single sign-on's files are gone from the master, the client secret first
+    assert "hub sso: changed (removed /var/lib/sparkstack-hub/oidc_client_secret," in " ".join(
+        back.stderr.split()), back.stderr
     assert not _in_spark_group(team, team.inv_path, "erin")
     client_pam, *_ = team.hub_client()
     assert client_pam.login("alice", team.creds()["users"]["alice"]) == 302

@@ -150,16 +150,20 @@ def every_string_set(files: Path) -> list[dict[str, Any]]:
     }
     secret = files / "oidc-client-secret"
     secret.write_text("from-the-provider\n")
-    sso = {
+    sso = sso_changes(secret) | {"jupyterhub.oidc.ca_file": str(cert)}
+    return [with_changes(common | tls_files | sso), with_changes(common | tls_acme)]
+
+
+def sso_changes(secret: Path) -> dict[str, Any]:
+    """Single sign-on through a provider, its client secret in ``secret``."""
+    return {
         "jupyterhub.authenticator": "oidc",
         "jupyterhub.oidc.issuer": "https://login.example.org/realms/research",
         "jupyterhub.oidc.client_id": "sparkstack",
         "jupyterhub.oidc.client_secret_file": str(secret),
         "jupyterhub.oidc.allowed_groups": ["spark-users"],
         "jupyterhub.oidc.admin_groups": ["spark-admins"],
-        "jupyterhub.oidc.ca_file": str(cert),
     }
-    return [with_changes(common | tls_files | sso), with_changes(common | tls_acme)]
 
 
 def string_keys(data: dict[str, Any], prefix: str = "") -> list[tuple[str, tuple[str | int, ...]]]:

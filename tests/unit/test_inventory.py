@@ -8,7 +8,7 @@ import pytest
 
 from provisioner import inventory as I
 from provisioner.errors import InventoryError
-from tests.unit.inventory_cases import EXAMPLE, example_data, with_changes
+from tests.unit.inventory_cases import EXAMPLE, example_data, sso_changes, with_changes
 
 
 def problems(data: dict) -> list[str]:
@@ -556,14 +556,7 @@ def test_single_sign_on_is_checked_key_by_key(tmp_path: Path):
     secret = tmp_path / "client-secret"
     secret.write_text("s3cret-from-the-provider\n")
     (tmp_path / "empty").write_text("\n")
-    sso = {
-        "jupyterhub.authenticator": "oidc",
-        "jupyterhub.oidc.issuer": "https://login.example.org/realms/research",
-        "jupyterhub.oidc.client_id": "sparkstack",
-        "jupyterhub.oidc.client_secret_file": str(secret),
-        "jupyterhub.oidc.allowed_groups": ["spark-users"],
-        "jupyterhub.oidc.admin_groups": ["spark-admins"],
-    }
+    sso = sso_changes(secret)
     inv = I.parse_inventory(with_changes(sso), source="x")
     oidc = inv.jupyterhub.oidc
     assert (inv.jupyterhub.authenticator, oidc.issuer, oidc.client_secret_file) == (
