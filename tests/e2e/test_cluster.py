@@ -835,12 +835,27 @@ def test_scale_from_3_to_1_drains_while_a_notebooks_job_runs_on_all_three(team):
     later = _master_json(master_ip)
     assert not [w for w in later["workers"] if w["host"] in removed and w["state"] == "ALIVE"]
     assert [s.name for s in team.servers() if "-worker-" in s.name] == [f"{NAME}-worker-1"]
+    # alice's server goes, and her application with it: the one worker's core is free
+    # again for the tests after this one
+    _stop_server(client, "alice", team.creds()["users"]["alice"])
+    wait_for(lambda: not _master_json(master_ip)["activeapps"], timeout=120,
+             what="no application left on the master", interval=1)  # fmt: skip
+
+
+def _inventory_now(team: Team) -> Path:
+    """The team's inventory with the workers the cluster has now (the scale test leaves
+    one): `up` with the file's count would make the others again."""
+    workers = len([s for s in team.servers() if "-worker-" in s.name])
+    text = re.sub(r"(?m)^count = \d+$", f"count = {workers}", team.inv_path.read_text())
+    path = team.tmp / "inv-now.toml"
+    path.write_text(text)
+    return path
 
 
 def _sso_inventory(team: Team, issuer: str, ca_file: Path, secret: Path) -> Path:
     """The team's inventory with single sign-on through the bed's provider."""
-    text = team.inv_path.read_text().replace("[jupyterhub]\n",
-                                             '[jupyterhub]\nauthenticator = "oidc"\n', 1)
+    text = _inventory_now(team).read_text().replace(
+        "[jupyterhub]\n", '[jupyterhub]\nauthenticator = "oidc"\n', 1)
     text += ("\n[jupyterhub.oidc]\n"
              f'issuer = "{issuer}"\nclient_id = "{SSO_CLIENT_ID}"\n'
              f'client_secret_file = "{secret}"\nca_file = "{ca_file}"\n'
@@ -876,6 +891,7 @@ def test_single_sign_on_through_up_and_a_job_as_the_person_the_provider_names(te
         up = team.cli("up", "-i", str(inv), timeout=600)
         team.timings["up: PAM to single sign-on"] = time.monotonic() - t
         assert up.returncode == 0, up.stderr
+        assert "nothing to create" in up.stdout, up.stdout
         assert f"redirect URI to register at the provider: {hub}hub/oauth_callback" in up.stdout
         assert f"people sign in through {idp.issuer}" in up.stdout
         assert "password" not in up.stdout
@@ -902,27 +918,33 @@ def test_single_sign_on_through_up_and_a_job_as_the_person_the_provider_names(te
         assert api.execute("erin", kernel["id"], "import getpass; print(getpass.getuser())",
                            timeout=60).strip() == "erin"  # fmt: skip
 
-        # `sparkstack smoke` acts as the hub's own service, whatever the login.
-        smoke = team.cli("smoke", "-i", str(inv), timeout=600)
-        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
-
         # `up` again: nothing to change, and she stays a member of the Spark group.
         again = team.cli("up", "-i", str(inv), timeout=600)
         assert again.returncode == 0, again.stderr
         assert "nothing changed" in again.stderr
         assert _in_spark_group(team, inv, "erin")
+
+        # her server goes, and her application with it; then `sparkstack smoke`, which
+        # acts as the hub's own service whatever the login, gets the cores
         status, _, _ = pinned.request("DELETE", "/hub/api/users/erin/server", token=token)
         assert status in (202, 204), status
+        master_ip = team.address(f"{NAME}-master", floating=False)
+        wait_for(lambda: not _master_json(master_ip)["activeapps"], timeout=120,
+                 what="erin's application gone", interval=1)  # fmt: skip
+        smoke = team.cli("smoke", "-i", str(inv), timeout=600)
+        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
 
     # Back to PAM: the SSO accounts leave the Spark group, the inventory's users log in.
     t = time.monotonic()
-    back = team.cli("up", "-i", str(team.inv_path), timeout=600)
+    pam = _inventory_now(team)
+    back = team.cli("up", "-i", str(pam), timeout=600)
     team.timings["up: single sign-on back to PAM"] = time.monotonic() - t
     assert back.returncode == 0, back.stderr
+    assert "nothing to create" in back.stdout, back.stdout
     # single sign-on's files are gone from the master, the client secret first
     assert "hub sso: changed (removed /var/lib/sparkstack-hub/oidc_client_secret," in " ".join(
         back.stderr.split()), back.stderr
-    assert not _in_spark_group(team, team.inv_path, "erin")
+    assert not _in_spark_group(team, pam, "erin")
     client_pam, *_ = team.hub_client()
     assert client_pam.login("alice", team.creds()["users"]["alice"]) == 302
 
