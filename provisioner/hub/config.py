@@ -30,7 +30,8 @@ from provisioner.hub.singleuser import singleuser_cmd
 from provisioner.inventory import Inventory
 from provisioner.inventory.fields import RESERVED_USERS, UNIX_USER_RE
 from provisioner.inventory.names import SSO_GROUP
-from provisioner.inventory.services import LETSENCRYPT_DIRECTORY, OidcConfig
+from provisioner.inventory.oidc import OidcConfig
+from provisioner.inventory.services import LETSENCRYPT_DIRECTORY
 from provisioner.render import VENV
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from provisioner.errors import RemoteError
 from provisioner.hub.shell import MASTER, Shell, Step, q
 from provisioner.inventory.fields import UNIX_USER_RE
 from provisioner.inventory.names import SPARK_CLIENT_GROUP, SSO_GROUP
-from provisioner.inventory.services import OidcConfig
+from provisioner.inventory.oidc import OidcConfig
 from provisioner.render import VENV
 
 log = logging.getLogger(__name__)

@@ -191,6 +191,14 @@ def unusable_file(path: Path) -> str | None:
     return None
 
 
+def file_problem(path: Path | None) -> str | None:
+    """What to say about a file key the inventory sets that cannot be used, or None."""
+    problem = unusable_file(path) if path is not None else None
+    if problem == "not found":
+        return f"no such file: {path}"
+    return f"{path} {problem}" if problem else None
+
+
 def path_value(value: Any, info: ValidationInfo) -> Path | None:
     if value == "":
         return None

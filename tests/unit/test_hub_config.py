@@ -48,7 +48,8 @@ from provisioner.hub.singleuser import (
 )
 from provisioner.hub.tls import cert_problem, fingerprint, openssl_config
 from provisioner.inventory import HUB_API_PORT, PROXY_API_PORT, parse_inventory
-from provisioner.inventory.services import MIN_SERVER_IDLE_TIMEOUT, OidcConfig
+from provisioner.inventory.oidc import OidcConfig
+from provisioner.inventory.services import MIN_SERVER_IDLE_TIMEOUT
 from provisioner.render import KERNEL_DIR
 
 SMOKE_TOKEN = "c0ffee" * 10 + "beef"
