@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from provisioner.hub.config import HubSettings
 from provisioner.hub.shell import Shell, Step, q
+from provisioner.inventory.names import SSO_GROUP
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,23 @@ def _existing_accounts(shell: Shell, names: list[str]) -> set[str]:
     # getent exits 2 when some keys are missing and still prints the ones it found.
     _, out, _ = shell.run("getent passwd " + " ".join(q(n) for n in names), check=False)
     return {line.split(":", 1)[0] for line in out.splitlines() if ":" in line}
+
+
+def recorded_users(shell: Shell, record: str) -> list[str]:
+    """Every account the hub has ever served, as the root-only record at `record` names
+    them (HubPaths.users_record); none when it is missing or damaged."""
+    raw = shell.read(record)
+    try:
+        names = json.loads(raw) if raw else []
+    except ValueError:
+        names = []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def sso_members(shell: Shell) -> list[str]:
+    """The accounts single sign-on made (the SSO group's members; none with PAM)."""
+    _, out, _ = shell.run(f"getent group {SSO_GROUP} | cut -d: -f4", check=False)
+    return [n for n in out.strip().split(",") if n]
 
 
 def new_password() -> str:
@@ -76,11 +94,7 @@ def ensure_users(shell: Shell, settings: HubSettings) -> UsersStep:
             + ("" if sso else "chpasswd"),
             input=None if sso else f"{name}:{passwords[name]}\n".encode(),
         )
-    raw = shell.read(p.users_record)
-    try:
-        record = set(json.loads(raw)) if raw else set()
-    except ValueError:
-        record = set()
+    record = set(recorded_users(shell, p.users_record))
     former = tuple(sorted(record - set(wanted)))
     record_changed = shell.put(
         p.users_record,

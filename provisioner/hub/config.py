@@ -17,7 +17,7 @@ from pathlib import Path
 
 from provisioner import inventory as inv_mod
 from provisioner.errors import UserInputError
-from provisioner.hub.oidc import OidcEndpoints
+from provisioner.hub.oidc import OidcEndpoints, sso_config_lines
 from provisioner.hub.services import (
     CLUSTER_UI_MODULE,
     CULLER_SCOPES,
@@ -28,8 +28,7 @@ from provisioner.hub.services import (
 )
 from provisioner.hub.singleuser import singleuser_cmd
 from provisioner.inventory import Inventory
-from provisioner.inventory.fields import RESERVED_USERS, UNIX_USER_RE
-from provisioner.inventory.names import SSO_GROUP
+from provisioner.inventory.fields import RESERVED_USERS
 from provisioner.inventory.oidc import OidcConfig
 from provisioner.inventory.services import LETSENCRYPT_DIRECTORY
 from provisioner.render import VENV
@@ -127,6 +126,12 @@ class HubPaths:
     def sso_add_user(self) -> str:
         """Makes a person's Unix account at their first single sign-on (hub/oidc.py)."""
         return f"{self.config_dir}/add-sso-user"
+
+    @property
+    def sso_files(self) -> dict[str, str]:
+        """Single sign-on's files on the master, as hub/oidc.py's functions take them."""
+        return {"secret_path": self.oidc_secret, "ca_path": self.oidc_ca,
+                "add_user_path": self.sso_add_user}  # fmt: skip
 
     @property
     def users_record(self) -> str:
@@ -311,7 +316,8 @@ def render_config(settings: HubSettings, *, former_users: Iterable[str] = (),
     else:
         if oidc is None:
             raise ValueError("single sign-on needs the provider's endpoints")
-        lines += _sso_lines(settings, oidc)
+        lines += sso_config_lines(settings.oidc, oidc, callback=settings.oauth_callback,
+                                  users=settings.users, admins=settings.admins, **p.sso_files)
         # A provider must never log anyone in as a system account.
         blocked = sorted(set(blocked) | RESERVED_USERS)
     lines += [
@@ -398,97 +404,6 @@ def render_config(settings: HubSettings, *, former_users: Iterable[str] = (),
     ]
     lines.append(f"c.JupyterHub.load_roles = {_py(roles)}")
     return "\n".join(lines) + "\n"
-
-
-# The post-auth hook of single sign-on: runs as root in the hub, after the provider and
-# the allowed names and groups let a person in, before the hub knows them as a user.
-_SSO_ACCOUNT_HOOK = """\
-import asyncio, grp, pwd
-
-
-async def _unix_account(authenticator, handler, authentication):
-    \"\"\"The person's Unix account: made at their first login; an existing account only if
-    sparkstack made it for the hub (an inventory user or an earlier sign-on).\"\"\"
-    name = authentication["name"]
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        made = await asyncio.create_subprocess_exec(
-            ADD_USER, name, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        out, _ = await made.communicate()
-        text = out.decode(errors="replace").strip()
-        if made.returncode != 0:
-            authenticator.log.error("no account for %s: %s", name, text)
-            return None
-        authenticator.log.info("%s", text)
-        return authentication
-    try:
-        sso = grp.getgrnam(SSO_GROUP).gr_mem
-    except KeyError:
-        sso = []
-    if name in INVENTORY_USERS or name in sso:
-        return authentication
-    authenticator.log.warning(
-        "refused %s: a Unix account sparkstack did not make for the hub has that name", name)
-    return None
-
-
-c.Authenticator.post_auth_hook = _unix_account
-"""
-
-
-def _sso_lines(settings: HubSettings, endpoints: OidcEndpoints) -> list[str]:
-    """The config of single sign-on: GenericOAuthenticator with the provider's endpoints,
-    the allowed and admin groups as JupyterHub groups, and the account hook.
-
-    Not LocalGenericOAuthenticator: its LocalAuthenticator half reads allowed_groups as
-    Unix groups (and fails on a person with no account yet); the hook makes accounts."""
-    oidc = settings.oidc
-    assert oidc is not None
-    p = settings.paths
-    gen = "c.GenericOAuthenticator"
-    lines = [
-        f"# Single sign-on through {oidc.issuer} (OpenID Connect); the client secret is",
-        "# read from a root-only file. Endpoints as the provider's discovery document gave.",
-        'c.JupyterHub.authenticator_class = "generic-oauth"',
-        f"{gen}.login_service = {_py(oidc.login_service)}",
-        f"{gen}.client_id = {_py(oidc.client_id)}",
-        f"{gen}.client_secret = Path({_py(p.oidc_secret)}).read_text().strip()",
-        f"{gen}.oauth_callback_url = {_py(settings.oauth_callback)}",
-        f"{gen}.authorize_url = {_py(endpoints.authorize)}",
-        f"{gen}.token_url = {_py(endpoints.token)}",
-        f"{gen}.userdata_url = {_py(endpoints.userinfo)}",
-        f"{gen}.scope = {_py(list(oidc.scopes))}",
-        f"{gen}.username_claim = {_py(oidc.username_claim)}",
-        # PKCE as well as the secret (RFC 9700 asks it of confidential clients too).
-        f"{gen}.enable_pkce = True",
-        # A name the provider gives must be a valid Unix name as it is: never mapped.
-        f"c.Authenticator.username_pattern = {_py('^' + UNIX_USER_RE.pattern + '$')}",
-        f"{gen}.custom_403_message = "
-        + _py("Your sign-on worked, but this hub does not let your account in: ask its admins."),
-    ]
-    if oidc.ca_file is not None:
-        lines.append(f"{gen}.http_request_kwargs = {_py({'ca_certs': p.oidc_ca})}")
-    if oidc.allowed_groups or oidc.admin_groups:
-        lines += [
-            f"{gen}.manage_groups = True",
-            f"{gen}.auth_state_groups_key = {_py('oauth_user.' + oidc.groups_claim)}",
-            f"{gen}.allowed_groups = set({_py(sorted(oidc.allowed_groups))})",
-            f"{gen}.admin_groups = set({_py(sorted(oidc.admin_groups))})",
-        ]
-        if oidc.admin_groups:
-            # admin_groups decides admin at every login, revoking it from non-members:
-            # the inventory's admins are named so they stay admins.
-            lines.append(f"c.Authenticator.admin_users = set({_py(sorted(settings.admins))})")
-    lines += [
-        "",
-        f"ADD_USER = {_py(p.sso_add_user)}",
-        f"SSO_GROUP = {_py(SSO_GROUP)}",
-        f"INVENTORY_USERS = set({_py(sorted(settings.users))})",
-        *_SSO_ACCOUNT_HOOK.splitlines(),
-        "",
-    ]
-    return lines
 
 
 def render_unit(settings: HubSettings) -> str:

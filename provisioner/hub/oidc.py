@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from provisioner.errors import RemoteError
@@ -56,11 +57,10 @@ def discovery_url(issuer: str) -> str:
 
 
 # Run by the master's venv Python: the discovery document, or why not, as one JSON line.
-# argv: the issuer, then the CA bundle to trust ("" for the system's store).
+# argv: the document's URL, then the CA bundle to trust ("" for the system's store).
 _DISCOVER = """\
 import json, ssl, sys, urllib.request
-issuer, ca = sys.argv[1], sys.argv[2] or None
-url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+url, ca = sys.argv[1], sys.argv[2] or None
 try:
     ctx = ssl.create_default_context(cafile=ca)
     with urllib.request.urlopen(url, context=ctx, timeout=20) as answer:
@@ -112,7 +112,7 @@ def discover(shell: Shell, oidc: OidcConfig, *, ca_path: str | None) -> OidcEndp
     """The provider's endpoints, as the master reads them (with the CA it will trust)."""
     assert oidc.issuer is not None
     _, out, err = shell.run(
-        f"{VENV}/bin/python - {q(oidc.issuer)} {q(ca_path or '')}",
+        f"{VENV}/bin/python - {q(discovery_url(oidc.issuer))} {q(ca_path or '')}",
         input=_DISCOVER.encode(), timeout=60, check=False,
     )  # fmt: skip
     return parse_discovery(oidc.issuer, out or err)
@@ -141,6 +141,97 @@ echo "created $name ($home)"
 """
 
 
+# The post-auth hook of single sign-on: runs as root in the hub, after the provider and
+# the allowed names and groups let a person in, before the hub knows them as a user.
+_SSO_ACCOUNT_HOOK = """\
+import asyncio, grp, pwd
+
+
+async def _unix_account(authenticator, handler, authentication):
+    \"\"\"The person's Unix account: made at their first login; an existing account only if
+    sparkstack made it for the hub (an inventory user or an earlier sign-on).\"\"\"
+    name = authentication["name"]
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        made = await asyncio.create_subprocess_exec(
+            ADD_USER, name, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await made.communicate()
+        text = out.decode(errors="replace").strip()
+        if made.returncode != 0:
+            authenticator.log.error("no account for %s: %s", name, text)
+            return None
+        authenticator.log.info("%s", text)
+        return authentication
+    try:
+        sso = grp.getgrnam(SSO_GROUP).gr_mem
+    except KeyError:
+        sso = []
+    if name in INVENTORY_USERS or name in sso:
+        return authentication
+    authenticator.log.warning(
+        "refused %s: a Unix account sparkstack did not make for the hub has that name", name)
+    return None
+
+
+c.Authenticator.post_auth_hook = _unix_account
+"""
+
+
+def sso_config_lines(oidc: OidcConfig, endpoints: OidcEndpoints, *, callback: str,
+                     users: Iterable[str], admins: Iterable[str], secret_path: str,
+                     ca_path: str, add_user_path: str) -> list[str]:
+    """jupyterhub_config.py's lines for single sign-on: GenericOAuthenticator with the
+    provider's endpoints, the allowed and admin groups as JupyterHub groups, and the
+    account hook. ``callback``: the redirect URI; the paths: HubPaths.sso_files.
+
+    Not LocalGenericOAuthenticator: its LocalAuthenticator half reads allowed_groups as
+    Unix groups (and fails on a person with no account yet); the hook makes accounts."""
+    gen = "c.GenericOAuthenticator"
+    lines = [
+        f"# Single sign-on through {oidc.issuer} (OpenID Connect); the client secret is",
+        "# read from a root-only file. Endpoints as the provider's discovery document gave.",
+        'c.JupyterHub.authenticator_class = "generic-oauth"',
+        f"{gen}.login_service = {repr(oidc.login_service)}",
+        f"{gen}.client_id = {repr(oidc.client_id)}",
+        f"{gen}.client_secret = Path({repr(secret_path)}).read_text().strip()",
+        f"{gen}.oauth_callback_url = {repr(callback)}",
+        f"{gen}.authorize_url = {repr(endpoints.authorize)}",
+        f"{gen}.token_url = {repr(endpoints.token)}",
+        f"{gen}.userdata_url = {repr(endpoints.userinfo)}",
+        f"{gen}.scope = {repr(list(oidc.scopes))}",
+        f"{gen}.username_claim = {repr(oidc.username_claim)}",
+        # PKCE as well as the secret (RFC 9700 asks it of confidential clients too).
+        f"{gen}.enable_pkce = True",
+        # A name the provider gives must be a valid Unix name as it is: never mapped.
+        f"c.Authenticator.username_pattern = {repr('^' + UNIX_USER_RE.pattern + '$')}",
+        f"{gen}.custom_403_message = "
+        + repr("Your sign-on worked, but this hub does not let your account in: ask its admins."),
+    ]
+    if oidc.ca_file is not None:
+        lines.append(f"{gen}.http_request_kwargs = {repr({'ca_certs': ca_path})}")
+    if oidc.allowed_groups or oidc.admin_groups:
+        lines += [
+            f"{gen}.manage_groups = True",
+            f"{gen}.auth_state_groups_key = {repr('oauth_user.' + oidc.groups_claim)}",
+            f"{gen}.allowed_groups = set({repr(sorted(oidc.allowed_groups))})",
+            f"{gen}.admin_groups = set({repr(sorted(oidc.admin_groups))})",
+        ]
+        if oidc.admin_groups:
+            # admin_groups decides admin at every login, revoking it from non-members:
+            # the inventory's admins are named so they stay admins.
+            lines.append(f"c.Authenticator.admin_users = set({repr(sorted(admins))})")
+    lines += [
+        "",
+        f"ADD_USER = {repr(add_user_path)}",
+        f"SSO_GROUP = {repr(SSO_GROUP)}",
+        f"INVENTORY_USERS = set({repr(sorted(users))})",
+        *_SSO_ACCOUNT_HOOK.splitlines(),
+        "",
+    ]
+    return lines
+
+
 def ensure_sso(shell: Shell, oidc: OidcConfig, *, secret_path: str, ca_path: str,
                add_user_path: str) -> tuple[Step, OidcEndpoints]:
     """The client secret (0600 root), the provider's CA if the inventory names one, the
@@ -154,10 +245,8 @@ def ensure_sso(shell: Shell, oidc: OidcConfig, *, secret_path: str, ca_path: str
         if shell.put(ca_path, oidc.ca_file.read_bytes(), mode=0o644, owner="root",
                      group="root"):  # fmt: skip
             wrote.append("provider's CA")
-    else:
-        status, _, _ = shell.run(f"test -e {q(ca_path)} && rm -f {q(ca_path)}", check=False)
-        if status == 0:
-            wrote.append("provider's CA removed")
+    elif _removed(shell, ca_path):
+        wrote.append("provider's CA removed")
     if shell.put(add_user_path, ADD_USER.encode(), mode=0o755, owner="root", group="root"):
         wrote.append("add-user script")
     _, out, _ = shell.run(f"getent group {SSO_GROUP} >/dev/null || "
@@ -172,8 +261,13 @@ def ensure_sso(shell: Shell, oidc: OidcConfig, *, secret_path: str, ca_path: str
 def ensure_no_sso(shell: Shell, *, secret_path: str, ca_path: str, add_user_path: str) -> Step:
     """Without single sign-on, nothing of it left on the master: the client secret above
     all. The accounts it made and their group stay (their homes are people's work)."""
-    paths = " ".join(q(p) for p in (secret_path, ca_path, add_user_path))
-    _, out, _ = shell.run(f"for f in {paths}; do [ -e \"$f\" ] && rm -f \"$f\" && echo \"$f\"; "
-                          "done; true")  # fmt: skip
-    removed = out.split()
+    removed = _removed(shell, secret_path, ca_path, add_user_path)
     return Step("sso", bool(removed), ("removed " + ", ".join(removed)) if removed else "off")
+
+
+def _removed(shell: Shell, *paths: str) -> list[str]:
+    """Those of `paths` that were there, now removed."""
+    words = " ".join(q(p) for p in paths)
+    _, out, _ = shell.run(f'for f in {words}; do [ -e "$f" ] && rm -f "$f" && echo "$f"; '
+                          "done; true")  # fmt: skip
+    return out.split()

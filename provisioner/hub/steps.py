@@ -217,11 +217,6 @@ def ensure_service(shell: Shell, *, restart: bool) -> Step:
     return Step("service", bool(changes), ", ".join(changes) or "running")
 
 
-def settings_url(settings: HubSettings) -> str:
-    """The hub's URL for these settings (HubSettings.url)."""
-    return settings.url
-
-
 # Run by the node's own Python (the hub's venv), so nothing beyond the hub is assumed; the
 # port is its argument. The certificate is not checked: the node talks to itself.
 _API_PROBE = """\
@@ -291,8 +286,7 @@ def ensure_hub(
     tls: TlsStep = ensure_tls(shell, settings, ca=ca)
     # Single sign-on's files and the provider's endpoints; without it, what an earlier
     # run left is removed (reported only if there was some).
-    p = settings.paths
-    files = {"secret_path": p.oidc_secret, "ca_path": p.oidc_ca, "add_user_path": p.sso_add_user}
+    files = settings.paths.sso_files
     sso: list[Step] = []
     endpoints = None
     if settings.oidc is not None:
@@ -322,6 +316,6 @@ def ensure_hub(
         steps=steps,
         fingerprint=tls.fingerprint,
         passwords=dict(users.passwords),
-        url=settings_url(settings),
+        url=settings.url,
         seconds=time.monotonic() - start,
     )

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from provisioner import plan as P
 from provisioner.errors import RemoteError, SparkstackError, UserInputError
 from provisioner.hub import backup as B
+from provisioner.hub.accounts import recorded_users, sso_members
 from provisioner.hub.config import HubPaths
 from provisioner.hub.shell import MASTER, Shell, Sudo, q
 from provisioner.inventory.names import SSO_GROUP
@@ -129,17 +130,8 @@ class Saved:
 def hub_users(shell: Shell, wanted: Sequence[str]) -> list[str]:
     """The inventory's users, every former one the master's record still names (their
     homes stay on the node; see ensure_users), and every account single sign-on made."""
-    import json
-
-    raw = shell.read(HubPaths().users_record)
-    try:
-        record = json.loads(raw) if raw else []
-    except ValueError:
-        record = []
-    former = [u for u in record if isinstance(u, str)] if isinstance(record, list) else []
-    _, out, _ = shell.run(f"getent group {SSO_GROUP} | cut -d: -f4", check=False)
-    sso = [u for u in out.strip().split(",") if u]
-    return list(dict.fromkeys([*wanted, *sorted(former), *sorted(sso)]))
+    former = recorded_users(shell, HubPaths().users_record)
+    return list(dict.fromkeys([*wanted, *sorted(former), *sorted(sso_members(shell))]))
 
 
 def take_backup(shell: Streams, *, cluster: str, users: Sequence[str], dest: Path,

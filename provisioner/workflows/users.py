@@ -7,7 +7,6 @@ never logged. Whether it is shown is the command's decision, not this module's.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -15,12 +14,10 @@ from pathlib import Path
 
 from provisioner.errors import RemoteError, UserInputError
 from provisioner.hub import HubSettings, Shell
-from provisioner.hub.accounts import new_password, set_password
+from provisioner.hub.accounts import new_password, recorded_users, set_password, sso_members
 from provisioner.hub.shell import MASTER, q
-from provisioner.hub.steps import settings_url
 from provisioner.hub.tls import fingerprint
 from provisioner.inventory import Inventory
-from provisioner.inventory.names import SSO_GROUP
 from provisioner.keys import config_dir, credentials_path, save_credentials
 
 if sys.version_info >= (3, 11):
@@ -81,7 +78,7 @@ def reset_password(shell: Shell, *, inv: Inventory, settings: HubSettings, name:
         )
     path = save_credentials(
         config_dir(inv.cluster.name),
-        url=settings_url(settings),
+        url=settings.url,
         fingerprint=fingerprint(cert),
         passwords={name: password},
         users=list(inv.jupyterhub.users),
@@ -123,19 +120,14 @@ done
 
 
 def list_users(shell: Shell, *, inv: Inventory, settings: HubSettings) -> list[HubUser]:
-    """The inventory's users and the former ones the master remembers, with whether each
-    has an account there, how many processes run as them, and whether the credentials
-    file on this machine holds a password for them (never the password itself)."""
-    raw = shell.read(settings.paths.users_record)
-    try:
-        record = set(json.loads(raw)) if raw else set()
-    except ValueError:
-        record = set()
+    """The inventory's users, the former ones the master remembers and the accounts single
+    sign-on made, with whether each has an account there, how many processes run as them,
+    and whether the credentials file on this machine holds a password for them (never the
+    password itself)."""
+    record = set(recorded_users(shell, settings.paths.users_record))
     users = list(inv.jupyterhub.users)
     names = users + sorted(record - set(users))
-    # the people single sign-on made accounts for (none with PAM)
-    _, out, _ = shell.run(f"getent group {SSO_GROUP} | cut -d: -f4", check=False)
-    sso = {n for n in out.strip().split(",") if n} - set(names)
+    sso = set(sso_members(shell)) - set(names)
     names += sorted(sso)
     if not names:
         return []
