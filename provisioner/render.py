@@ -28,6 +28,7 @@ from provisioner import inventory as inv_mod
 from provisioner import locks as locks_mod
 from provisioner.errors import UserInputError
 from provisioner.inventory import Inventory
+from provisioner.inventory.names import CORE_SLICE
 from provisioner.inventory.services import SparkConfig
 from provisioner.locks import locks
 
@@ -267,6 +268,7 @@ def render_cloud_init(
         "master_ip": master_ip,
         "ports": _ports(),
         "paths": _paths(),
+        "core_slice": CORE_SLICE,
         "steps": bootstrap_steps(role),
         "parallel": PARALLEL[role],
         "spark_hash": spark_hash,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from provisioner import inventory as inv_mod
 from provisioner.errors import UserInputError
+from provisioner.hub.limits import AppliedLimits, spawner_config_lines
 from provisioner.hub.oidc import OidcEndpoints, sso_config_lines
 from provisioner.hub.services import (
     CLUSTER_UI_MODULE,
@@ -28,7 +29,8 @@ from provisioner.hub.services import (
 )
 from provisioner.hub.singleuser import singleuser_cmd
 from provisioner.inventory import Inventory
-from provisioner.inventory.fields import RESERVED_USERS
+from provisioner.inventory.fields import RESERVED_USERS, memory_mib
+from provisioner.inventory.names import CORE_SLICE
 from provisioner.inventory.oidc import OidcConfig
 from provisioner.inventory.services import LETSENCRYPT_DIRECTORY
 from provisioner.render import VENV
@@ -216,6 +218,11 @@ class HubSettings:
     kernel_idle_timeout: int = 1800
     # Single sign-on (authenticator "oidc"); None: PAM.
     oidc: OidcConfig | None = None
+    # jupyterhub.limits as the inventory names them (None: "auto"), and the driver's heap
+    # that "auto" must leave room for (spark.limits.driver_memory, MiB).
+    user_memory_mib: int | None = None
+    user_cpu: float | None = None
+    driver_mib: int = 1024
     paths: HubPaths = field(default_factory=HubPaths)
 
     def __post_init__(self) -> None:
@@ -259,6 +266,9 @@ class HubSettings:
             server_idle_timeout=hub.culling.server_idle_timeout,
             kernel_idle_timeout=hub.culling.kernel_idle_timeout,
             oidc=hub.oidc if hub.authenticator == "oidc" else None,
+            user_memory_mib=hub.limits.memory_limit_mib(),
+            user_cpu=hub.limits.cpu_limit(),
+            driver_mib=memory_mib(inv.spark.limits.driver_memory),
             paths=paths or HubPaths(),
         )
 
@@ -289,13 +299,16 @@ def _py(value: object) -> str:
 
 
 def render_config(settings: HubSettings, *, former_users: Iterable[str] = (),
-                  oidc: OidcEndpoints | None = None) -> str:
+                  oidc: OidcEndpoints | None = None,
+                  limits: AppliedLimits | None = None) -> str:
     """The text of jupyterhub_config.py.
 
     ``former_users`` are accounts that were hub users once and are not any more (a fact of
     the node): JupyterHub keeps them in its database, so leaving them out of
     ``allowed_users`` would not end their sessions or tokens; blocking them does.
     ``oidc``: the provider's endpoints, which single sign-on needs (read by the master).
+    ``limits``: the users' limits as reckoned for the master (hub/limits.py); None leaves
+    servers unlimited.
     """
     p = settings.paths
     users = sorted(settings.users)
@@ -357,6 +370,8 @@ def render_config(settings: HubSettings, *, former_users: Iterable[str] = (),
         + _py({"MASTER": settings.spark_master_url, "JUPYTER_CONFIG_PATH": p.singleuser_dir,
                "PYTHONPATH": p.singleuser_python}),  # fmt: skip
     ]
+    if limits is not None:
+        lines += spawner_config_lines(limits)
     kernel_timeout = settings.kernel_idle_timeout
     if kernel_timeout:
         # An idle kernel keeps its Spark executors; cull it even with a browser tab open.
@@ -428,6 +443,8 @@ def render_unit(settings: HubSettings) -> str:
             # configurable-http-proxy is a global npm package (/usr/local/bin).
             f"Environment=PATH={VENV}/bin:/usr/local/bin:/usr/bin:/bin",
             f"ExecStart={VENV}/bin/jupyterhub --config={p.config}",
+            # Beside the Spark master, apart from the users' servers (hub/limits.py).
+            f"Slice={CORE_SLICE}",
             # Stopping the hub must not kill the users' servers (children started in their
             # own sessions): systemd's default control-group mode would, on every restart.
             # The hub stops the proxy it started itself.

@@ -28,6 +28,7 @@ from provisioner.hub.acme import ensure_acme_client
 from provisioner.hub.acme_http import ensure_no_acme
 from provisioner.hub.ca import ClusterCA
 from provisioner.hub.config import UNIT_NAME, HubSettings, render_config, render_unit
+from provisioner.hub.limits import AppliedLimits, ensure_limits
 from provisioner.hub.oidc import OidcEndpoints, ensure_no_sso, ensure_sso
 from provisioner.hub.packages import ensure_packages
 from provisioner.hub.services import CLUSTER_UI_MODULE
@@ -159,13 +160,14 @@ def ensure_kernel(shell: Shell, *, inv: Inventory, master_ip: str) -> Step:
 
 
 def ensure_config(shell: Shell, settings: HubSettings, *, former_users: tuple[str, ...] = (),
-                  oidc: OidcEndpoints | None = None) -> Step:
+                  oidc: OidcEndpoints | None = None,
+                  limits: AppliedLimits | None = None) -> Step:
     """jupyterhub_config.py, the systemd unit and the code of the admins' Spark UI service
     (the hub starts it: a new one needs a restart too, as the config does); systemd
     reloads when the unit changed. After ensure_lab, which makes the service's directory.
     ``oidc``: the provider's endpoints (ensure_sso), with single sign-on."""
     p = settings.paths
-    config = render_config(settings, former_users=former_users, oidc=oidc)
+    config = render_config(settings, former_users=former_users, oidc=oidc, limits=limits)
     config_changed = shell.put(p.config, config.encode(), mode=0o644, owner="root",
                                group="root")
     service_changed = shell.put(p.cluster_ui_module, sparkui_module(CLUSTER_UI_MODULE).encode(),
@@ -299,7 +301,11 @@ def ensure_hub(
     homes = ensure_homes(shell, tuple(dict.fromkeys((*settings.users, *users.former))))
     kernel = ensure_kernel(shell, inv=inv, master_ip=settings.addresses[0])
     lab = ensure_lab(shell, settings)
-    config = ensure_config(shell, settings, former_users=users.former, oidc=endpoints)
+    limits, applied = ensure_limits(shell, users=len(settings.users),
+                                    driver_mib=settings.driver_mib,
+                                    memory_mib=settings.user_memory_mib, cpu=settings.user_cpu)
+    config = ensure_config(shell, settings, former_users=users.former, oidc=endpoints,
+                           limits=applied)
     # What the hub reads at start: its files, secrets, certificate and config. Accounts
     # (PAM), homes, the kernel and the servers' own config are read live or by each
     # server at its start, so they need no restart.
@@ -308,8 +314,8 @@ def ensure_hub(
     wait_for_hub(shell, settings, timeout=ready_timeout)
     # After the restart, which stops blocked users' servers the hub's own way first.
     former = [ensure_former_stopped(shell, users.former)] if users.former else []
-    steps = (packages, dirs, secret, *acme, tls, *sso, users, homes, kernel, lab, config,
-             service, *former)
+    steps = (packages, dirs, secret, *acme, tls, *sso, users, homes, kernel, lab, limits,
+             config, service, *former)
     for step in steps:
         log.info("hub: %s", step)
     return HubReport(

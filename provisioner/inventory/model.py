@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from provisioner.inventory import names
-from provisioner.inventory.fields import KeyProblems, Table, show
+from provisioner.inventory.fields import KeyProblems, Table, memory_mib, show
 from provisioner.inventory.infra import (
     ClusterConfig,
     MasterConfig,
@@ -14,7 +14,7 @@ from provisioner.inventory.infra import (
     WorkersConfig,
 )
 from provisioner.inventory.mirrors import MirrorsConfig
-from provisioner.inventory.services import JupyterHubConfig, SparkConfig
+from provisioner.inventory.services import NOTEBOOK_EXTRA_MIB, JupyterHubConfig, SparkConfig
 
 
 class Inventory(Table):
@@ -38,6 +38,26 @@ class Inventory(Table):
                         "jupyterhub.users",
                         f"{show(self.ssh.user)} is ssh.user (it has sudo); hub users must "
                         "be other accounts",
+                    )
+                ]
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _notebook_fits_its_limit(self) -> Inventory:
+        limit = self.jupyterhub.limits.memory_limit_mib()
+        driver = self.spark.limits.driver_memory
+        need = memory_mib(driver) + NOTEBOOK_EXTRA_MIB
+        if limit is not None and limit < need:
+            raise KeyProblems(
+                [
+                    (
+                        "jupyterhub.limits.memory",
+                        f"{show(self.jupyterhub.limits.memory)} ({limit} MiB) is less than one "
+                        f"notebook needs: spark.limits.driver_memory {show(driver)} plus "
+                        f"{NOTEBOOK_EXTRA_MIB} MiB for its JVM, server and kernel = {need} "
+                        "MiB; every PySpark kernel would be killed as it starts. Raise it "
+                        "or lower driver_memory",
                     )
                 ]
             )

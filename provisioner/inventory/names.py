@@ -34,6 +34,10 @@ SPARK_CLIENT_GROUP = "sparkstack-spark"
 # how sparkstack tells them from accounts it must never hand to a login (debian, a
 # service's user), and whose homes `down` backs up.
 SSO_GROUP = "sparkstack-sso"
+# systemd slices on the master: the hub, its proxy and the Spark master in one; every hub
+# user's server (a scope each, with the user's limits) in the other, capped as a whole.
+CORE_SLICE = "sparkstack-core.slice"
+USERS_SLICE = "sparkstack-users.slice"
 
 MASTER = "master"
 WORKER = "worker"

@@ -46,6 +46,7 @@ from provisioner.plan.capacity import (
     needs,
     quota_shortfalls,
 )
+from provisioner.plan.limits import UserLimits, limits_note, limits_shortfalls, user_limits
 from provisioner.plan.model import (
     Desired,
     Flavor,
@@ -118,6 +119,7 @@ __all__ = [
     "Quota",
     "Ref",
     "Resolved",
+    "UserLimits",
     "batches",
     "cluster_tag",
     "describe",
@@ -127,6 +129,8 @@ __all__ = [
     "image_flavor_shortfalls",
     "memory_notes",
     "keep_one",
+    "limits_note",
+    "limits_shortfalls",
     "one_request_workers",
     "needs",
     "plan_down",
@@ -136,5 +140,6 @@ __all__ = [
     "rank",
     "server_name",
     "to_json",
+    "user_limits",
     "workers_base_name",
 ]

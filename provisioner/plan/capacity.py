@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from provisioner.inventory.names import MASTER
+from provisioner.inventory.services import NOTEBOOK_EXTRA_MIB
 from provisioner.plan.actions import (
     Action,
     AttachFloatingIP,
@@ -17,6 +18,7 @@ from provisioner.plan.actions import (
     DeleteServer,
     UpdateSecurityGroup,
 )
+from provisioner.plan.limits import MASTER_CORE_MIB
 from provisioner.plan.model import Desired, Flavor, Image, Observed, Quota
 
 
@@ -131,12 +133,6 @@ def image_flavor_shortfalls(image: Image, flavors: Iterable[Flavor]) -> list[str
     return out
 
 
-# The master's memory besides the notebooks: the OS, the hub and its proxy, and the Spark
-# master daemon (a 1 GiB heap by Spark's default).
-MASTER_CORE_MIB = 1536
-# Each running notebook besides its driver's heap: the JVM's own memory, the user's
-# JupyterLab server and the kernel.
-NOTEBOOK_EXTRA_MIB = 512
 
 
 def worker_executor_mib(ram: int) -> int:

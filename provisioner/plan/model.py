@@ -31,6 +31,9 @@ class Desired:
     key_source: str = "generate"  # generate | import (public key of ssh.private_key)
     public_key_file: str = ""  # for import: the .pub beside ssh.private_key
     private_key_file: str = ""  # ssh.private_key: the SSH stage logs in with it
+    # jupyterhub.limits as the inventory names them; None: "auto" (or no hub: image build)
+    user_memory_mib: int | None = None
+    user_cpu: float | None = None
 
     @property
     def keypair_managed(self) -> bool:
@@ -73,6 +76,8 @@ def desired_from_inventory(inv: Any, *, workers: int | None = None) -> Desired:
         key_source="import" if inv.ssh.private_key else "generate",
         public_key_file=str(public_key_path(inv.ssh.private_key)) if inv.ssh.private_key else "",
         private_key_file=str(inv.ssh.private_key or ""),
+        user_memory_mib=inv.jupyterhub.limits.memory_limit_mib(),
+        user_cpu=inv.jupyterhub.limits.cpu_limit(),
     )
 
 

@@ -66,6 +66,8 @@ def preflight(
     if resolved is not None:
         used = [resolved.flavors[k] for k in {desired.master_flavor, desired.worker_flavor}]
         problems += P.image_flavor_shortfalls(resolved.image, used)
+        problems += P.limits_shortfalls(resolved.flavors.get(desired.master_flavor),
+                                        memory_mib=desired.user_memory_mib, cpu=desired.user_cpu)
     if not desired.floating_ip_pool and any(
         isinstance(a, P.AttachFloatingIP) and not a.address for a in actions
     ):

@@ -80,6 +80,13 @@ def _plan_notes(
             driver_memory=(limits.driver_memory, memory_mib(limits.driver_memory)),
             executor_memory=(limits.executor_memory, memory_mib(limits.executor_memory)),
         )
+        hub_limits = inv.jupyterhub.limits
+        note = P.limits_note(resolved.flavors.get(desired.master_flavor),
+                             users=len(inv.jupyterhub.users),
+                             driver_mib=memory_mib(limits.driver_memory),
+                             memory_mib=hub_limits.memory_limit_mib(),
+                             cpu=hub_limits.cpu_limit())
+        notes += [note] if note else []
     observed = result.observed
     hub = inv.jupyterhub
     if hub.authenticator == "oidc" and resolved is not None:

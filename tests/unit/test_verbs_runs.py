@@ -162,8 +162,15 @@ def test_up_says_what_the_flavors_cannot_hold_but_not_for_an_image_builder(inv):
     users' notebooks (and its 512m executors fit a worker that small only just)."""
     cloud = ScriptedProject(cluster=inv.cluster.name)
     res = workflows.up(inv, cloud=cloud, user_data=render(inv), dry_run=True)
-    assert [n.split(" has ")[0] for n in res.notes] == ["master.flavor m1.tiny"], res.notes
+    assert [n.split(" has ")[0].split(":")[0] for n in res.notes] == [
+        "master.flavor m1.tiny", "jupyterhub.limits"], res.notes
     assert "so about 0 can work at once" in res.notes[0]
+    # The users' limits, "auto" from the flavor: one notebook each (spark.limits.driver_memory
+    # 512m plus 512 MiB), as nothing is left after the core's 1536 MiB.
+    assert res.notes[1].startswith(
+        "jupyterhub.limits: 1024 MiB and 1 CPU per user, 1024 MiB for all users together, "
+        "enforced by systemd"), res.notes[1]
+    assert 'memory and cpu "auto" from master.flavor m1.tiny (512 MiB, 1 vCPU)' in res.notes[1]
     builder = P.Desired(cluster="builder", workers=0, master_flavor="m1.large",
                         worker_flavor="m1.large", allowed_cidrs=("203.0.113.0/24",))  # fmt: skip
     res = workflows.up(inv, cloud=cloud, user_data=render(inv), dry_run=True, desired=builder)
