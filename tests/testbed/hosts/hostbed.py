@@ -29,7 +29,8 @@ def is_up() -> bool:
 
 
 def build(*, spark_version: str = mirror.DEFAULT_VERSION) -> dict[str, float]:
-    """Build (or reuse) the rootfs and the Spark tarball without starting anything.
+    """Build (or reuse) the rootfs, its systemd layer and the Spark tarball without
+    starting anything.
 
     CI builds them in a stage of their own, so the hypervisor runs only while the host
     tests do: started earlier it would boot a host for every server the cloud tests create.
@@ -42,7 +43,9 @@ def build(*, spark_version: str = mirror.DEFAULT_VERSION) -> dict[str, float]:
         timings[name] = time.monotonic() - start
         return result
 
-    step("rootfs", rootfs.ensure_rootfs)
+    base = step("rootfs", rootfs.ensure_rootfs)
+    # Hosts booted with init="systemd" stack it on the pre-baked tree.
+    step("systemd layer", rootfs.ensure_systemd_layer, base)
     for suite in rootfs.STOCK_SUITES:
         step(f"stock rootfs {suite}", rootfs.ensure_stock_rootfs, suite)
     step("spark mirror", mirror.build_tarball, version=spark_version)

@@ -11,6 +11,10 @@ mounts, addresses) is touched.
 The root namespace owns the bridge with the gateway addresses of both test networks,
 so it reaches every fixed IP and floating IP directly; hosts have no default route and
 only ever talk to the bridge range.
+
+A host booted with `init="systemd"` (on the systemd layer, rootfs.ensure_systemd_layer)
+runs the real systemd as its PID 1 instead, in cgroups of its own with a cgroup namespace
+rooted there, so limits such as MemoryMax= and CPUQuota= on its units are enforced.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import ipaddress
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -43,6 +48,9 @@ FLOATING_PREFIX = 24
 # Cloud-init modules that touch disks: a namespace host has none of its own.
 DISK_MODULES = {"growpart", "resizefs", "disk_setup", "mounts"}
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+INITS = ("bed", "systemd")
+HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 # PID 1 of a host: start the boot script, then reap whatever daemons leave behind
 # (Spark's and sshd's children are re-parented to it), like init does.
@@ -119,6 +127,10 @@ class Host:
     # Stopped (its server is SHUTOFF): no processes, no network, but the upper dir (the
     # server's disk) and this record stay, as a stopped VM keeps its disk.
     stopped: bool = False
+    # PID 1: "bed" (INIT: cloud-init's stages by hand) or "systemd".
+    init: str = "bed"
+    # The cgroups made for a systemd host, one per hierarchy: only these are ever removed.
+    cgroups: list[str] = field(default_factory=list)
 
     @property
     def netns(self) -> str:
@@ -303,12 +315,119 @@ def _prepare_upper(
     (host.upper / "etc/hostname").write_text(f"{host.name}\n")
 
 
+def cgroup_hierarchies() -> list[tuple[str, list[str], Path]]:
+    """Every cgroup hierarchy mounted under /sys/fs/cgroup, as (mount point relative to it,
+    the `mount` arguments that mount it again, this process's cgroup in it)."""
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        pre, _, post = line.partition(" - ")
+        fields, (fstype, _, options) = pre.split(), post.split()[:3]
+        if fstype in ("cgroup", "cgroup2") and Path(fields[4]).is_relative_to(CGROUP_ROOT):
+            mounts.append((fstype, set(options.split(",")), fields[3], Path(fields[4])))
+    found = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        wanted = set(controllers.split(",")) if controllers else set()
+        # A v1 hierarchy is the mount with its controllers; "0::" is the cgroup2 one.
+        match = next((m for m in mounts
+                      if (m[0] == "cgroup2") == (not wanted) and wanted <= m[1]), None)
+        if match is None:
+            continue
+        fstype, _, root, mount_point = match
+        if fstype == "cgroup2":
+            args = ["-t", "cgroup2", "cgroup2"]
+        else:
+            # A named hierarchy (name=systemd) has no controller: "none" says so.
+            named = all(c.startswith("name=") for c in wanted)
+            args = ["-t", "cgroup", "-o", ("none," if named else "") + controllers, "cgroup"]
+        rel = os.path.relpath(path, root)
+        if rel.startswith(".."):
+            raise HostError(f"this process's cgroup {path} is outside {mount_point}")
+        found.append((str(mount_point.relative_to(CGROUP_ROOT)), args, mount_point / rel))
+    return found
+
+
+def cgroup_name(server_id: str) -> str:
+    return f"sparkstack-testbed-{server_id}"
+
+
+def _create_cgroups(dirs: Sequence[Path]) -> None:
+    for cg in dirs:
+        cg.mkdir(exist_ok=True)
+        if (cg / "cpuset.cpus").exists():
+            # An empty cpuset takes no task: start with the parent's CPUs and memory nodes,
+            # and let the cgroups systemd makes inside inherit them.
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                (cg / name).write_text((cg.parent / name).read_text())
+            (cg / "cgroup.clone_children").write_text("1")
+
+
+def _cgroup_pids(dirs: Sequence[str]) -> set[int]:
+    """Every process in these cgroups or below."""
+    pids: set[int] = set()
+    for cg in dirs:
+        for procs in Path(cg).rglob("cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                pids.update(int(p) for p in procs.read_text().split())
+    return pids
+
+
+def _remove_cgroups(server_id: str, dirs: Sequence[str], timeout: float) -> None:
+    """Remove a host's cgroups and the ones its systemd made in them, deepest first."""
+    deadline = time.monotonic() + timeout
+    for cg in dirs:
+        if Path(cg).name != cgroup_name(server_id):
+            raise HostError(f"host {server_id}: {cg} is not one of its cgroups")
+        for sub, _, _ in os.walk(cg, topdown=False):
+            while True:
+                try:
+                    os.rmdir(sub)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    # EBUSY while the last of its processes are still exiting.
+                    if time.monotonic() > deadline:
+                        raise HostError(f"host {server_id}: cannot remove {sub}: {exc}") from exc
+                    time.sleep(0.1)
+
+
+def _systemd_lines(host: Host, r: Path) -> list[str]:
+    """The end of a systemd host's mount script: a read-only /proc/sys, as systemd-nspawn
+    gives its containers (the kernel's settings are the machine's, except the network
+    namespace's own); then a cgroup namespace rooted in the host's cgroups, which the
+    script joined first, with them mounted where systemd looks; then systemd."""
+    cgroups = r / "sys/fs/cgroup"
+    hierarchies = cgroup_hierarchies()
+    inner = []
+    if any(rel != "." for rel, _, _ in hierarchies):
+        inner.append(f"mount -t tmpfs -o mode=0755 tmpfs {cgroups}")
+    for rel, args, _ in hierarchies:
+        inner.append(f"mkdir -p {cgroups / rel} && mount {' '.join(args)} {cgroups / rel}")
+    # container=: systemd's container interface, so it skips what only a machine does.
+    inner.append(f"exec chroot {r} /usr/bin/env -i container=other PATH={HOST_PATH}"
+                 " /lib/systemd/systemd")
+    return [
+        f"mount --bind {r}/proc/sys {r}/proc/sys",
+        f"mount -o remount,bind,ro {r}/proc/sys",
+        f"mount --bind {r}/proc/sys/net {r}/proc/sys/net",
+        f"mount -o remount,bind,rw {r}/proc/sys/net",
+        # A cgroup mount shows the hierarchy from the mounting process's cgroup namespace.
+        f"exec unshare --cgroup /bin/sh -ec {shlex.quote('; '.join(inner))}",
+    ]
+
+
 def _mount_script(host: Host, lowers: Sequence[Path]) -> str:
     """Runs as PID 1 of the host's new namespaces: build its root, then become init."""
     r = host.dir / "root"
     lowerdir = ":".join(str(p) for p in lowers)
+    # A systemd host's PID 1 (this script: $$ is 1, as its PID namespace numbers it) and
+    # all it starts join the host's cgroups first; the `unshare` outside stays out, as
+    # systemd could not move a process it cannot see.
+    join = [f"echo $$ > {cg}/cgroup.procs" for cg in host.cgroups]
     lines = [
         "set -e",
+        *join,
         f"mount -t overlay overlay -o lowerdir={lowerdir},upperdir={host.upper},"
         f"workdir={host.dir / 'work'} {r}",
         f"mount -t proc proc {r}/proc",
@@ -330,8 +449,11 @@ def _mount_script(host: Host, lowers: Sequence[Path]) -> str:
         f"ln -s /proc/self/fd/2 {r}/dev/stderr",
         f"mount -t tmpfs -o mode=0755 tmpfs {r}/run",
         f"hostname {host.name}",
-        f"exec chroot {r} /usr/bin/python3 /usr/local/sbin/testbed-init",
     ]
+    if host.init == "systemd":
+        lines += _systemd_lines(host, r)
+    else:
+        lines.append(f"exec chroot {r} /usr/bin/python3 /usr/local/sbin/testbed-init")
     return "\n".join(lines) + "\n"
 
 
@@ -384,6 +506,7 @@ def boot_host(
     rootfs: Path | Sequence[Path] | None = None,
     state_dir: Path | None = None,
     keep_disk: bool = False,
+    init: str = "bed",
 ) -> Host:
     """Boot a host for a server: returns once its PID 1 runs (cloud-init goes on inside).
 
@@ -392,8 +515,13 @@ def boot_host(
     `rootfs` is the tree to boot, or the overlay's lower dirs topmost first (snapshot
     layers, then the base tree); it defaults to the cached tree of the current image
     recipe, which must exist.
+
+    `init="systemd"` boots systemd as PID 1: `rootfs` must then hold it, e.g.
+    `[rootfs.ensure_systemd_layer(base), base]`; wait for it with `wait_systemd_ready`.
     """
     ipaddress.ip_address(fixed_ip)
+    if init not in INITS:
+        raise HostError(f"host {server_id}: unknown init {init!r} (known: {', '.join(INITS)})")
     if rootfs is None:
         rootfs = rootfs_path()
     lowers = [rootfs] if isinstance(rootfs, Path) else [Path(p) for p in rootfs]
@@ -405,27 +533,48 @@ def boot_host(
     for layer in lowers[:-1]:
         if not layer.is_dir():
             raise HostError(f"host {server_id}: layer {layer} does not exist")
+    if init == "systemd" and not any((p / "usr/lib/systemd/systemd").exists() for p in lowers):
+        raise HostError(f"host {server_id}: no systemd in {lowers}: boot it on "
+                        "rootfs.ensure_systemd_layer(base)")
     ensure_bridge()
     kill_host(server_id, state_dir=state_dir, keep_disk=keep_disk)
     host = Host(name=name, server_id=server_id, fixed_ip=fixed_ip,
                 floating_ips=list(floating_ips or []),
                 state_dir=str(hosts_dir(state_dir) / server_id),
-                lowers=[str(p) for p in lowers])
+                lowers=[str(p) for p in lowers], init=init)
     _prepare_upper(host, lowers=lowers, user_data=user_data, public_keys=public_keys)
     _setup_network(host)
     (host.dir / "console.py").write_text(CONSOLE)
+    enter_netns = ["ip", "netns", "exec", host.netns]
+    namespaces = ["--mount", "--uts", "--pid"]
+    if init == "systemd":
+        # nsenter, not `ip netns exec`, which mounts a fresh /sys without the cgroup
+        # hierarchies the mount script joins.
+        enter_netns = ["nsenter", f"--net=/run/netns/{host.netns}"]
+        # Without cgroups of its own (and a cgroup namespace rooted there, see
+        # _systemd_lines), systemd would make its slices at the machine's cgroup roots.
+        # IPC too: systemd-logind removes the IPC objects of users who log out.
+        namespaces.append("--ipc")
+        dirs = [cg / cgroup_name(server_id) for _, _, cg in cgroup_hierarchies()]
+        host.cgroups = [str(cg) for cg in dirs]
+        _save(host)  # the record names the cgroups before they exist
+        _create_cgroups(dirs)
     script = host.dir / "mount.sh"
     script.write_text(_mount_script(host, lowers))
     # The mount script's own output lands in the console too, like early boot messages.
-    with host.console_log.open("ab") as console:
-        # --kill-child: if this unshare is SIGKILLed, its child (the host's PID 1) gets
-        # SIGKILL too, which ends every process in the PID namespace.
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", host.netns, "unshare", "--mount", "--uts", "--pid",
-             "--fork", "--kill-child", "--propagation", "private", "/bin/sh", str(script)],
-            stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    try:
+        with host.console_log.open("ab") as console:
+            # --kill-child: if this unshare is SIGKILLed, its child (the host's PID 1) gets
+            # SIGKILL too, which ends every process in the PID namespace.
+            proc = subprocess.Popen(
+                [*enter_netns, "unshare", *namespaces,
+                 "--fork", "--kill-child", "--propagation", "private", "/bin/sh", str(script)],
+                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+    except BaseException:
+        kill_host(server_id, state_dir=state_dir, keep_disk=keep_disk)
+        raise
     host.pid, host.pid_start, host.booted_at = proc.pid, _pid_start(proc.pid), time.time()
     _save(host)
     log.info("host %s (%s) booting at %s, pid %d", name, server_id, fixed_ip, proc.pid)
@@ -441,6 +590,81 @@ def set_floating_ips(host: Host, floating_ips: list[str]) -> Host:
     host.floating_ips = sorted(floating_ips)
     _save(host)
     return host
+
+
+def init_pid(host: Host) -> int | None:
+    """The host's PID 1 as this machine numbers it, once it runs in the host's root: the
+    descendant of the recorded `unshare` that is pid 1 of its own PID namespace."""
+    todo = [host.pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            continue
+        nspid = next((line.split()[1:] for line in status.splitlines()
+                      if line.startswith("NSpid:")), [])
+        if pid != host.pid and nspid[-1:] == ["1"]:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/root") != "/":
+                    return pid
+            return None
+        todo.extend(int(c) for c in children)
+    return None
+
+
+def enter(host: Host, *argv: str, timeout: float = 60.0, input: bytes | None = None
+          ) -> subprocess.CompletedProcess:
+    """Run a command as root in the host's namespaces and root, with a clean environment
+    (what a root login on the VM would run); stdout and stderr come back as bytes."""
+    pid = init_pid(host)
+    if pid is None:
+        raise HostError(f"host {host.server_id}: no PID 1 in its root")
+    ns = ["-m", "-u", "-n", "-p"] + (["-i", "-C"] if host.init == "systemd" else [])
+    cmd = ["nsenter", "-t", str(pid), *ns, "-r", "-w", "--", "/usr/bin/env", "-i",
+           f"PATH={HOST_PATH}", "LANG=C.UTF-8", "HOME=/root", *argv]
+    if host.cgroups:
+        # Into the host's cgroups first, as a login on it would be: in the machine's own,
+        # it would be out of the host's sight and reach (and kill_host's).
+        join = "".join(f"echo $$ > {shlex.quote(cg)}/cgroup.procs; " for cg in host.cgroups)
+        cmd = ["/bin/sh", "-ec", join + 'exec "$@"', "sh", *cmd]
+    return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, check=False)
+
+
+def wait_systemd_ready(host: Host, timeout: float = 60.0) -> str:
+    """Wait until the systemd of a host booted with `init="systemd"` has finished booting
+    (`systemctl is-system-running --wait`); returns "running", or "degraded" if a unit
+    failed. Raises HostError naming the failed units otherwise, or if PID 1 is not in the
+    host's own cgroups."""
+    deadline = time.monotonic() + timeout
+    state = "not started"
+    while time.monotonic() < deadline and host.alive():
+        if init_pid(host) is None:
+            time.sleep(0.05)
+            continue
+        try:
+            state = enter(host, "systemctl", "is-system-running", "--wait",
+                          timeout=max(0.1, deadline - time.monotonic())).stdout.decode().strip()
+        except subprocess.TimeoutExpired:
+            state = "still starting"
+            break
+        # Nothing (or "offline") until systemd listens on its socket.
+        if state not in ("", "offline"):
+            break
+        time.sleep(0.05)
+    pid = init_pid(host)
+    if pid is None or not host.alive():
+        raise HostError(f"host {host.server_id}: PID 1 is gone; see {host.console_log}")
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        if cgroup_name(host.server_id) not in line.split(":", 2)[2].split("/"):
+            raise HostError(f"host {host.server_id}: PID 1 is in {line}, not in its cgroups")
+    if state in ("running", "degraded"):
+        return state
+    failed = enter(host, "systemctl", "list-units", "--failed", "--plain", "--no-legend",
+                   timeout=10).stdout.decode().strip()
+    raise HostError(f"host {host.server_id}: systemd is {state!r} after {timeout:.0f} s; "
+                    f"failed units: {failed or 'none'}; see {host.console_log}")
 
 
 def _netns_pids(netns: str) -> list[int]:
@@ -486,14 +710,18 @@ def kill_host(server_id: str, *, state_dir: Path | None = None, timeout: float =
     if host is not None and host.alive():
         with contextlib.suppress(ProcessLookupError):
             os.kill(host.pid, signal.SIGKILL)
+    cgroups = host.cgroups if host is not None else []
     deadline = time.monotonic() + timeout
-    while pids := _netns_pids(ns):
+    # A systemd host's units may have network namespaces of their own: its cgroups hold
+    # every one of its processes.
+    while pids := set(_netns_pids(ns)) | _cgroup_pids(cgroups):
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if time.monotonic() > deadline:
-            raise HostError(f"host {server_id}: processes {pids} survive SIGKILL")
+            raise HostError(f"host {server_id}: processes {sorted(pids)} survive SIGKILL")
         time.sleep(0.1)
+    _remove_cgroups(server_id, cgroups, max(1.0, deadline - time.monotonic()))
     root = str(dir_ / "root")
     # The overlay lives in the host's own mount namespace and dies with it; this only
     # catches a mount leaked into the root namespace by hand.
@@ -511,7 +739,7 @@ def kill_host(server_id: str, *, state_dir: Path | None = None, timeout: float =
             _run("ip", "neigh", "flush", "to", fip, check=False)
     if keep_disk:
         if host is not None:
-            host.pid, host.pid_start, host.stopped = 0, "", True
+            host.pid, host.pid_start, host.stopped, host.cgroups = 0, "", True, []
             _save(host)
         log.info("host %s stopped; its disk %s stays", server_id, dir_ / "upper")
         return True

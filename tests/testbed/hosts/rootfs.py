@@ -11,17 +11,23 @@ Two kinds of tree:
   the bed's mirrors) runs for real. Glance images name theirs with the property
   IMAGE_PROPERTY (see tests/testbed/bed.py).
 
+And one overlay layer: `systemd-<hash>` on top of a tree, with systemd as its init in
+place of the daemonless systemctl, for hosts booted with `init="systemd"` (hosts.py), where
+resource limits on units are enforced by cgroups for real.
+
 The cache directory's name carries a hash of the recipe, so editing it builds a fresh tree
 and an unchanged recipe reuses the old one.
 
     python -m tests.testbed.hosts.rootfs                 # pre-baked; prints the path
     python -m tests.testbed.hosts.rootfs stock bookworm  # stock Debian 12
+    python -m tests.testbed.hosts.rootfs systemd         # systemd layer of the pre-baked tree
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -147,11 +153,115 @@ def rootfs_for(name: str | None, cache_dir: Path = CACHE_DIR) -> Path:
     return stock_rootfs_path(suite, cache_dir)
 
 
+SYSTEMD_PACKAGES = ("systemd", "systemd-sysv", "dbus")
+# Units a namespace host has no use for: they wait for ttys it does not have, would touch
+# the kernel it shares with the machine (sysctl, binfmt, modules, debugfs), or only run
+# maintenance at random times.
+SYSTEMD_MASKED = (
+    "getty@.service", "serial-getty@.service", "console-getty.service",
+    "systemd-sysctl.service", "systemd-binfmt.service", "proc-sys-fs-binfmt_misc.automount",
+    "systemd-modules-load.service", "kmod-static-nodes.service",
+    "sys-kernel-debug.mount", "sys-kernel-tracing.mount", "sys-kernel-config.mount",
+    "sys-fs-fuse-connections.mount", "dev-hugepages.mount",
+    "e2scrub_all.timer", "e2scrub_reap.service", "fstrim.timer", "dpkg-db-backup.timer",
+    "apt-daily.timer", "apt-daily-upgrade.timer",
+)
+# What a Debian cloud image enables and the tree's daemonless build did not.
+SYSTEMD_ENABLED = (
+    "cloud-init-local.service", "cloud-init.service", "cloud-config.service",
+    "cloud-final.service", "ssh.service",
+)
+# Runs in a mount namespace of its own, so every mount goes with it, even on failure.
+# $1 base tree, $2 build dir (upper/, work/, root/ in it); the upper dir is the layer.
+SYSTEMD_LAYER_SCRIPT = """\
+set -eu
+base=$1 r=$2/root
+mount -t overlay overlay -o "lowerdir=$base,upperdir=$2/upper,workdir=$2/work" "$r"
+mount -t proc proc "$r/proc"
+mount --rbind /dev "$r/dev"
+mount -t tmpfs tmpfs "$r/run"
+mount -t tmpfs tmpfs "$r/tmp"
+cat /etc/resolv.conf > "$r/etc/resolv.conf"
+# Package scripts must not start daemons on the build machine.
+printf '#!/bin/sh\\nexit 101\\n' > "$r/usr/sbin/policy-rc.d"
+chmod +x "$r/usr/sbin/policy-rc.d"
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \\
+    DEBIAN_FRONTEND=noninteractive chroot "$r" /bin/sh -eu -c '
+apt-get update -q
+apt-get install -y -q --no-install-recommends PACKAGES
+apt-get clean
+find /var/lib/apt/lists -maxdepth 1 -type f ! -name lock -delete
+systemctl enable ENABLED
+systemctl mask MASKED
+# Empty: each host gets a machine id of its own at its first boot (D-Bus uses the same).
+: > /etc/machine-id
+ln -sf /etc/machine-id /var/lib/dbus/machine-id
+'
+rm -f "$r/usr/sbin/policy-rc.d"
+: > "$r/etc/resolv.conf"
+"""
+
+
+def _systemd_layer_script() -> str:
+    return (SYSTEMD_LAYER_SCRIPT.replace("PACKAGES", " ".join(SYSTEMD_PACKAGES))
+            .replace("ENABLED", " ".join(SYSTEMD_ENABLED))
+            .replace("MASKED", " ".join(SYSTEMD_MASKED)))
+
+
+def systemd_layer_path(base: Path, cache_dir: Path = CACHE_DIR) -> Path:
+    """The systemd layer for `base`: its name (which carries base's recipe hash) and the
+    layer's own recipe make the key."""
+    digest = hashlib.sha256(f"{base.name}\0{_systemd_layer_script()}".encode())
+    return cache_dir / f"systemd-{digest.hexdigest()[:16]}"
+
+
+def ensure_systemd_layer(base: Path, cache_dir: Path = CACHE_DIR) -> Path:
+    """Return the systemd layer for `base` (an overlay lower dir to stack on top of it,
+    `[layer, base]`), building it first if it is missing; layers of other bases or older
+    recipes are removed.
+
+    The layer is the upper dir of an overlay on `base` in which apt installed systemd: its
+    whiteouts and opaque dirs keep their meaning when it is a lower dir again.
+    """
+    target = systemd_layer_path(base, cache_dir)
+    if target.is_dir():
+        log.info("systemd layer cached: %s", target)
+        return target
+    if not (base / "etc" / "os-release").exists():
+        raise FileNotFoundError(f"no tree at {base} to build a systemd layer on")
+    start = time.monotonic()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # `.partial` at the end: no clean-up of older caches takes a build under way.
+    build = Path(tempfile.mkdtemp(prefix=f"{target.name}.", suffix=".partial", dir=cache_dir))
+    try:
+        for sub in ("upper", "work", "root"):
+            (build / sub).mkdir()
+        subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             _systemd_layer_script(), "sh", str(base), str(build)],
+            check=True)
+        try:
+            os.rename(build / "upper", target)
+        except OSError:
+            if not target.is_dir():  # else a concurrent build finished first: same layer
+                raise
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    log.info("systemd layer built in %.0f s: %s", time.monotonic() - start, target)
+    for old in cache_dir.glob("systemd-*"):
+        if old != target and old.is_dir() and not old.name.endswith(".partial"):
+            log.info("removing the systemd layer of another base or recipe: %s", old)
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     start = time.monotonic()
     if sys.argv[1:2] == ["stock"]:
         path = ensure_stock_rootfs(sys.argv[2] if len(sys.argv) > 2 else "bookworm")
+    elif sys.argv[1:2] == ["systemd"]:
+        path = ensure_systemd_layer(ensure_rootfs())
     else:
         path = ensure_rootfs()
     log.info("rootfs ready after %.1f s", time.monotonic() - start)
