@@ -148,6 +148,8 @@ class HubApi:
                 "user_expressions": {}, "allow_stdin": False, "stop_on_error": True,
             },
         }  # fmt: skip
+        from websockets.exceptions import ConnectionClosed
+
         deadline = time.monotonic() + timeout
         out: list[str] = []  # stdout, and the value of the last expression
         err: list[str] = []  # stderr: Spark's progress bars, warnings
@@ -166,9 +168,26 @@ class HubApi:
                     msg = json.loads(ws.recv(timeout=left))
                 except TimeoutError:
                     continue
+                except ConnectionClosed:
+                    raise RemoteError(
+                        "the connection to the kernel closed before the cell finished "
+                        "(the kernel died or the hub restarted)",
+                        resource="hub", step="smoke",
+                        log_tail="".join(out + err)[-2000:] or None,
+                    ) from None
+                kind, content = msg.get("msg_type"), msg.get("content", {})
+                # The server says so to every client when the kernel process ended; the
+                # usual cause is memory (each user's is limited: jupyterhub.limits.memory).
+                if kind == "status" and content.get("execution_state") in ("restarting", "dead"):
+                    raise RemoteError(
+                        "the kernel died while the cell ran (its server is restarting it); "
+                        "out of memory is the usual cause",
+                        resource="hub", step="smoke",
+                        log_tail="".join(out + err)[-2000:] or None,
+                        hint="jupyterhub.limits.memory is each user's memory on the master",
+                    )
                 if msg.get("parent_header", {}).get("msg_id") != msg_id:
                     continue
-                kind, content = msg.get("msg_type"), msg.get("content", {})
                 if kind == "stream":
                     which = out if content.get("name") == "stdout" else err
                     which.append(content.get("text", ""))

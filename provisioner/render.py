@@ -28,7 +28,7 @@ from provisioner import inventory as inv_mod
 from provisioner import locks as locks_mod
 from provisioner.errors import UserInputError
 from provisioner.inventory import Inventory
-from provisioner.inventory.names import CORE_SLICE
+from provisioner.inventory.names import CORE_OOM_SCORE_ADJ, CORE_SLICE
 from provisioner.inventory.services import SparkConfig
 from provisioner.locks import locks
 
@@ -269,6 +269,7 @@ def render_cloud_init(
         "ports": _ports(),
         "paths": _paths(),
         "core_slice": CORE_SLICE,
+        "core_oom_score_adj": CORE_OOM_SCORE_ADJ,
         "steps": bootstrap_steps(role),
         "parallel": PARALLEL[role],
         "spark_hash": spark_hash,

@@ -30,7 +30,7 @@ from provisioner.hub.services import (
 from provisioner.hub.singleuser import singleuser_cmd
 from provisioner.inventory import Inventory
 from provisioner.inventory.fields import RESERVED_USERS, memory_mib
-from provisioner.inventory.names import CORE_SLICE
+from provisioner.inventory.names import CORE_OOM_SCORE_ADJ, CORE_SLICE
 from provisioner.inventory.oidc import OidcConfig
 from provisioner.inventory.services import LETSENCRYPT_DIRECTORY
 from provisioner.render import VENV
@@ -443,8 +443,11 @@ def render_unit(settings: HubSettings) -> str:
             # configurable-http-proxy is a global npm package (/usr/local/bin).
             f"Environment=PATH={VENV}/bin:/usr/local/bin:/usr/bin:/bin",
             f"ExecStart={VENV}/bin/jupyterhub --config={p.config}",
-            # Beside the Spark master, apart from the users' servers (hub/limits.py).
+            # Beside the Spark master, apart from the users' servers (hub/limits.py), and
+            # among the last the OOM killer picks: the proxy and the hub's services
+            # inherit it; each user's server raises its own (hub/singleuser.py).
             f"Slice={CORE_SLICE}",
+            f"OOMScoreAdjust={CORE_OOM_SCORE_ADJ}",
             # Stopping the hub must not kill the users' servers (children started in their
             # own sessions): systemd's default control-group mode would, on every restart.
             # The hub stops the proxy it started itself.

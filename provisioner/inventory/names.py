@@ -38,6 +38,9 @@ SSO_GROUP = "sparkstack-sso"
 # user's server (a scope each, with the user's limits) in the other, capped as a whole.
 CORE_SLICE = "sparkstack-core.slice"
 USERS_SLICE = "sparkstack-users.slice"
+# The core's units (hub, Spark master) lower their OOM score: should the whole master run
+# short, the kernel's OOM killer takes them last.
+CORE_OOM_SCORE_ADJ = -500
 
 MASTER = "master"
 WORKER = "worker"

@@ -233,11 +233,12 @@ def test_the_users_slice_leaves_the_core_its_memory_and_the_hub_runs_beside_spar
     assert f"MemoryMax={6656 * MIB}" in text.splitlines()
     unit = render_unit(_settings(tmp_path))
     assert "Slice=sparkstack-core.slice" in unit.splitlines()
+    assert "OOMScoreAdjust=-500" in unit.splitlines()
     inv = load_inventory(BED)
     master = render_cloud_init(inv, role="master", master_ip="10.0.0.5")
     worker = render_cloud_init(inv, role="worker", master_ip="10.0.0.5")
-    assert "Slice=sparkstack-core.slice" in master
-    assert "Slice=" not in worker
+    assert "Slice=sparkstack-core.slice" in master and "OOMScoreAdjust=-500" in master
+    assert "Slice=" not in worker and "OOMScoreAdjust" not in worker
 
 
 def test_settings_carry_the_inventorys_limits():
