@@ -24,6 +24,7 @@ from provisioner.cloud import ClusterCloud, connect
 from provisioner.inventory import cluster_tag, load_inventory
 from tests.testbed import bed
 from tests.testbed.fixtures import clean_project, testbed  # noqa: F401
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.cloud
 
@@ -266,7 +267,10 @@ def test_two_clusters_never_touch_each_other(clean_project, tmp_path, keys):
         assert getattr(b_after, attr) == getattr(b_before, attr), attr
     assert cluster_resources(admin, "iso-b") == b_counts
     workflows.down(inv_b, cloud=b, settings=FAST)
-    assert b.observe().empty
+    # down stops waiting once Nova lists its servers DELETED (their ports are gone), a
+    # moment before they leave the list
+    wait_until(lambda: b.observe().empty, timeout=30, interval=0.5,
+               what="iso-b's servers to leave the list")
 
 
 def test_dry_run_then_up_twice_then_error_replaced_then_down(clean_project, tmp_path):
