@@ -153,37 +153,34 @@ class HubApi:
         deadline = time.monotonic() + timeout
         out: list[str] = []  # stdout, and the value of the last expression
         err: list[str] = []  # stderr: Spark's progress bars, warnings
+
+        def stopped(message: str, *, shown: str | None = None,
+                    hint: str | None = None) -> RemoteError:
+            """Why the cell gave no answer, with what it printed so far (or `shown`)."""
+            tail = "".join(out + err)[-2000:] if shown is None else shown[-4000:]
+            return RemoteError(message, resource="hub", step="smoke", hint=hint,
+                               log_tail=tail or None)
+
         with self._channels(url, deadline=deadline, timeout=timeout) as ws:
             ws.send(json.dumps(request))
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise RemoteError(
-                        f"the kernel did not finish within {timeout:.0f} s",
-                        resource="hub",
-                        step="smoke",
-                        log_tail="".join(out + err)[-2000:] or None,
-                    )
+                    raise stopped(f"the kernel did not finish within {timeout:.0f} s")
                 try:
                     msg = json.loads(ws.recv(timeout=left))
                 except TimeoutError:
                     continue
                 except ConnectionClosed:
-                    raise RemoteError(
-                        "the connection to the kernel closed before the cell finished "
-                        "(the kernel died or the hub restarted)",
-                        resource="hub", step="smoke",
-                        log_tail="".join(out + err)[-2000:] or None,
-                    ) from None
+                    raise stopped("the connection to the kernel closed before the cell "
+                                  "finished (the kernel died or the hub restarted)") from None
                 kind, content = msg.get("msg_type"), msg.get("content", {})
                 # The server says so to every client when the kernel process ended; the
                 # usual cause is memory (each user's is limited: jupyterhub.limits.memory).
                 if kind == "status" and content.get("execution_state") in ("restarting", "dead"):
-                    raise RemoteError(
+                    raise stopped(
                         "the kernel died while the cell ran (its server is restarting it); "
                         "out of memory is the usual cause",
-                        resource="hub", step="smoke",
-                        log_tail="".join(out + err)[-2000:] or None,
                         hint="jupyterhub.limits.memory is each user's memory on the master",
                     )
                 if msg.get("parent_header", {}).get("msg_id") != msg_id:
@@ -196,12 +193,9 @@ class HubApi:
                 elif kind == "error":
                     # what the cell wrote to stderr first (its chunks carry their own
                     # newlines): often the why, such as Spark's own error
-                    shown = "".join(err) + "\n".join(content.get("traceback", []))
-                    raise RemoteError(
+                    raise stopped(
                         f"the kernel raised {content.get('ename')}: {content.get('evalue')}",
-                        resource="hub",
-                        step="smoke",
-                        log_tail=shown[-4000:] or None,
+                        shown="".join(err) + "\n".join(content.get("traceback", [])),
                     )
                 elif kind == "status" and content.get("execution_state") == "idle":
                     return "".join(out).strip()
