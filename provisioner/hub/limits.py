@@ -17,14 +17,17 @@ any of it: the hub then spawns as before and the step says so.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from provisioner.errors import RemoteError
 from provisioner.hub.shell import MASTER, Shell, Step
 from provisioner.inventory.names import CORE_SLICE, USERS_SLICE
 from provisioner.plan.limits import UserLimits, user_limits
 
+if TYPE_CHECKING:  # hub/config.py imports this module for the spawner's config lines
+    from provisioner.hub.config import HubSettings
+
 MIB = 1024 * 1024
-SLICE_DIR = "/etc/systemd/system"
 
 # One line each: systemd as PID 1 or not, MemTotal in MiB, online CPUs.
 _PROBE = (
@@ -55,47 +58,42 @@ def read_master(shell: Shell) -> tuple[bool, int, int]:
                           resource=MASTER, step="hub limits") from None
 
 
-def render_users_slice(limits: UserLimits) -> str:
+def _slice(description: str, *settings: str) -> str:
     return "\n".join([
         "# Written by sparkstack; rewritten on every run.",
         "[Unit]",
-        "Description=The hub users' servers of the sparkstack cluster, each in a scope",
+        f"Description={description} of the sparkstack cluster",
         "Before=slices.target",
         "",
         "[Slice]",
-        "# All users together: what the hub, its proxy and the Spark master leave.",
         "MemoryAccounting=yes",
-        f"MemoryMax={limits.users_memory_mib * MIB}",
         "CPUAccounting=yes",
+        *settings,
         "",
     ])
+
+
+def render_users_slice(limits: UserLimits) -> str:
+    return _slice("The hub users' servers, each in a scope",
+                  "# All users together: what the hub, its proxy and the Spark master leave.",
+                  f"MemoryMax={limits.users_memory_mib * MIB}")
 
 
 def render_core_slice() -> str:
-    return "\n".join([
-        "# Written by sparkstack; rewritten on every run.",
-        "[Unit]",
-        "Description=The hub, its proxy and the Spark master of the sparkstack cluster",
-        "Before=slices.target",
-        "",
-        "[Slice]",
-        "MemoryAccounting=yes",
-        "CPUAccounting=yes",
-        "",
-    ])
+    return _slice("The hub, its proxy and the Spark master")
 
 
-def ensure_limits(shell: Shell, *, users: int, driver_mib: int, memory_mib: int | None,
-                  cpu: float | None) -> tuple[Step, AppliedLimits]:
+def ensure_limits(shell: Shell, settings: HubSettings) -> tuple[Step, AppliedLimits]:
     """The slices, for the limits reckoned from the master's own memory and CPUs; systemd
     reloads when they changed. The spawner's part is in the hub's config."""
     systemd, ram, vcpus = read_master(shell)
-    limits = user_limits(ram_mib=ram, vcpus=vcpus, users=users, driver_mib=driver_mib,
-                         memory_mib=memory_mib, cpu=cpu)
+    limits = user_limits(ram_mib=ram, vcpus=vcpus, users=len(settings.users),
+                         driver_mib=settings.driver_mib, memory_mib=settings.user_memory_mib,
+                         cpu=settings.user_cpu)
     changed = False
     for name, text in ((USERS_SLICE, render_users_slice(limits)),
                        (CORE_SLICE, render_core_slice())):
-        changed |= shell.put(f"{SLICE_DIR}/{name}", text.encode(), mode=0o644,
+        changed |= shell.put(f"{settings.paths.unit_dir}/{name}", text.encode(), mode=0o644,
                              owner="root", group="root")
     if changed and systemd:
         # A loaded slice takes its new MemoryMax= with the reload.

@@ -301,9 +301,7 @@ def ensure_hub(
     homes = ensure_homes(shell, tuple(dict.fromkeys((*settings.users, *users.former))))
     kernel = ensure_kernel(shell, inv=inv, master_ip=settings.addresses[0])
     lab = ensure_lab(shell, settings)
-    limits, applied = ensure_limits(shell, users=len(settings.users),
-                                    driver_mib=settings.driver_mib,
-                                    memory_mib=settings.user_memory_mib, cpu=settings.user_cpu)
+    limits, applied = ensure_limits(shell, settings)
     config = ensure_config(shell, settings, former_users=users.former, oidc=endpoints,
                            limits=applied)
     # What the hub reads at start: its files, secrets, certificate and config. Accounts
