@@ -13,8 +13,9 @@ from provisioner.inventory.infra import (
     SshConfig,
     WorkersConfig,
 )
+from provisioner.inventory.limits import NOTEBOOK_EXTRA_MIB
 from provisioner.inventory.mirrors import MirrorsConfig
-from provisioner.inventory.services import NOTEBOOK_EXTRA_MIB, JupyterHubConfig, SparkConfig
+from provisioner.inventory.services import JupyterHubConfig, SparkConfig
 
 
 class Inventory(Table):

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from provisioner.inventory.limits import NOTEBOOK_EXTRA_MIB
 from provisioner.inventory.names import MASTER
-from provisioner.inventory.services import NOTEBOOK_EXTRA_MIB
 from provisioner.plan.actions import (
     Action,
     AttachFloatingIP,

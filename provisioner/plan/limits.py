@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from provisioner.inventory.services import NOTEBOOK_EXTRA_MIB
+from provisioner.inventory.limits import NOTEBOOK_EXTRA_MIB
 from provisioner.plan.model import Flavor
 
 # The master's memory besides the notebooks: the OS, the hub and its proxy, and the Spark

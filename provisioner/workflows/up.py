@@ -72,20 +72,19 @@ def _plan_notes(
     notes: list[str] = []
     if resolved is not None:
         limits = inv.spark.limits
+        master_flavor = resolved.flavors.get(desired.master_flavor)
+        users = len(inv.jupyterhub.users)
+        driver_mib = memory_mib(limits.driver_memory)
         notes += P.memory_notes(
-            master=resolved.flavors.get(desired.master_flavor),
+            master=master_flavor,
             worker=resolved.flavors.get(desired.worker_flavor),
             workers=desired.workers,
-            users=len(inv.jupyterhub.users),
-            driver_memory=(limits.driver_memory, memory_mib(limits.driver_memory)),
+            users=users,
+            driver_memory=(limits.driver_memory, driver_mib),
             executor_memory=(limits.executor_memory, memory_mib(limits.executor_memory)),
         )
-        hub_limits = inv.jupyterhub.limits
-        note = P.limits_note(resolved.flavors.get(desired.master_flavor),
-                             users=len(inv.jupyterhub.users),
-                             driver_mib=memory_mib(limits.driver_memory),
-                             memory_mib=hub_limits.memory_limit_mib(),
-                             cpu=hub_limits.cpu_limit())
+        note = P.limits_note(master_flavor, users=users, driver_mib=driver_mib,
+                             memory_mib=desired.user_memory_mib, cpu=desired.user_cpu)
         notes += [note] if note else []
     observed = result.observed
     hub = inv.jupyterhub

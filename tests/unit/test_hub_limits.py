@@ -28,6 +28,7 @@ from provisioner.hub.limits import (
 from provisioner.inventory import load_inventory, parse_inventory
 from provisioner.render import render_cloud_init
 from tests.unit.scripted_cloud import ScriptedProject
+from tests.unit.test_hub_config import _Recorder
 
 ROOT = Path(__file__).resolve().parents[2]
 BED = ROOT / "tests" / "testbed" / "inventory.testbed.toml"
@@ -134,14 +135,6 @@ def test_up_refuses_limits_the_master_flavor_cannot_give_before_creating_anythin
 
 
 # --- the hub's config ---------------------------------------------------------------
-
-
-class _Recorder:
-    def __init__(self) -> None:
-        self.sections: dict[str, SimpleNamespace] = {}
-
-    def __getattr__(self, name: str) -> SimpleNamespace:
-        return self.sections.setdefault(name, SimpleNamespace())
 
 
 class _LocalProcessSpawner:
