@@ -43,7 +43,7 @@ from tests.testbed.fixtures import cannot_run_reason
 from tests.testbed.hosts import hosts, mirror, rootfs
 
 from .conftest import wait_for
-from .test_hub import CANDIDATE_IPS, HostShell, _hub_pid, _init_pid, _inventory, _skip_or_fail
+from .test_hub import CANDIDATE_IPS, HostShell, _hub_pid, _inventory, _skip_or_fail
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ def acme_bed(tmp_path: Path) -> Iterator[tuple]:
         wait_for(lambda: boot_log.exists() and "booted:" in boot_log.read_text(),
                  timeout=120, what="the host's boot",
                  on_timeout=lambda: boot_log.read_text() if boot_log.exists() else "")
-        pid = wait_for(lambda: _init_pid(host), timeout=10, what="the host's PID 1")
+        pid = wait_for(lambda: hosts.init_pid(host), timeout=10, what="the host's PID 1")
         # In real life lego comes from apt (the step installs it); the host has no apt
         # mirror, so it gets this machine's, from the same Debian package. The hub needs
         # Spark's py4j zip for its kernel, as in test_hub.

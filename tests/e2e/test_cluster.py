@@ -52,7 +52,7 @@ from tests.testbed.oidc.provider import running
 
 from .browser import Trust, browser_session, missing_tools
 from .conftest import host_key, host_log_tail, wait_for
-from .test_hub import HostShell, PinnedClient, _init_pid
+from .test_hub import HostShell, PinnedClient
 from .test_hub_sso import ACCOUNTS as SSO_ACCOUNTS
 from .test_hub_sso import BRIDGE as SSO_BRIDGE
 from .test_hub_sso import CLIENT_ID as SSO_CLIENT_ID
@@ -308,13 +308,13 @@ cat /tmp/noconf/out
 
 def _master_shell(team: Team) -> HostShell:
     master_host = next(h for h in team.booted() if h.name == f"{NAME}-master")
-    return HostShell(master_host, _init_pid(master_host))
+    return HostShell(master_host, hosts.init_pid(master_host))
 
 
 def _daemon_pids(team: Team) -> dict[str, str]:
     out = {}
     for host in team.booted():
-        shell = HostShell(host, _init_pid(host))
+        shell = HostShell(host, hosts.init_pid(host))
         out[host.name] = shell.run("cat /var/lib/spark/run/*.pid", check=False)[1]
     return out
 
@@ -564,7 +564,7 @@ def test_no_secret_in_user_data_and_a_hardened_master(team):
 
     # (a client without the cluster's secret is refused: the test after `up` shows it)
     master_host = next(h for h in booted if h.name == f"{NAME}-master")
-    shell = HostShell(master_host, _init_pid(master_host))
+    shell = HostShell(master_host, hosts.init_pid(master_host))
 
     # the node as a hub user finds it: no password SSH, Spark's logs closed, and (last,
     # since the sandbox may not carry the rule) the metadata service for root only

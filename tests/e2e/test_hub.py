@@ -12,7 +12,6 @@ import hashlib
 import http.client
 import json
 import logging
-import os
 import shlex
 import ssl
 import subprocess
@@ -45,42 +44,6 @@ HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 # --- A root shell inside a namespace host -----------------------------------------------
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
-def _init_pid(host: hosts.Host) -> int | None:
-    """The host's PID 1 (as this machine numbers it), once it has chrooted into the host.
-
-    hosts.py records the `unshare` that created the namespaces; PID 1 is the descendant
-    that is pid 1 of its own PID namespace.
-    """
-    todo = [host.pid]
-    while todo:
-        pid = todo.pop()
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            root = os.readlink(f"/proc/{pid}/root")
-        except OSError:
-            continue
-        nspid = next((line.split()[1:] for line in status.splitlines()
-                      if line.startswith("NSpid:")), [])
-        if pid != host.pid and nspid and nspid[-1] == "1":
-            return pid if root != "/" else None
-        todo.extend(_children(pid))
-    return None
 
 
 class HostShell:
@@ -262,7 +225,7 @@ def _boot_hub_host() -> tuple[hosts.Host, HostShell, str, Path]:
         wait_for(lambda: boot_log.exists() and "booted:" in boot_log.read_text(),
                  timeout=120, what="the host's boot",
                  on_timeout=lambda: boot_log.read_text() if boot_log.exists() else "")
-        pid = wait_for(lambda: _init_pid(host), timeout=10, what="the host's PID 1")
+        pid = wait_for(lambda: hosts.init_pid(host), timeout=10, what="the host's PID 1")
         # Spark itself is what the node's bootstrap installs from the mirror; the hub only
         # needs its py4j zip, taken from the same tarball into the host's root.
         spark = f"{host.dir}/root/opt/spark"

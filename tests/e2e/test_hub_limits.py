@@ -29,7 +29,6 @@ from .conftest import wait_for
 from .test_hub import (
     HostShell,
     PinnedClient,
-    _init_pid,
     _inventory,
     _run,
     _skip_or_fail,
@@ -73,7 +72,7 @@ def systemd_host():
                            state_dir=state_dir, init="systemd")
     try:
         hosts.wait_systemd_ready(host, timeout=120)
-        pid = wait_for(lambda: _init_pid(host), timeout=10, what="the host's PID 1")
+        pid = wait_for(lambda: hosts.init_pid(host), timeout=10, what="the host's PID 1")
         shell = HostShell(host, pid)
         # Spark as the master's bootstrap would leave it, from the bed's tarball.
         subprocess.run(

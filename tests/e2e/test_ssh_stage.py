@@ -21,7 +21,7 @@ from tests.cloud.test_workflows import cli_env, cluster_resources, run_cli
 from tests.testbed.hosts import hosts
 
 from .conftest import wait_for
-from .test_hub import HostShell, _init_pid
+from .test_hub import HostShell
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 
@@ -107,7 +107,7 @@ def test_a_host_key_that_differs_from_the_console_is_refused(hostbed, clean_proj
         first = run_cli("up", "-i", str(inv), "--until", "ssh", env=env, check=False, timeout=900)
         assert first.returncode == 0, first.stderr
         (host,) = hosts_of(admin, "sshkey")
-        shell = HostShell(host, _init_pid(host))
+        shell = HostShell(host, hosts.init_pid(host))
         old = host.file("/etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[1]
         shell.run(
             "rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub && ssh-keygen -A >/dev/null"
