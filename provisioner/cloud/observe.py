@@ -8,6 +8,7 @@ the other resource kinds are listed at once, each in its own thread.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 import threading
@@ -151,11 +152,11 @@ class ClusterObserver(CloudBase):
         ports = [p for p in named_ports if self._ours(p)]
         lookalikes += [f"security group {s.name} ({s.id})" for s in named_sgs if s not in sgs]
         lookalikes += [f"port {p.name} ({p.id})" for p in named_ports if p not in ports]
-        # A server group can carry no identity; one whose members are not the cluster's
-        # servers is someone else's.
+        # A server group can carry no identity; one with a member that is a live server
+        # of someone else's is someone else's.
         ids = {n.id for n in nodes}
         named_groups = [g for g in got["groups"] if g.name == names.server_group_name(c)]
-        groups = [g for g in named_groups if set(g.member_ids or []) <= ids]
+        groups = [g for g in named_groups if not self._foreign_member(g, ids)]
         lookalikes += [
             f"server group {g.name} ({g.id}), whose members are other servers"
             for g in named_groups
@@ -194,6 +195,28 @@ class ClusterObserver(CloudBase):
             keypair=P.Ref(kp.name, kp.name, kp.public_key or "") if kp is not None else None,
             lookalikes=tuple(lookalikes),
         )
+
+    def _foreign_member(self, group: Any, ours: set[str]) -> str:
+        """The first member of `group` that is a live server not of the cluster ("" if
+        none). Members missing from the cluster's list are asked for one by one: Nova
+        keeps listing a worker deleted while it was still being scheduled until its
+        conductor has finished with it (seconds, more on a busy cloud), and such a
+        member must not turn the cluster's own group into a stranger's."""
+        for sid in group.member_ids or []:
+            sid = str(sid)
+            if sid in ours:
+                continue
+            server = self.call(
+                "read a server group member",
+                functools.partial(self._get_or_none, self.conn.compute.get_server, sid),
+                resource=sid,
+            )
+            if server is None or (server.status or "").upper() in GONE:
+                continue
+            if (server.metadata or {}).get(P.META_CLUSTER) == self.cluster:
+                continue  # the cluster's, listed a moment after the group was read
+            return sid
+        return ""
 
     def _ingress_rules(self, sg: Any) -> tuple[tuple[P.RuleRef, ...], tuple[str, ...]]:
         """The group's ingress rules, read from the group's own record (Neutron lists them
@@ -274,6 +297,8 @@ def read_at_once(reads: dict[str, Callable[[], Any]]) -> dict[str, Any]:
 
 # 2.26: the `tags` filter; 2.47: the flavor's name in a server's record
 SERVER_MICROVERSION = "2.47"
+# a server in these states is on its way out, whoever made it
+GONE = frozenset({"DELETED", "SOFT_DELETED"})
 
 
 def _server_record(d: dict[str, Any]) -> SimpleNamespace:

@@ -1,6 +1,7 @@
 """Things that look like the cluster's but are not, on the real OpenStack bed: a keypair
-named like the generated one with someone else's public key, and a server and a port
-with the cluster's names but none of its tags. `up` refuses naming each and creates
+named like the generated one with someone else's public key, a server and a port
+with the cluster's names but none of its tags, and a server group named like the
+cluster's that holds someone else's server. `up` refuses naming each and creates
 nothing; `down` deletes the real cluster around them, leaves them and says so."""
 
 # ruff: noqa: F811  (pytest fixtures imported from the test bed are named as arguments)
@@ -117,6 +118,48 @@ def test_a_server_and_port_with_the_clusters_names_are_never_adopted_or_deleted(
     assert user.compute.get_server(server.id).name == f"{name}-master"
     assert user.network.get_port(port.id).name == f"{name}-master-port"
     remove(user, server, port.id)
+
+
+def test_a_server_group_with_the_clusters_name_and_someone_elses_server_is_left_alone(
+    clean_project, tmp_path
+):
+    """A server group carries no identity: one named like the cluster's that holds a
+    server of someone else's is theirs. (A member Nova no longer has is not someone
+    else's: test_fault_matrix's ERROR test lists one.)"""
+    name = "groupx"
+    user, admin = clean_project.user(), clean_project.admin()
+    group = user.compute.create_server_group(
+        name=f"sparkstack-{name}-workers", policies=["soft-anti-affinity"]
+    )
+    net = user.network.find_network(bed.PRIVATE_NET["name"], ignore_missing=False)
+    image = user.image.find_image(bed.IMAGE["name"], ignore_missing=False)
+    flavor = user.compute.find_flavor("m1.tiny", ignore_missing=False)
+    theirs = user.compute.create_server(
+        name="their-box", image_id=image.id, flavor_id=flavor.id,
+        networks=[{"uuid": net.id}], scheduler_hints={"group": group.id},
+    )  # fmt: skip
+    user.compute.wait_for_server(theirs, wait=120)
+    assert user.compute.get_server_group(group.id).member_ids == [theirs.id]
+    inv = write_inventory(tmp_path / "inv.toml", name=name, workers=1)
+    env = cli_env(tmp_path, clean_project.clouds_yaml)
+    try:
+        proc = run_cli("up", "-i", str(inv), "--no-ssh", env=env, check=False)
+        assert proc.returncode == 2, proc.stderr
+        err = one_line(proc.stderr)
+        assert (
+            f"server group sparkstack-{name}-workers ({group.id}), whose members are other "
+            f"servers has cluster {name}'s name but is not the cluster's" in err
+        ), err
+        assert cluster_resources(admin, name) == {"server_group": 1}  # theirs only
+
+        proc = run_cli("down", "-i", str(inv), "--yes", env=env)
+        assert f"left server group sparkstack-{name}-workers ({group.id})" in one_line(
+            proc.stdout
+        ), proc.stdout
+        assert user.compute.get_server_group(group.id).member_ids == [theirs.id]
+    finally:
+        remove(user, theirs)
+        user.compute.delete_server_group(group.id)
 
 
 def test_down_removes_the_cluster_and_leaves_a_lookalike_worker_beside_it(clean_project, tmp_path):
