@@ -212,7 +212,7 @@ def acme_bed(tmp_path: Path) -> Iterator[tuple]:
         management = ssl.create_default_context(cafile=str(ca))
         roots = ssl.create_default_context()
         roots.load_verify_locations(cadata=_get(management, "/roots/0").decode())
-        yield host, HostShell(host, pid), ca, roots, _get(management, "/intermediates/0")
+        yield host, HostShell(host), ca, roots, _get(management, "/intermediates/0")
     finally:
         try:
             hosts.kill_host(server_id, state_dir=state_dir)

@@ -308,13 +308,13 @@ cat /tmp/noconf/out
 
 def _master_shell(team: Team) -> HostShell:
     master_host = next(h for h in team.booted() if h.name == f"{NAME}-master")
-    return HostShell(master_host, hosts.init_pid(master_host))
+    return HostShell(master_host)
 
 
 def _daemon_pids(team: Team) -> dict[str, str]:
     out = {}
     for host in team.booted():
-        shell = HostShell(host, hosts.init_pid(host))
+        shell = HostShell(host)
         out[host.name] = shell.run("cat /var/lib/spark/run/*.pid", check=False)[1]
     return out
 
@@ -564,7 +564,7 @@ def test_no_secret_in_user_data_and_a_hardened_master(team):
 
     # (a client without the cluster's secret is refused: the test after `up` shows it)
     master_host = next(h for h in booted if h.name == f"{NAME}-master")
-    shell = HostShell(master_host, hosts.init_pid(master_host))
+    shell = HostShell(master_host)
 
     # the node as a hub user finds it: no password SSH, Spark's logs closed, and (last,
     # since the sandbox may not carry the rule) the metadata service for root only

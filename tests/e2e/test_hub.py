@@ -40,31 +40,30 @@ log = logging.getLogger(__name__)
 INVENTORY = Path(__file__).resolve().parents[1] / "testbed" / "inventory.testbed.toml"
 # The top of the bed's private range: Neutron's pool reaches it last, if ever.
 CANDIDATE_IPS = [f"10.77.0.{n}" for n in range(240, 251)]
-HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 # --- A root shell inside a namespace host -----------------------------------------------
 
 
 class HostShell:
-    """Satisfies provisioner.hub.Shell: /bin/sh as root in the host's namespaces and root
-    directory (nsenter into its PID 1), with a clean environment like an SSH login's."""
+    """Satisfies provisioner.hub.Shell: /bin/sh as root in the host's namespaces, cgroups
+    and root directory (the bed's `hosts.enter`), with a clean environment like an SSH
+    login's."""
 
-    def __init__(self, host: hosts.Host, pid: int) -> None:
+    def __init__(self, host: hosts.Host) -> None:
         self.host = host.name
-        self._pid = pid
+        self.host_record = host
 
     def _exec(self, command: str, *, input: bytes | None, timeout: float | None
               ) -> tuple[int, bytes, bytes]:
-        argv = ["nsenter", "-t", str(self._pid), "-m", "-u", "-n", "-p", "-r", "-w", "--",
-                "/usr/bin/env", "-i", f"PATH={HOST_PATH}", "LANG=C.UTF-8", "HOME=/root",
-                "/bin/sh", "-c", command]
         try:
-            proc = subprocess.run(argv, input=input or b"", capture_output=True,
-                                  timeout=timeout or 300)
+            proc = hosts.enter(self.host_record, "/bin/sh", "-c", command, input=input or b"",
+                               timeout=timeout or 300)
         except subprocess.TimeoutExpired as exc:
             raise RemoteError(f"command did not finish in {timeout} s: {command[:80]}",
                               resource=self.host) from exc
+        except hosts.HostError as exc:
+            raise RemoteError(str(exc), resource=self.host) from exc
         return proc.returncode, proc.stdout, proc.stderr
 
     def run(self, command: str, *, input: bytes | None = None, timeout: float | None = None,
@@ -238,7 +237,7 @@ def _boot_hub_host() -> tuple[hosts.Host, HostShell, str, Path]:
     except BaseException:
         hosts.kill_host(server_id, state_dir=state_dir)
         raise
-    return host, HostShell(host, pid), server_id, state_dir
+    return host, HostShell(host), server_id, state_dir
 
 
 def release_hub_host() -> None:

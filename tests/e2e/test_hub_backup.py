@@ -21,8 +21,9 @@ import pytest
 from provisioner.errors import RemoteError, UserInputError
 from provisioner.hub import backup as B
 from provisioner.workflows.backup import check_archive, restore, take_backup
+from tests.testbed.hosts import hosts
 
-from .test_hub import HOST_PATH, HostShell, _inventory, _run, hub_host  # noqa: F401
+from .test_hub import HostShell, _inventory, _run, hub_host  # noqa: F401
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 
@@ -44,26 +45,7 @@ class HostStream:
         input: bytes = b"",
         timeout: float | None = None,
     ) -> tuple[int, str]:
-        argv = [
-            "nsenter",
-            "-t",
-            str(self.shell._pid),
-            "-m",
-            "-u",
-            "-n",
-            "-p",
-            "-r",
-            "-w",
-            "--",
-            "/usr/bin/env",
-            "-i",
-            f"PATH={HOST_PATH}",
-            "LANG=C.UTF-8",
-            "HOME=/root",
-            "/bin/sh",
-            "-c",
-            command,
-        ]
+        argv = hosts.enter_argv(self.shell.host_record, "/bin/sh", "-c", command)
         proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )

@@ -73,7 +73,7 @@ def systemd_host():
     try:
         hosts.wait_systemd_ready(host, timeout=120)
         pid = wait_for(lambda: hosts.init_pid(host), timeout=10, what="the host's PID 1")
-        shell = HostShell(host, pid)
+        shell = HostShell(host)
         # Spark as the master's bootstrap would leave it, from the bed's tarball.
         subprocess.run(
             ["nsenter", "-t", str(pid), "-m", "--", "sh", "-c",

@@ -107,7 +107,7 @@ def test_a_host_key_that_differs_from_the_console_is_refused(hostbed, clean_proj
         first = run_cli("up", "-i", str(inv), "--until", "ssh", env=env, check=False, timeout=900)
         assert first.returncode == 0, first.stderr
         (host,) = hosts_of(admin, "sshkey")
-        shell = HostShell(host, hosts.init_pid(host))
+        shell = HostShell(host)
         old = host.file("/etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[1]
         shell.run(
             "rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub && ssh-keygen -A >/dev/null"

@@ -614,10 +614,9 @@ def init_pid(host: Host) -> int | None:
     return None
 
 
-def enter(host: Host, *argv: str, timeout: float = 60.0, input: bytes | None = None
-          ) -> subprocess.CompletedProcess:
-    """Run a command as root in the host's namespaces and root, with a clean environment
-    (what a root login on the VM would run); stdout and stderr come back as bytes."""
+def enter_argv(host: Host, *argv: str) -> list[str]:
+    """The command line that runs `argv` as root in the host's namespaces, cgroups and
+    root, with a clean environment (what a root login on the VM would run)."""
     pid = init_pid(host)
     if pid is None:
         raise HostError(f"host {host.server_id}: no PID 1 in its root")
@@ -629,7 +628,14 @@ def enter(host: Host, *argv: str, timeout: float = 60.0, input: bytes | None = N
         # it would be out of the host's sight and reach (and kill_host's).
         join = "".join(f"echo $$ > {shlex.quote(cg)}/cgroup.procs; " for cg in host.cgroups)
         cmd = ["/bin/sh", "-ec", join + 'exec "$@"', "sh", *cmd]
-    return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, check=False)
+    return cmd
+
+
+def enter(host: Host, *argv: str, timeout: float = 60.0, input: bytes | None = None
+          ) -> subprocess.CompletedProcess:
+    """`enter_argv` run to its end; stdout and stderr come back as bytes."""
+    return subprocess.run(enter_argv(host, *argv), input=input, capture_output=True,
+                          timeout=timeout, check=False)
 
 
 def wait_systemd_ready(host: Host, timeout: float = 60.0) -> str:
