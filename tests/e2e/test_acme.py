@@ -39,11 +39,19 @@ from provisioner.hub import HubSettings, ensure_hub, wait_for_hub
 from provisioner.hub.acme import lego_args
 from provisioner.hub.config import ACME_UNIT_NAME, HTTP_UNIT_NAME, HubPaths
 from provisioner.inventory import Inventory
-from tests.testbed.fixtures import cannot_run_reason
-from tests.testbed.hosts import hosts, mirror, rootfs
+from tests.testbed.hosts import hosts
 
 from .conftest import wait_for
-from .test_hub import CANDIDATE_IPS, HostShell, _hub_pid, _inventory, _skip_or_fail
+from .test_hub import (
+    CANDIDATE_IPS,
+    HostShell,
+    _hub_pid,
+    _inventory,
+    _skip_or_fail,
+    host_images,
+    in_host_mounts,
+    spark_unpack,
+)
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 log = logging.getLogger(__name__)
@@ -129,36 +137,22 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=5)
 
 
-def _taken_ips() -> set[str]:
-    """Addresses of every namespace host on this machine, whichever state dir it is in."""
-    parent = hosts.default_state_dir().parent
-    dirs = [hosts.default_state_dir()] + [d for d in parent.iterdir() if (d / "hosts").is_dir()]
-    return {h.fixed_ip for d in dirs for h in hosts.list_hosts(state_dir=d) if h.alive()}
-
-
 # --- The test -----------------------------------------------------------------------------
 
 
 @pytest.fixture
 def acme_bed(tmp_path: Path) -> Iterator[tuple]:
     """The host, its shell, the CA of pebble's HTTPS, pebble's roots and intermediate."""
-    reason = cannot_run_reason()
-    if reason:
-        _skip_or_fail(reason)
+    image, tarball = host_images()
     if not (shutil.which("pebble") and shutil.which("pebble-challtestsrv")
             and Path("/usr/bin/lego").exists()):
         _skip_or_fail("pebble or lego is not installed: apt-get install pebble lego")
-    image = rootfs.rootfs_path()
-    tarball = mirror.tarball_path(mirror.DEFAULT_VERSION)
-    if not (image / "etc/os-release").exists() or not tarball.exists():
-        _skip_or_fail("no test rootfs or Spark tarball: run "
-                      "`python3 -m tests.testbed.hosts.hostbed build`")
     for address, port in ((GATEWAY, ACME_PORT), ("127.0.0.1", MANAGEMENT_PORT),
                           ("127.0.0.1", DNS_PORT)):
         if _listening(address, port):
             _skip_or_fail(f"{address}:{port} is in use: is another pebble running?")
     hosts.ensure_bridge()
-    ip = next(a for a in CANDIDATE_IPS if a not in _taken_ips())
+    ip = hosts.free_ip(CANDIDATE_IPS)
     ca, cert, key = _tiny_ca(tmp_path)
     config = tmp_path / "pebble.json"
     config.write_text(json.dumps({"pebble": {
@@ -193,18 +187,11 @@ def acme_bed(tmp_path: Path) -> Iterator[tuple]:
         wait_for(lambda: boot_log.exists() and "booted:" in boot_log.read_text(),
                  timeout=120, what="the host's boot",
                  on_timeout=lambda: boot_log.read_text() if boot_log.exists() else "")
-        pid = wait_for(lambda: hosts.init_pid(host), timeout=10, what="the host's PID 1")
         # In real life lego comes from apt (the step installs it); the host has no apt
         # mirror, so it gets this machine's, from the same Debian package. The hub needs
         # Spark's py4j zip for its kernel, as in test_hub.
-        spark = f"{host.dir}/root/opt/spark"
-        subprocess.run(
-            ["nsenter", "-t", str(pid), "-m", "--", "sh", "-c",
-             f"cp /usr/bin/lego {host.dir}/root/usr/bin/lego && mkdir -p {spark} &&"
-             f" tar -xzf {tarball} -C {spark} --strip-components=1"
-             f" --wildcards '*/python/lib/py4j-*-src.zip'"],
-            check=True, capture_output=True, timeout=300,
-        )
+        in_host_mounts(host, f"cp /usr/bin/lego {host.dir}/root/usr/bin/lego && "
+                       + spark_unpack(host, tarball, "*/python/lib/py4j-*-src.zip"))
         wait_for(lambda: _listening(GATEWAY, ACME_PORT) and _listening("127.0.0.1",
                  MANAGEMENT_PORT), timeout=15, what="pebble",
                  on_timeout=lambda: (tmp_path / "pebble.log").read_text())

@@ -184,25 +184,16 @@ class PinnedClient:
 # --- The host -------------------------------------------------------------------------------
 
 
-def _free_ip() -> str:
-    # Hub tests running at the same time keep their hosts in state dirs of their own.
-    others = [hosts.default_state_dir().parent / name for name in ("e2e-hub", "e2e-acme")]
-    taken = {h.fixed_ip for h in hosts.list_hosts()} | {
-        h.fixed_ip for d in others for h in hosts.list_hosts(state_dir=d) if h.alive()}
-    return next(ip for ip in CANDIDATE_IPS if ip not in taken)
-
-
 def _skip_or_fail(reason: str) -> None:
     if bed_required():
         pytest.fail(f"hub e2e test is required here but {reason}", pytrace=False)
     pytest.skip(reason)
 
 
-# The namespace host of the hub tests: (host, its shell, server id, state dir).
-_SHARED: dict[str, tuple[hosts.Host, HostShell, str, Path]] = {}
-
-
-def _boot_hub_host() -> tuple[hosts.Host, HostShell, str, Path]:
+def host_images() -> tuple[Path, Path]:
+    """The bed's rootfs and Spark tarball, which a hub host is made from; without them
+    (or without what namespace hosts need) the test skips, or fails where the bed is
+    required."""
     reason = cannot_run_reason()
     if reason:
         _skip_or_fail(reason)
@@ -211,12 +202,38 @@ def _boot_hub_host() -> tuple[hosts.Host, HostShell, str, Path]:
     if not (image / "etc/os-release").exists() or not tarball.exists():
         _skip_or_fail("no test rootfs or Spark tarball: run "
                       "`python3 -m tests.testbed.hosts.hostbed build`")
+    return image, tarball
+
+
+def spark_unpack(host: hosts.Host, tarball: Path, *members: str) -> str:
+    """A shell command that unpacks Spark from the bed's tarball into the host's
+    /opt/spark (only the `members`, shell patterns, if any): what the node's bootstrap
+    installs from the mirror. Run it with `in_host_mounts`."""
+    spark = f"{host.dir}/root/opt/spark"
+    only = "".join(f" --wildcards {shlex.quote(m)}" for m in members)
+    return f"mkdir -p {spark} && tar -xzf {tarball} -C {spark} --strip-components=1{only}"
+
+
+def in_host_mounts(host: hosts.Host, command: str) -> None:
+    """`command` in the host's mount namespace, where its root is mounted at
+    <host.dir>/root, but with this machine's root: how files go in from outside."""
+    pid = wait_for(lambda: hosts.init_pid(host), timeout=10, what="the host's PID 1")
+    subprocess.run(["nsenter", "-t", str(pid), "-m", "--", "sh", "-c", command],
+                   check=True, capture_output=True, timeout=300)
+
+
+# The namespace host of the hub tests: (host, its shell, server id, state dir).
+_SHARED: dict[str, tuple[hosts.Host, HostShell, str, Path]] = {}
+
+
+def _boot_hub_host() -> tuple[hosts.Host, HostShell, str, Path]:
+    image, tarball = host_images()
     hosts.ensure_bridge()
     # A state dir of its own: the bed's hypervisor kills every host in the shared one
     # that has no Nova server, and this one has none.
     state_dir = hosts.default_state_dir().parent / "e2e-hub"
     server_id = f"{uuid.uuid4().hex[:8]}-e2e-hub"
-    ip = _free_ip()
+    ip = hosts.free_ip(CANDIDATE_IPS)
     host = hosts.boot_host("e2e-hub", server_id, fixed_ip=ip, user_data="#cloud-config\n",
                            public_keys=[], rootfs=image, state_dir=state_dir)
     try:
@@ -224,16 +241,8 @@ def _boot_hub_host() -> tuple[hosts.Host, HostShell, str, Path]:
         wait_for(lambda: boot_log.exists() and "booted:" in boot_log.read_text(),
                  timeout=120, what="the host's boot",
                  on_timeout=lambda: boot_log.read_text() if boot_log.exists() else "")
-        pid = wait_for(lambda: hosts.init_pid(host), timeout=10, what="the host's PID 1")
-        # Spark itself is what the node's bootstrap installs from the mirror; the hub only
-        # needs its py4j zip, taken from the same tarball into the host's root.
-        spark = f"{host.dir}/root/opt/spark"
-        subprocess.run(
-            ["nsenter", "-t", str(pid), "-m", "--", "sh", "-c",
-             f"mkdir -p {spark} && tar -xzf {tarball} -C {spark} --strip-components=1"
-             f" --wildcards '*/python/lib/py4j-*-src.zip'"],
-            check=True, capture_output=True, timeout=300,
-        )
+        # The hub needs only Spark's py4j zip.
+        in_host_mounts(host, spark_unpack(host, tarball, "*/python/lib/py4j-*-src.zip"))
     except BaseException:
         hosts.kill_host(server_id, state_dir=state_dir)
         raise

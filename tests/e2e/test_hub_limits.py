@@ -12,7 +12,6 @@ runs a job. The servers also outlive a restart of the hub.
 from __future__ import annotations
 
 import secrets
-import subprocess
 import threading
 import uuid
 
@@ -22,8 +21,7 @@ from provisioner.errors import RemoteError
 from provisioner.hub.limits import MIB
 from provisioner.hubapi import HubApi
 from provisioner.inventory.names import CORE_SLICE, USERS_SLICE
-from tests.testbed.fixtures import cannot_run_reason
-from tests.testbed.hosts import hosts, mirror, rootfs
+from tests.testbed.hosts import hosts, rootfs
 
 from .conftest import wait_for
 from .test_hub import (
@@ -31,7 +29,9 @@ from .test_hub import (
     PinnedClient,
     _inventory,
     _run,
-    _skip_or_fail,
+    host_images,
+    in_host_mounts,
+    spark_unpack,
 )
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
@@ -47,40 +47,21 @@ JOB = "print(sc.parallelize(range(100000), 8).map(lambda x: x * x).sum())"
 HOG = "hog = b'\\x01' * (2 * 1024 ** 3)\nprint(len(hog))"
 
 
-def _free_ip() -> str:
-    taken = {h.fixed_ip for d in (hosts.default_state_dir().parent / "e2e-limits",)
-             for h in hosts.list_hosts(state_dir=d) if h.alive()}
-    return next(ip for ip in CANDIDATE_IPS if ip not in taken)
-
-
 @pytest.fixture
 def systemd_host():
-    reason = cannot_run_reason()
-    if reason:
-        _skip_or_fail(reason)
-    base = rootfs.rootfs_path()
-    tarball = mirror.tarball_path(mirror.DEFAULT_VERSION)
-    if not (base / "etc/os-release").exists() or not tarball.exists():
-        _skip_or_fail("no test rootfs or Spark tarball: run "
-                      "`python3 -m tests.testbed.hosts.hostbed build`")
+    base, tarball = host_images()
     layer = rootfs.ensure_systemd_layer(base)
     hosts.ensure_bridge()
     state_dir = hosts.default_state_dir().parent / "e2e-limits"
     server_id = f"{uuid.uuid4().hex[:8]}-e2e-limits"
-    host = hosts.boot_host("e2e-limits", server_id, fixed_ip=_free_ip(),
+    host = hosts.boot_host("e2e-limits", server_id, fixed_ip=hosts.free_ip(CANDIDATE_IPS),
                            user_data="#cloud-config\n", public_keys=[], rootfs=[layer, base],
                            state_dir=state_dir, init="systemd")
     try:
         hosts.wait_systemd_ready(host, timeout=120)
-        pid = wait_for(lambda: hosts.init_pid(host), timeout=10, what="the host's PID 1")
         shell = HostShell(host)
         # Spark as the master's bootstrap would leave it, from the bed's tarball.
-        subprocess.run(
-            ["nsenter", "-t", str(pid), "-m", "--", "sh", "-c",
-             f"mkdir -p {host.dir}/root{SPARK} && tar -xzf {tarball} "
-             f"-C {host.dir}/root{SPARK} --strip-components=1"],
-            check=True, capture_output=True, timeout=300,
-        )
+        in_host_mounts(host, spark_unpack(host, tarball))
         yield host, shell
     finally:
         hosts.kill_host(server_id, state_dir=state_dir)

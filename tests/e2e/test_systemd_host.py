@@ -38,13 +38,6 @@ def _skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _free_ip() -> str:
-    # Other e2e tests keep their hosts in state dirs of their own beside the bed's.
-    taken = {h.fixed_ip for d in hosts.default_state_dir().parent.iterdir()
-             if (d / "hosts").is_dir() for h in hosts.list_hosts(state_dir=d) if h.alive()}
-    return next(ip for ip in CANDIDATE_IPS if ip not in taken)
-
-
 def _systemd_tops(dirs: list[Path]) -> set[Path]:
     return {d / top for d in dirs for top in SYSTEMD_TOPS if (d / top).is_dir()}
 
@@ -93,7 +86,7 @@ def test_systemd_host_enforces_memory_and_cpu_limits(record_property):
     state_dir = hosts.default_state_dir().parent / "e2e-systemd"
     server_id = f"{uuid.uuid4().hex[:8]}-e2e-systemd"
     start = time.monotonic()
-    host = hosts.boot_host("e2e-systemd", server_id, fixed_ip=_free_ip(),
+    host = hosts.boot_host("e2e-systemd", server_id, fixed_ip=hosts.free_ip(CANDIDATE_IPS),
                            user_data="#cloud-config\n", public_keys=[],
                            rootfs=[layer, base], state_dir=state_dir, init="systemd")
     try:

@@ -699,6 +699,20 @@ def list_hosts(*, state_dir: Path | None = None) -> list[Host]:
     return [h for h in found if h is not None]
 
 
+def free_ip(candidates: Sequence[str]) -> str:
+    """The first of `candidates` no host on this machine holds: any host the bed's own
+    state dir records (a stopped one keeps its address), and any live host of the state
+    dirs tests keep beside it."""
+    taken = {h.fixed_ip for h in list_hosts()}
+    for d in default_state_dir().parent.iterdir():
+        if (d / "hosts").is_dir():
+            taken |= {h.fixed_ip for h in list_hosts(state_dir=d) if h.alive()}
+    free = [ip for ip in candidates if ip not in taken]
+    if not free:
+        raise HostError(f"every candidate address is taken: {', '.join(candidates)}")
+    return free[0]
+
+
 def kill_host(server_id: str, *, state_dir: Path | None = None, timeout: float = 15.0,
               keep_disk: bool = False) -> bool:
     """Kill a host's processes, remove its network and overlay; True if there was one.
