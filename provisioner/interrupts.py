@@ -6,8 +6,9 @@ raises a KeyboardInterrupt that knows its signal: every `except KeyboardInterrup
 runs for all three, and the exit code is 128 + the signal's number, as a shell reports it.
 
 Python drops an exception raised while a finalizer or a weakref callback runs ("Exception
-ignored in ...", seen during imports), so a signal can arrive and stop nothing. The
-handler notes such a drop, and `checkpoint()` raises it again before the next step.
+ignored in ...", with a traceback, seen during imports), so a signal can arrive and stop
+nothing. The handler notes such a drop in place of that traceback, and `checkpoint()`
+raises it again before the next step.
 """
 
 from __future__ import annotations
@@ -59,11 +60,14 @@ class Handler:
             raise Signalled(signum)
 
     def unraisable(self, previous: Any) -> Any:
-        """A sys.unraisablehook that notes a dropped interrupt, then does what it did."""
+        """A sys.unraisablehook that notes a dropped interrupt instead of printing it
+        (Python's own hook prints a traceback, and the interrupt is reported once, at
+        the next checkpoint); anything else goes to the hook that was there."""
 
         def hook(info: Any) -> None:
             if isinstance(info.exc_value, KeyboardInterrupt):
                 self.dropped = signum_of(info.exc_value)
+                return
             previous(info)
 
         return hook

@@ -247,6 +247,41 @@ def test_a_signal_python_drops_is_raised_again_at_the_next_checkpoint():
         checkpoint()  # raised once, not at every later checkpoint
 
 
+DROPS = """
+import signal, sys
+from provisioner.interrupts import Signalled, checkpoint, handled_signals
+
+class Drops:
+    def __init__(self, what): self.what = what
+    def __del__(self):
+        if self.what == "signal":
+            signal.raise_signal(signal.SIGINT)
+        else:
+            raise ValueError("a finalizer's own error")
+
+with handled_signals():
+    Drops(sys.argv[1])
+    try:
+        checkpoint()
+    except Signalled as exc:
+        print("raised at the checkpoint:", exc.signum)
+"""
+
+
+def test_a_dropped_signal_prints_no_traceback_and_other_dropped_errors_still_show():
+    """Seen in CI: a SIGINT that landed in importlib's weakref callback printed Python's
+    "Exception ignored ... Traceback" before the command's own one-line report."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    got = subprocess.run([sys.executable, "-c", DROPS, "signal"], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert got.stdout.strip() == f"raised at the checkpoint: {int(signal.SIGINT)}", got
+    assert got.stderr == "", got.stderr
+    other = subprocess.run([sys.executable, "-c", DROPS, "error"], capture_output=True,
+                           text=True, env=env, timeout=60)
+    assert other.stdout == "", other
+    assert "Exception ignored" in other.stderr and "a finalizer's own error" in other.stderr
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_command_that_finishes_after_a_dropped_signal_does_not_exit_0(monkeypatch, capsys):
     from provisioner import cli
